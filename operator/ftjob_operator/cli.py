@@ -1,0 +1,107 @@
+"""The `ftjob` command: validate manifests, print the CRD, run a job locally."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import api
+from .manifests import ManifestError, load_file
+from .problems import errors
+from .validation import validate_document
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Exit 0 only when every FineTuneJob in every file is valid."""
+    failed = False
+    checked = 0
+    for path in args.files:
+        try:
+            documents = load_file(path)
+        except ManifestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        if not documents:
+            print(f"error: {path}: no documents", file=sys.stderr)
+            failed = True
+        for doc in documents:
+            body = doc.body
+            if isinstance(body, dict) and body.get("kind") not in (api.KIND, None):
+                if not args.quiet:
+                    print(f"{doc.label}: skipped ({body.get('kind')} is not a {api.KIND})",
+                          file=sys.stderr)
+                continue
+            checked += 1
+            problems = validate_document(body)
+            for problem in problems:
+                stream = sys.stdout if problem.severity == "error" else sys.stderr
+                print(f"{doc.label}: {problem.severity}: {problem}", file=stream)
+            if errors(problems):
+                failed = True
+            elif not args.quiet:
+                print(f"{doc.label}: valid", file=sys.stderr)
+    if checked == 0 and not failed:
+        print(f"error: no {api.KIND} found in {', '.join(args.files)}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from .crd import render_crd_yaml
+
+    text = render_crd_yaml()
+    if args.output:
+        with open(args.output, "w") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.local:
+        print("error: only `ftjob run FILE --local` exists; to run on a cluster use "
+              "`kubectl apply -f FILE`", file=sys.stderr)
+        return 2
+    try:
+        from ftjob_trainer.local import run_local
+    except ImportError as exc:
+        print(f"error: `ftjob run --local` needs the trainer extra (pip install 'ftjob[trainer]'): "
+              f"{exc}", file=sys.stderr)
+        return 2
+    return run_local(args.file, nproc=args.nproc, output=args.output, job_name=args.name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftjob", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="check FineTuneJob manifests before kubectl apply")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="YAML files (multi-document)")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    validate.set_defaults(func=cmd_validate)
+
+    crd = sub.add_parser("crd", help="print the FineTuneJob CustomResourceDefinition")
+    crd.add_argument("-o", "--output", help="write to this file instead of stdout")
+    crd.set_defaults(func=cmd_crd)
+
+    run = sub.add_parser("run", help="run a FineTuneJob on this machine with torchrun")
+    run.add_argument("file", metavar="FILE", help="a FineTuneJob manifest")
+    run.add_argument("--local", action="store_true", help="run here, not on a cluster")
+    run.add_argument("--nproc", type=int, default=None,
+                     help="training processes (default: GPUs in the spec, or 2 on CPU)")
+    run.add_argument("--output", help="output folder (default ./ftjob-runs/<name>)")
+    run.add_argument("--name", help="which job, when FILE holds several")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The contract between the operator and the trainer container.
+
+The operator renders pods that set these environment variables and mounts; the trainer
+reads them, reports progress into `status.progress` / `status.checkpoint`, and ends with
+one of these exit codes and a one-line JSON summary in the termination-message file. The
+operator classifies the exit code to decide between failing, restarting and resuming.
+Documented for users in docs/exit-codes.md.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+# --------------------------------------------------------------------------- environment
+
+ENV_JOB_FILE = "FTJOB_JOB_FILE"  # JSON {"metadata": {name, namespace, uid}, "spec": {...}}
+ENV_OUTPUT_DIR = "FTJOB_OUTPUT_DIR"  # output_dir on the job's volume
+ENV_JOB_NAME = "FTJOB_JOB_NAME"
+ENV_NAMESPACE = "FTJOB_NAMESPACE"
+ENV_JOB_UID = "FTJOB_JOB_UID"
+ENV_ATTEMPT = "FTJOB_ATTEMPT"
+ENV_TERMINATION_LOG = "FTJOB_TERMINATION_LOG"  # default /dev/termination-log
+ENV_REPORTER = "FTJOB_REPORTER"  # "kubernetes" | "console" | "none"
+ENV_PROGRESS_INTERVAL = "FTJOB_PROGRESS_INTERVAL"  # seconds between progress writes
+ENV_METRICS_PORT = "FTJOB_METRICS_PORT"  # Prometheus port on rank 0; unset = off
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_OUTPUT_DIR = "/output"
+JOB_FILE_MOUNT_DIR = "/etc/ftjob"
+JOB_FILE_NAME = "job.json"
+RDZV_PORT = 29500
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
+
+
+# --------------------------------------------------------------------------- exit codes
+
+
+class ExitCode(IntEnum):
+    SUCCEEDED = 0
+    UNKNOWN = 1  # anything unclassified: retryable, counts against maxRestarts
+    INVALID_SPEC = 10  # permanent: the job spec cannot work (e.g. unknown model class)
+    INVALID_DATA = 11  # permanent: missing column, unreadable file, label out of range
+    INVALID_MODEL = 12  # permanent: no model at the path, unknown Hub id
+    OUT_OF_MEMORY = 20  # retryable: CUDA/CPU out of memory
+    DISTRIBUTED_TIMEOUT = 21  # retryable: NCCL/gloo or rendezvous timeout, peer lost
+    PREEMPTED = 30  # stopped on SIGTERM after saving a checkpoint; restart without cost
+
+
+PERMANENT_EXIT_CODES = frozenset(
+    {ExitCode.INVALID_SPEC, ExitCode.INVALID_DATA, ExitCode.INVALID_MODEL}
+)
+PREEMPTED_EXIT_CODES = frozenset({ExitCode.PREEMPTED})
+
+EXIT_REASONS = {
+    ExitCode.SUCCEEDED: "Succeeded",
+    ExitCode.UNKNOWN: "Error",
+    ExitCode.INVALID_SPEC: "InvalidSpec",
+    ExitCode.INVALID_DATA: "InvalidData",
+    ExitCode.INVALID_MODEL: "InvalidModel",
+    ExitCode.OUT_OF_MEMORY: "OutOfMemory",
+    ExitCode.DISTRIBUTED_TIMEOUT: "DistributedTimeout",
+    ExitCode.PREEMPTED: "Preempted",
+}
+
+
+def exit_reason(code: int) -> str:
+    try:
+        return EXIT_REASONS[ExitCode(code)]
+    except ValueError:
+        if code > 128:
+            return f"Signal{code - 128}"
+        return "Error"
+
+
+def is_permanent(code: int) -> bool:
+    return code in PERMANENT_EXIT_CODES
+
+
+def is_preempted(code: int) -> bool:
+    return code in PREEMPTED_EXIT_CODES

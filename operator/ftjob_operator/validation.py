@@ -1,0 +1,241 @@
+"""Validate a FineTuneJob document: schema, Hugging Face arguments and cross-field rules.
+
+`validate_document` is what `ftjob validate` and the operator both call, so a job the CLI
+accepts is a job the operator accepts. It is pure: a mapping in, a list of problems out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import PurePosixPath
+from typing import Any
+
+import pydantic
+
+from . import api, training_args
+from .problems import Problem
+
+# Environment variables the operator sets in every training container.
+RESERVED_ENV = frozenset(
+    {
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_RANK",
+        "NODE_RANK",
+        "TORCHELASTIC_RUN_ID",
+        "PET_NNODES",
+        "PET_NPROC_PER_NODE",
+        "PET_NODE_RANK",
+        "PET_MASTER_ADDR",
+        "PET_MASTER_PORT",
+        "NCCL_SOCKET_IFNAME",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+        "DS_ACCELERATOR",
+        "HF_TOKEN",
+        "HF_HOME",
+    }
+)
+RESERVED_ENV_PREFIXES = ("FTJOB_",)
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[pydantic.BaseModel] | None:
+    """The pydantic model whose fields live at `loc` (to suggest names for a typo)."""
+    model: Any = api.FineTuneJob
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+            return None
+        field = next(
+            (f for n, f in model.model_fields.items() if item in (n, f.alias)), None
+        )
+        if field is None:
+            return None
+        model = _unwrap(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, pydantic.BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, pydantic.BaseModel):
+            return arg
+        inner = _unwrap(arg)
+        if inner is not None and inner is not arg:
+            return inner
+    return annotation
+
+
+def _pydantic_problem(err: dict[str, Any]) -> Problem:
+    loc = tuple(err["loc"])
+    path = _loc_to_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        known = [f.alias or n for n, f in parent.model_fields.items()] if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return Problem(path, f"unknown field{hint}")
+    if kind == "missing":
+        return Problem(path, "required field is missing")
+    message = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if kind in ("string_pattern_mismatch",) and path == "metadata.name":
+        message = (
+            "must be lowercase letters, digits and '-', start with a letter and end with a "
+            "letter or digit"
+        )
+    got = err.get("input")
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
+        if not isinstance(got, (dict, list)):
+            message = f"{message}, got {got!r}"
+    return Problem(path or "(document)", message[0].lower() + message[1:] if message else message)
+
+
+def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
+    problems: list[Problem] = []
+    task = spec.task
+    ds = spec.dataset
+
+    if task == api.Task.SEQ2SEQ.value and ds.target_column is None:
+        problems.append(
+            Problem("spec.dataset.targetColumn", "required for task seq2seq (the column with "
+                    "the target text)")
+        )
+    if task != api.Task.SEQ2SEQ.value and ds.target_column is not None:
+        problems.append(Problem("spec.dataset.targetColumn", f"applies only to task seq2seq, "
+                                f"not {task}"))
+    if task == api.Task.CAUSAL_LM.value and ds.text_pair_column is not None:
+        problems.append(Problem("spec.dataset.textPairColumn", "does not apply to task causal-lm"))
+
+    if ds.files is not None:
+        problems.extend(_check_data_files(ds.files))
+
+    res = spec.resources
+    if res.gpus_per_node > 0 and res.procs_per_node is not None and res.procs_per_node > res.gpus_per_node:
+        problems.append(
+            Problem("spec.resources.procsPerNode", f"{res.procs_per_node} processes cannot share "
+                    f"{res.gpus_per_node} GPUs; use one process per GPU")
+        )
+
+    if spec.deepspeed is not None and res.gpus_per_node == 0:
+        for field, on in (("offloadOptimizer", spec.deepspeed.offload_optimizer),
+                          ("offloadParams", spec.deepspeed.offload_params)):
+            if on:
+                problems.append(Problem(f"spec.deepspeed.{field}", "offloading moves GPU state to "
+                                        "CPU memory; with gpusPerNode 0 there is nothing to offload"))
+
+    storage = spec.storage
+    if res.nodes > 1 and storage.existing_claim is None:
+        modes = storage.effective_access_modes(res.nodes)
+        if "ReadWriteMany" not in modes:
+            problems.append(
+                Problem("spec.storage.accessModes", f"{res.nodes} nodes mount the output volume "
+                        f"at once, which needs ReadWriteMany (got {', '.join(modes)})")
+            )
+
+    problems.extend(_check_env(spec))
+    return problems
+
+
+def _check_data_files(files: api.DataFiles) -> list[Problem]:
+    problems = []
+    suffixes: dict[str, str] = {}
+    for split in ("train", "validation", "test"):
+        value = getattr(files, split)
+        if value is None:
+            continue
+        suffix = PurePosixPath(value).suffix.lower()
+        if suffix not in api.DATA_FILE_SUFFIXES:
+            problems.append(
+                Problem(f"spec.dataset.files.{split}", f"unsupported file type {suffix or '(none)'!r} "
+                        f"in {value!r}; use {', '.join(api.DATA_FILE_SUFFIXES)}")
+            )
+        else:
+            suffixes[split] = ".json" if suffix == ".jsonl" else suffix
+    if len(set(suffixes.values())) > 1:
+        problems.append(
+            Problem("spec.dataset.files", "all files must share one format (json/jsonl, csv or "
+                    f"parquet), got {', '.join(f'{k}={v}' for k, v in suffixes.items())}")
+        )
+    return problems
+
+
+def _check_env(spec: api.FineTuneJobSpec) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    for i, var in enumerate(spec.env):
+        path = f"spec.env[{i}].name"
+        if var.name in RESERVED_ENV or var.name.startswith(RESERVED_ENV_PREFIXES):
+            why = ("use spec.model.hfTokenSecretRef" if var.name == "HF_TOKEN"
+                   else "set by ftjob for torchrun, NCCL or the trainer")
+            problems.append(Problem(path, f"{var.name} is reserved ({why})"))
+        if var.name in seen:
+            problems.append(Problem(path, f"{var.name} is set twice"))
+        seen.add(var.name)
+    return problems
+
+
+def validate_spec(spec_doc: dict[str, Any], prefix: str = "spec") -> list[Problem]:
+    """Validate a bare spec mapping (the operator's entry point)."""
+    try:
+        spec = api.FineTuneJobSpec.model_validate(spec_doc)
+    except pydantic.ValidationError as exc:
+        problems = [_pydantic_problem({**e, "loc": (prefix, *e["loc"])}) for e in exc.errors()]
+        # Keys and types of trainingArguments can still be checked when the rest is broken.
+        if isinstance(spec_doc, dict) and isinstance(spec_doc.get("trainingArguments"), dict):
+            task = spec_doc.get("task") if isinstance(spec_doc.get("task"), str) else None
+            problems += training_args.check_keys_and_types(spec_doc["trainingArguments"], task)
+        return problems
+    return check_parsed_spec(spec)
+
+
+def check_parsed_spec(spec: api.FineTuneJobSpec) -> list[Problem]:
+    args = spec.training_arguments
+    problems = training_args.check_keys_and_types(args, spec.task)
+    problems += training_args.check_cross_fields(
+        args,
+        has_eval_data=spec.dataset.has_eval_data,
+        gpus_per_node=spec.resources.gpus_per_node,
+    )
+    problems += _check_spec_rules(spec)
+    return problems
+
+
+def validate_document(doc: Any) -> list[Problem]:
+    """Validate one whole FineTuneJob manifest (apiVersion, kind, metadata, spec)."""
+    if not isinstance(doc, dict):
+        return [Problem("(document)", f"expected a mapping, got {type(doc).__name__}")]
+    problems: list[Problem] = []
+    if doc.get("apiVersion") != api.API_VERSION:
+        problems.append(Problem("apiVersion", f"must be {api.API_VERSION}, got "
+                                f"{doc.get('apiVersion')!r}"))
+    if doc.get("kind") != api.KIND:
+        problems.append(Problem("kind", f"must be {api.KIND}, got {doc.get('kind')!r}"))
+    try:
+        api.ObjectMeta.model_validate(doc.get("metadata"))
+    except pydantic.ValidationError as exc:
+        problems += [_pydantic_problem({**e, "loc": ("metadata", *e["loc"])}) for e in exc.errors()]
+    extra = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"})
+    problems += [Problem(key, "unknown top-level field") for key in extra]
+    if "spec" not in doc:
+        problems.append(Problem("spec", "required field is missing"))
+    elif not isinstance(doc["spec"], dict):
+        problems.append(Problem("spec", f"expected a mapping, got {type(doc['spec']).__name__}"))
+    else:
+        problems += validate_spec(doc["spec"])
+    return problems

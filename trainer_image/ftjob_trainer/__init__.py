@@ -1,0 +1,1 @@
+"""ftjob trainer: the training container entrypoint."""
