@@ -236,14 +236,22 @@ _KIND_WORDS = {
 }
 
 
+def _is_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_value(key: str, value: Any, info: dict[str, Any]) -> list[Problem]:
     path = f"{ROOT}.{key}"
     kinds = info["types"]
     if not any(_matches(value, k) for k in kinds):
         expected = " or ".join(_KIND_WORDS[k] for k in kinds if k != "null")
         hint = ""
-        if isinstance(value, str) and "number" in kinds:
-            hint = " (quote-free YAML like 5.0e-5 or 0.00005 is read as a number)"
+        if isinstance(value, str) and {"number", "integer"} & set(kinds) and _is_numeric(value):
+            hint = " (remove the quotes: YAML reads quoted values as strings)"
         return [Problem(path, f"expected {expected}, got {_type_name(value)} {value!r}{hint}")]
     problems = []
     choices = info.get("choices")

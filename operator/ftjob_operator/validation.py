@@ -94,16 +94,23 @@ def _pydantic_problem(err: dict[str, Any]) -> Problem:
     message = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
-    if kind in ("string_pattern_mismatch",) and path == "metadata.name":
-        message = (
-            "must be lowercase letters, digits and '-', start with a letter and end with a "
-            "letter or digit"
-        )
+    if kind == "string_pattern_mismatch":
+        message = _PATTERN_MESSAGES.get(str(loc[-1]), message)
     got = err.get("input")
-    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
-        if not isinstance(got, (dict, list)):
-            message = f"{message}, got {got!r}"
+    if not isinstance(got, (dict, list)) and "got " not in message:
+        message = f"{message}, got {got!r}"
     return Problem(path or "(document)", message[0].lower() + message[1:] if message else message)
+
+
+# What a pattern means, in words a user can act on (keyed by field alias).
+_PATTERN_MESSAGES = {
+    "name": "must be lowercase letters, digits and '-', start with a letter and end with a "
+    "letter or digit",
+    "cpu": "must be a Kubernetes CPU quantity such as 8, 0.5 or 500m",
+    "memory": "must be a Kubernetes memory quantity such as 64Gi or 512Mi (Gi, not GB)",
+    "shmSize": "must be a Kubernetes memory quantity such as 8Gi (Gi, not GB)",
+    "size": "must be a Kubernetes storage quantity such as 100Gi (Gi, not GB)",
+}
 
 
 def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
@@ -231,7 +238,10 @@ def validate_document(doc: Any) -> list[Problem]:
     except pydantic.ValidationError as exc:
         problems += [_pydantic_problem({**e, "loc": ("metadata", *e["loc"])}) for e in exc.errors()]
     extra = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"})
-    problems += [Problem(key, "unknown top-level field") for key in extra]
+    for key in extra:
+        close = difflib.get_close_matches(key, ["apiVersion", "kind", "metadata", "spec"], n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        problems.append(Problem(key, f"unknown top-level field{hint}"))
     if "spec" not in doc:
         problems.append(Problem("spec", "required field is missing"))
     elif not isinstance(doc["spec"], dict):

@@ -1,0 +1,92 @@
+"""Operator settings, read once from the environment at startup.
+
+Builders and the decision function never read the environment themselves: they get a
+`Settings` value. The Helm chart sets these variables; docs/operator.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_TRAINER_IMAGE = "ghcr.io/ftjob/trainer:0.1.0"
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value the operator cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
+    trainer_image_pull_policy: str = "IfNotPresent"
+    storage_class: str | None = None  # default StorageClass of created claims
+    storage_size: str | None = None  # default claim size when the spec leaves the default
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    log_level: str = "INFO"
+    log_format: str = "text"
+    peering: str | None = None  # kopf peering name; None runs standalone
+    liveness_port: int = 8080
+    metrics_port: int | None = None
+    # Longest wait between two looks at a job when nothing happens (timers, lost events).
+    resync_seconds: float = 30.0
+    # Concurrent blocking API calls (the kubernetes client is synchronous).
+    api_workers: int = 16
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+    if not 0 < value < 65536 and name.endswith("_PORT"):
+        raise SettingsError(f"{name}: port out of range: {value}")
+    return value
+
+
+def from_env(env: Mapping[str, str]) -> Settings:
+    """Build settings from an environment mapping (pass `os.environ`)."""
+    pull = env.get("FTJOB_TRAINER_IMAGE_PULL_POLICY", "").strip() or "IfNotPresent"
+    if pull not in _PULL_POLICIES:
+        raise SettingsError(
+            f"FTJOB_TRAINER_IMAGE_PULL_POLICY: expected one of {', '.join(_PULL_POLICIES)}, "
+            f"got {pull!r}"
+        )
+    level = (env.get("FTJOB_LOG_LEVEL", "").strip() or "INFO").upper()
+    if level not in _LEVELS:
+        raise SettingsError(f"FTJOB_LOG_LEVEL: expected one of {', '.join(_LEVELS)}, got {level!r}")
+    fmt = env.get("FTJOB_LOG_FORMAT", "").strip() or "text"
+    if fmt not in ("text", "json"):
+        raise SettingsError(f"FTJOB_LOG_FORMAT: expected text or json, got {fmt!r}")
+    resync_raw = env.get("FTJOB_RESYNC_SECONDS", "").strip()
+    try:
+        resync = float(resync_raw) if resync_raw else 30.0
+    except ValueError:
+        raise SettingsError(f"FTJOB_RESYNC_SECONDS: expected seconds, got {resync_raw!r}") from None
+    if resync <= 0:
+        raise SettingsError(f"FTJOB_RESYNC_SECONDS: must be positive, got {resync_raw!r}")
+    namespaces = tuple(
+        ns.strip() for ns in env.get("FTJOB_NAMESPACES", "").split(",") if ns.strip()
+    )
+    return Settings(
+        trainer_image=env.get("FTJOB_TRAINER_IMAGE", "").strip() or DEFAULT_TRAINER_IMAGE,
+        trainer_image_pull_policy=pull,
+        storage_class=env.get("FTJOB_STORAGE_CLASS", "").strip() or None,
+        storage_size=env.get("FTJOB_STORAGE_SIZE", "").strip() or None,
+        namespaces=namespaces,
+        log_level=level,
+        log_format=fmt,
+        peering=env.get("FTJOB_PEERING", "").strip() or None,
+        liveness_port=_int(env, "FTJOB_LIVENESS_PORT", 8080) or 8080,
+        metrics_port=_int(env, "FTJOB_METRICS_PORT", None),
+        resync_seconds=resync,
+        api_workers=_int(env, "FTJOB_API_WORKERS", 16) or 16,
+    )
