@@ -1,0 +1,135 @@
+{{/* Names, labels and the operator's RBAC rules, shared by the templates. */}}
+
+{{- define "ftjob.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Prefix of every object name. Kept to 40 characters so that suffixes such as "-metrics" and
+"-cluster" stay inside the 63-character limit of names and label values.
+*/}}
+{{- define "ftjob.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ftjob.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ftjob.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ftjob.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "ftjob.labels" -}}
+helm.sh/chart: {{ include "ftjob.chart" . }}
+{{ include "ftjob.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ftjob
+{{- end }}
+
+{{- define "ftjob.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ftjob.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "ftjob.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "ftjob.trainerImage" -}}
+{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) }}
+{{- end }}
+
+{{/* "true" when the replicas must elect an active one through kopf peering. */}}
+{{- define "ftjob.peering" -}}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the operator watches every namespace (and gets a ClusterRole for it). */}}
+{{- define "ftjob.clusterwide" -}}
+{{- if not .Values.watchNamespaces }}true{{ end }}
+{{- end }}
+
+{{/*
+Rules for the namespaces the operator works in: cluster-wide in a ClusterRole, or in a Role
+per watched namespace. docs/rbac.md explains each rule; tests/unit/chart checks that they
+match that page and cover every API call the operator's integration tests record.
+*/}}
+{{- define "ftjob.namespacedRules" -}}
+# FineTuneJobs: kopf lists and watches them and patches finalizers, annotations and status.
+- apiGroups: ["finetune.dev"]
+  resources: ["finetunejobs"]
+  verbs: ["get", "list", "watch", "patch"]
+# get/patch on the status are also what each job's Role grants to its own pods; RBAC lets the
+# operator grant only what it holds itself.
+- apiGroups: ["finetune.dev"]
+  resources: ["finetunejobs/status"]
+  verbs: ["get", "patch"]
+# Child objects carry ownerReferences with blockOwnerDeletion, which clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin allow only with this.
+- apiGroups: ["finetune.dev"]
+  resources: ["finetunejobs/finalizers"]
+  verbs: ["update"]
+# Training pods: created per attempt, watched, deleted as a gang on restart or suspend.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# The checkpoint volume: created per job, deleted when storage.reclaimPolicy is Delete.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create", "delete"]
+# Headless rendezvous Service, job ConfigMap and the pods' ServiceAccount: created once per
+# job, removed by garbage collection through their ownerReferences.
+- apiGroups: [""]
+  resources: ["services", "configmaps", "serviceaccounts"]
+  verbs: ["create"]
+# The Role and RoleBinding letting a job's pods report progress into its status.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create"]
+# Events on FineTuneJobs (kopf and the operator post them; core v1 API).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- if and (include "ftjob.peering" .) (not (include "ftjob.clusterwide" .)) }}
+# kopf peering of the replicas, one KopfPeering per watched namespace.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
+
+{{/* Rules that are cluster-scoped whatever the watched namespaces are. */}}
+{{- define "ftjob.clusterRules" -}}
+# kopf discovers the FineTuneJob and peering resources and notices CRD changes.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- if not (include "ftjob.clusterwide" .) }}
+# With a namespace list, kopf lists and watches namespaces to follow the listed ones being
+# created or deleted.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- else if include "ftjob.peering" . }}
+# kopf peering of the replicas, one ClusterKopfPeering.
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
