@@ -37,7 +37,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             problems = validate_document(body)
             for problem in problems:
                 stream = sys.stdout if problem.severity == "error" else sys.stderr
-                print(f"{doc.label}: {problem.severity}: {problem}", file=stream)
+                print(f"{doc.locate(problem.path)}: {problem.severity}: {problem}", file=stream)
             if errors(problems):
                 failed = True
             elif not args.quiet:

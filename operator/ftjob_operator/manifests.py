@@ -33,17 +33,53 @@ KubectlLoader.add_implicit_resolver(
 )
 
 
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
 @dataclass(frozen=True)
 class Document:
     source: str  # file name as the user gave it
     index: int  # 0-based position in a multi-document file
     body: Any
+    node: yaml.Node | None = None  # the parsed YAML tree, for line numbers
+
+    @property
+    def name(self) -> str | None:
+        meta = self.body.get("metadata") if isinstance(self.body, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        return name if isinstance(name, str) else None
+
+    def line_of(self, path: str) -> int | None:
+        """1-based line of the deepest node on a field path such as `spec.env[0].name`."""
+        node = self.node
+        if node is None:
+            return None
+        line = node.start_mark.line
+        for key, index in _PATH_TOKEN.findall(path):
+            child = None
+            if key and isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if isinstance(k, yaml.ScalarNode) and k.value == key:
+                        line, child = k.start_mark.line, v
+                        break
+            elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+                child = node.value[int(index)]
+                line = child.start_mark.line
+            if child is None:
+                break
+            node = child
+        return line + 1
+
+    def locate(self, path: str) -> str:
+        """`file:line (name)` for messages, so editors can jump to the field."""
+        line = self.line_of(path)
+        where = f"{self.source}:{line}" if line else f"{self.source}#{self.index + 1}"
+        return f"{where} ({self.name})" if self.name else where
 
     @property
     def label(self) -> str:
-        name = self.body.get("metadata", {}).get("name") if isinstance(self.body, dict) else None
         where = f"{self.source}#{self.index + 1}"
-        return f"{where} ({name})" if isinstance(name, str) else where
+        return f"{where} ({self.name})" if self.name else where
 
 
 class ManifestError(Exception):
@@ -51,11 +87,19 @@ class ManifestError(Exception):
 
 
 def load_text(text: str, source: str) -> list[Document]:
+    loader = KubectlLoader(text)
+    documents = []
     try:
-        bodies = list(yaml.load_all(text, Loader=KubectlLoader))
+        while loader.check_node():
+            node = loader.get_node()
+            body = loader.construct_document(node)
+            if body is not None:
+                documents.append(Document(source, len(documents), body, node))
     except yaml.YAMLError as exc:
         raise ManifestError(f"{source}: not valid YAML: {exc}") from exc
-    return [Document(source, i, body) for i, body in enumerate(bodies) if body is not None]
+    finally:
+        loader.dispose()
+    return documents
 
 
 def load_file(path: str | Path) -> list[Document]:

@@ -41,7 +41,7 @@ def test_each_problem_on_its_own_line_with_file_and_path(tmp_path):
     result = ftjob("validate", str(path))
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
-    prefix = f"{path}#2 (bad): error: "
+    prefix = f"{path}:17 (bad): error: "  # line of the keys in the second document
     assert lines == [
         prefix + "spec.trainingArguments.lerning_rate: unknown field; did you mean learning_rate?",
         prefix + "spec.trainingArguments.bf16: fp16 and bf16 cannot both be true; choose one",
@@ -67,7 +67,36 @@ def test_exit_nonzero_if_any_file_is_bad(tmp_path):
     (tmp_path / "bad.yaml").write_text(GOOD.replace("causal-lm", "causal_lm"))
     result = ftjob("validate", str(tmp_path / "good.yaml"), str(tmp_path / "bad.yaml"))
     assert result.returncode == 1
-    assert "bad.yaml#1 (good): error: spec.task:" in result.stdout
+    assert "bad.yaml:5 (good): error: spec.task:" in result.stdout
+
+
+def test_line_numbers_point_at_the_field(tmp_path):
+    path = tmp_path / "block.yaml"
+    path.write_text(textwrap.dedent("""\
+        apiVersion: finetune.dev/v1alpha1
+        kind: FineTuneJob
+        metadata:
+          name: lines
+        spec:
+          task: causal-lm
+          model:
+            path: /models/gpt2
+          dataset:
+            files:
+              train: /d/train.txt
+          env:
+            - name: A
+              value: "1"
+            - name: RANK
+              value: "0"
+          trainingArguments:
+            max_steps: 10
+            lerning_rate: 0.1
+        """))
+    result = ftjob("validate", str(path))
+    assert result.returncode == 1
+    located = sorted(line.split(" (lines)")[0] for line in result.stdout.splitlines())
+    assert located == [f"{path}:11", f"{path}:15", f"{path}:19"]
 
 
 def test_other_kinds_are_skipped_not_failed(tmp_path):
