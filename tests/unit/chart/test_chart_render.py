@@ -1,0 +1,270 @@
+"""`helm lint` and `helm template` work, and what they produce is valid Kubernetes."""
+
+from __future__ import annotations
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from .rendering import (
+    CHART_DIR, KUBE_VERSION, NON_DEFAULT_VALUES, RELEASE_NAMESPACE, ROOT, by_kind, chart,
+    chart_crds, container_env, label, notes, one, render,
+)
+
+VALUE_SETS = {"defaults": {}, "non-default": NON_DEFAULT_VALUES}
+
+# The only variables the operator reads (see operator/ftjob_operator); anything else set on
+# its container would be dead configuration.
+OPERATOR_ENV = {
+    "FTJOB_TRAINER_IMAGE", "FTJOB_TRAINER_IMAGE_PULL_POLICY", "FTJOB_STORAGE_CLASS",
+    "FTJOB_STORAGE_SIZE", "FTJOB_NAMESPACES", "FTJOB_LOG_LEVEL", "FTJOB_LOG_FORMAT",
+    "FTJOB_PEERING", "FTJOB_LIVENESS_PORT", "FTJOB_METRICS_PORT",
+}
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS)
+def test_lint_is_clean(values):
+    report = helm.lint(str(CHART_DIR), values, strict=True, namespace=RELEASE_NAMESPACE,
+                       kube_version=f"v{KUBE_VERSION}.0")
+    findings = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors
+    assert report["errors"] == [] and findings == [], report
+
+
+def test_lint_reports_a_broken_template(tmp_path):
+    # The lint check above can fail: a chart copy with an unclosed action is reported.
+    broken = helm.Chart.load(str(CHART_DIR)).save_dir(str(tmp_path))
+    (tmp_path / "ftjob" / "templates" / "broken.yaml").write_text("kind: {{ .Values.x\n")
+    report = helm.lint(broken, {}, strict=True)
+    assert report["errors"], report
+
+
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema for every CRD the chart installs."""
+    out = {}
+    for crd in chart_crds():
+        for version in crd["spec"]["versions"]:
+            api_version = f"{crd['spec']['group']}/{version['name']}"
+            out[(api_version, crd["spec"]["names"]["kind"])] = version["schema"]["openAPIV3Schema"]
+    return out
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS)
+def test_every_rendered_object_is_valid_kubernetes(values):
+    own_kinds = crd_schemas()
+    objects = render(values)
+    assert objects
+    for obj in objects:
+        key = (obj["apiVersion"], obj["kind"])
+        if key in own_kinds:  # instances of the chart's own CRDs (kopf peering objects)
+            jsonschema.validate(obj, own_kinds[key])
+        elif obj["kind"] == "ServiceMonitor":
+            continue  # Prometheus Operator CRD, not shipped offline; see test_service_monitor
+        else:
+            # strict: unknown fields fail too, which catches misspelled keys in templates.
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_validation_rejects_a_malformed_object():
+    deployment = one(render(), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Always"
+    deployment["spec"]["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def test_objects_rendered_by_default():
+    kinds = sorted(o["kind"] for o in render())
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+
+
+def test_objects_rendered_with_every_option_on():
+    objects = render(NON_DEFAULT_VALUES)
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount",
+                            "Service", "ServiceMonitor"] + ["Role", "RoleBinding",
+                                                            "KopfPeering"] * 2)
+    for obj in objects:
+        assert len(obj["metadata"]["name"]) <= 63, label(obj)
+
+
+# ---------------------------------------------------------------------------- CRDs
+
+
+def test_chart_crd_is_a_copy_of_the_generated_crd():
+    generated = ROOT / "crds" / "finetune.dev_finetunejobs.yaml"
+    copy = CHART_DIR / "crds" / generated.name
+    assert copy.read_bytes() == generated.read_bytes(), (
+        f"{copy.relative_to(ROOT)} differs from {generated.relative_to(ROOT)}: run `make crds`")
+
+
+def test_chart_crds_are_valid_apiextensions_v1():
+    crds = chart_crds()
+    assert {c["metadata"]["name"] for c in crds} == {
+        "finetunejobs.finetune.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    for crd in crds:
+        kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+        assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.{crd['spec']['group']}"
+        assert sum(v["storage"] for v in crd["spec"]["versions"]) == 1
+
+
+def test_helm_loads_the_crds_folder():
+    # What `helm install` applies before the templates: both files, nothing from templates/.
+    assert sorted(c["filename"].split("/", 1)[1] for c in chart().crds) == [
+        "crds/finetune.dev_finetunejobs.yaml", "crds/kopf.dev_peerings.yaml"]
+
+
+# ---------------------------------------------------------------------------- values schema
+
+
+@pytest.mark.parametrize("typo, key", [
+    ({"replicaCout": 2}, "replicaCout"),
+    ({"image": {"pullpolicy": "Always"}}, "pullpolicy"),
+    ({"watchNamespace": ["team-a"]}, "watchNamespace"),
+    ({"metrics": {"serviceMonitor": {"enable": True}}}, "enable"),
+    ({"storage": {"storageClass": "fast"}}, "storageClass"),
+])
+def test_values_schema_rejects_misspelled_keys(typo, key):
+    with pytest.raises(helm.HelmValuesError, match=key):
+        render(typo)
+    report = helm.lint(str(CHART_DIR), typo, namespace=RELEASE_NAMESPACE)
+    assert any(key in e for e in report["errors"]), report
+
+
+@pytest.mark.parametrize("bad", [
+    {"logging": {"format": "xml"}},
+    {"logging": {"level": "verbose"}},
+    {"image": {"pullPolicy": "Sometimes"}},
+    {"replicaCount": 0},
+    {"watchNamespaces": ["Team_A"]},
+    {"storage": {"size": "lots"}},
+    {"livenessPort": 80},
+])
+def test_values_schema_rejects_bad_values(bad):
+    with pytest.raises(helm.HelmValuesError):
+        chart().validate_schema(bad)
+
+
+# ---------------------------------------------------------------------------- Deployment
+
+
+def operator_container(values=None) -> dict:
+    return one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_operator_env_defaults():
+    env = container_env(operator_container())
+    assert env == {
+        "FTJOB_TRAINER_IMAGE": "ghcr.io/ftjob/trainer:" + chart().metadata["appVersion"],
+        "FTJOB_TRAINER_IMAGE_PULL_POLICY": "IfNotPresent",
+        "FTJOB_STORAGE_CLASS": "",
+        "FTJOB_STORAGE_SIZE": "20Gi",
+        "FTJOB_NAMESPACES": "",
+        "FTJOB_LOG_LEVEL": "INFO",
+        "FTJOB_LOG_FORMAT": "text",
+        "FTJOB_LIVENESS_PORT": "8080",
+    }
+
+
+def test_operator_env_follows_values():
+    v = NON_DEFAULT_VALUES
+    container = operator_container(v)
+    env = container_env(container)
+    assert set(env) <= OPERATOR_ENV
+    assert env["FTJOB_TRAINER_IMAGE"] == "{repository}:{tag}".format(**v["trainer"]["image"])
+    assert env["FTJOB_TRAINER_IMAGE_PULL_POLICY"] == v["trainer"]["image"]["pullPolicy"]
+    assert env["FTJOB_STORAGE_CLASS"] == v["storage"]["storageClassName"]
+    assert env["FTJOB_STORAGE_SIZE"] == v["storage"]["size"]
+    assert env["FTJOB_NAMESPACES"].split(",") == v["watchNamespaces"]
+    assert env["FTJOB_LOG_LEVEL"] == "DEBUG" and env["FTJOB_LOG_FORMAT"] == "json"
+    assert env["FTJOB_PEERING"] == v["peering"]["name"]
+    assert env["FTJOB_METRICS_PORT"] == str(v["metrics"]["port"])
+    assert container["image"] == "{repository}:{tag}".format(**v["image"])
+    assert container["imagePullPolicy"] == "Always"
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS)
+def test_probes_call_kopf_liveness_endpoint(values):
+    container = operator_container(values)
+    port = int(container_env(container)["FTJOB_LIVENESS_PORT"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz"
+        assert ports[get["port"]] == port, probe
+
+
+def test_pod_placement_and_identity_follow_values():
+    v = NON_DEFAULT_VALUES
+    deployment = one(render(v), "Deployment")
+    pod = deployment["spec"]["template"]
+    spec = pod["spec"]
+    assert spec["nodeSelector"] == v["nodeSelector"]
+    assert spec["tolerations"] == v["tolerations"]
+    assert spec["affinity"] == v["affinity"]
+    assert spec["imagePullSecrets"] == v["imagePullSecrets"]
+    assert spec["priorityClassName"] == v["priorityClassName"]
+    assert spec["serviceAccountName"] == v["serviceAccount"]["name"]
+    assert spec["containers"][0]["resources"] == v["resources"]
+    assert pod["metadata"]["annotations"] == v["podAnnotations"]
+    assert pod["metadata"]["labels"]["cost-center"] == "ml"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    sa = one(render(v), "ServiceAccount")
+    assert sa["metadata"]["name"] == v["serviceAccount"]["name"]
+    assert sa["metadata"]["annotations"] == v["serviceAccount"]["annotations"]
+
+
+def test_single_replica_never_overlaps_and_has_no_peering():
+    objects = render()
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "FTJOB_PEERING" not in container_env(operator_container())
+    assert not by_kind(objects, "KopfPeering") and not by_kind(objects, "ClusterKopfPeering")
+
+
+@pytest.mark.parametrize("namespaces, kind", [([], "ClusterKopfPeering"),
+                                              (["team-a", "team-b"], "KopfPeering")])
+def test_replicas_share_a_peering_object(namespaces, kind):
+    objects = render({"replicaCount": 2, "watchNamespaces": namespaces})
+    env = container_env(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    peerings = by_kind(objects, kind)
+    assert [p["metadata"]["name"] for p in peerings] == [env["FTJOB_PEERING"]] * max(
+        1, len(namespaces))
+    assert sorted(p["metadata"].get("namespace") or "" for p in peerings) == (
+        namespaces or [""])
+    assert one(objects, "Deployment")["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+
+
+def test_metrics_off_by_default():
+    assert "FTJOB_METRICS_PORT" not in container_env(operator_container())
+    assert by_kind(render(), "Service") == []
+
+
+def test_metrics_service_and_monitor_reach_the_operator_port():
+    objects = render(NON_DEFAULT_VALUES)
+    pod = one(objects, "Deployment")["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    service = one(objects, "Service")
+    [svc_port] = service["spec"]["ports"]
+    target = next(p for p in container["ports"] if p["name"] == svc_port["targetPort"])
+    assert target["containerPort"] == int(container_env(container)["FTJOB_METRICS_PORT"])
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items())
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [RELEASE_NAMESPACE]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [svc_port["name"]]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+
+
+def test_notes_tell_the_next_command():
+    deployment = one(render(NON_DEFAULT_VALUES), "Deployment")
+    text = notes(NON_DEFAULT_VALUES)
+    assert (f"kubectl -n {RELEASE_NAMESPACE} rollout status "
+            f"deployment/{deployment['metadata']['name']}") in text
+    assert "kubectl apply -n team-nlp" in text
+    assert "team-nlp, team-vision" in text
