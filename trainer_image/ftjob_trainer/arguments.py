@@ -1,0 +1,87 @@
+"""TrainingArguments = the user's `spec.trainingArguments` + the settings ftjob owns.
+
+`settings()` is pure (a dict in, a dict out) so the split between what users choose and
+what the system decides is tested without building TrainingArguments.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ftjob_operator import api
+
+from .exits import InvalidSpec
+
+# Trainer's own rotation would delete an old checkpoint before the new one is known to be
+# complete; ftjob rotates after the completion marker instead (callbacks.py).
+OWN_ROTATION_KEY = "save_total_limit"
+
+
+def deepspeed_config(ds: api.DeepSpeedSpec, on_gpu: bool, config_file: Path | None) -> dict[str, Any]:
+    if ds.config_map_ref is not None:
+        if config_file is None:
+            raise InvalidSpec("spec.deepspeed.configMapRef: the DeepSpeed config is not mounted "
+                              "(FTJOB_DEEPSPEED_CONFIG is unset)")
+        try:
+            return json.loads(config_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidSpec(f"spec.deepspeed.configMapRef: {config_file}: {exc}") from exc
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if ds.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if ds.zero_stage == 3:
+        # Save a consolidated model at the end, not only the shards.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    optimizer_params: dict[str, Any] = {"lr": "auto", "betas": "auto", "eps": "auto",
+                                        "weight_decay": "auto"}
+    if not on_gpu:
+        optimizer_params["torch_adam"] = True  # DeepSpeed's fused/CPU Adam needs a compiler op
+    return {
+        "zero_optimization": zero,
+        "optimizer": {"type": "AdamW", "params": optimizer_params},
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+    }
+
+
+def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, quiet_console: bool = False,
+             deepspeed: dict[str, Any] | None = None) -> tuple[dict[str, Any], int | None]:
+    """(keyword arguments for TrainingArguments, the user's save_total_limit)."""
+    kwargs = dict(spec.training_arguments)
+    save_total_limit = kwargs.pop(OWN_ROTATION_KEY, None)
+    on_gpu = spec.resources.gpus_per_node > 0
+    kwargs.update(
+        output_dir=str(output_dir),
+        ddp_backend="nccl" if on_gpu else "gloo",
+        use_cpu=not on_gpu,
+    )
+    if deepspeed is not None:
+        kwargs["deepspeed"] = deepspeed
+    if spec.dataset.has_eval_data is False:
+        kwargs.setdefault("eval_strategy", "no")
+    if quiet_console:
+        # The console reporter draws the one progress bar; Trainer's tqdm would be a second.
+        kwargs.setdefault("disable_tqdm", True)
+    if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value and spec.peft is not None:
+        # peft wraps the model; Trainer must not drop the `labels` column by signature.
+        kwargs.setdefault("label_names", ["labels"])
+    return kwargs, save_total_limit
+
+
+def build(spec: api.FineTuneJobSpec, output_dir: Path, **options: Any):
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
+
+    kwargs, limit = settings(spec, output_dir, **options)
+    cls = Seq2SeqTrainingArguments if spec.task == api.Task.SEQ2SEQ.value else TrainingArguments
+    try:
+        return cls(**kwargs), limit
+    except (ValueError, TypeError) as exc:
+        raise InvalidSpec(f"spec.trainingArguments: {str(exc).splitlines()[0][:400]}") from exc

@@ -1,0 +1,264 @@
+"""The datasets: load (Hub id or local files), pick splits, check columns and labels, tokenize.
+
+Every problem a user can fix in the manifest or the data raises InvalidData naming the
+spec field and the file or split, so the operator can fail the job at once instead of
+restarting it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftjob_operator import api
+
+from .exits import InvalidData
+
+log = logging.getLogger(__name__)
+
+_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class Splits:
+    train: Any
+    eval: Any | None
+    test: Any | None
+    origin: dict[str, str]  # split -> where it came from, for messages
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_splits(ds: api.DatasetSource, files_base: Path | None = None) -> Splits:
+    if ds.files is not None:
+        raw, origin = _load_files(ds.files, files_base)
+    else:
+        raw, origin = _load_hub(ds)
+
+    train = _split(raw, ds.train_split, "spec.dataset.trainSplit", origin)
+    evaluation = None
+    if ds.eval_fraction is not None:
+        if len(train) < 2:
+            raise InvalidData(f"spec.dataset.evalFraction: the train split ({origin[ds.train_split]}) "
+                              f"has {len(train)} rows, too few to carve out an evaluation split")
+        carved = train.train_test_split(test_size=ds.eval_fraction, seed=ds.shuffle_seed)
+        train, evaluation = carved["train"], carved["test"]
+        origin["eval"] = f"{ds.eval_fraction:g} of {origin[ds.train_split]}"
+    elif ds.resolved_eval_split is not None:
+        evaluation = _split(raw, ds.resolved_eval_split, "spec.dataset.evalSplit", origin)
+        origin["eval"] = origin[ds.resolved_eval_split]
+    test = None
+    if ds.resolved_test_split is not None:
+        test = _split(raw, ds.resolved_test_split, "spec.dataset.testSplit", origin)
+        origin["test"] = origin[ds.resolved_test_split]
+    origin["train"] = origin[ds.train_split]
+
+    if ds.max_train_samples is not None and len(train) > ds.max_train_samples:
+        train = train.shuffle(seed=ds.shuffle_seed).select(range(ds.max_train_samples))
+    if evaluation is not None and ds.max_eval_samples is not None and len(evaluation) > ds.max_eval_samples:
+        evaluation = evaluation.shuffle(seed=ds.shuffle_seed).select(range(ds.max_eval_samples))
+    if len(train) == 0:
+        raise InvalidData(f"spec.dataset: the train split ({origin['train']}) has no rows")
+    return Splits(train, evaluation, test, origin)
+
+
+def _load_files(files: api.DataFiles, base: Path | None) -> tuple[Any, dict[str, str]]:
+    import datasets
+
+    paths: dict[str, str] = {}
+    for split in ("train", "validation", "test"):
+        value = getattr(files, split)
+        if value is None:
+            continue
+        path = Path(value)
+        if base is not None and not path.is_absolute():
+            path = base / path
+        field = f"spec.dataset.files.{split}"
+        if not path.is_file():
+            raise InvalidData(f"{field}: {path}: no such file")
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise InvalidData(f"{field}: {path}: cannot read: {exc.strerror}") from exc
+        paths[split] = str(path)
+
+    fmt = _FORMATS[Path(paths["train"]).suffix.lower()]
+    loaded = {}
+    for split, path in paths.items():
+        # One file at a time, so a broken file is named in the error.
+        try:
+            loaded[split] = datasets.load_dataset(fmt, data_files={split: path}, split=split)
+        except Exception as exc:  # noqa: BLE001 - any parse error is a data problem here
+            raise InvalidData(f"spec.dataset.files.{split}: {path}: cannot be read as {fmt}: "
+                              f"{_first_line(exc)}") from exc
+    return loaded, dict(paths)
+
+
+def _load_hub(ds: api.DatasetSource) -> tuple[Any, dict[str, str]]:
+    import datasets
+
+    try:
+        raw = datasets.load_dataset(ds.name, ds.config, revision=ds.revision)
+    except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError) as exc:
+        raise InvalidData(f"spec.dataset.name: cannot load dataset {ds.name!r}"
+                          f"{f' config {ds.config!r}' if ds.config else ''}: {_first_line(exc)}") from exc
+    except ValueError as exc:  # unknown config name, among others
+        raise InvalidData(f"spec.dataset.config: {ds.name}: {_first_line(exc)}") from exc
+    where = f"{ds.name}{f'/{ds.config}' if ds.config else ''}"
+    return raw, {split: f"{where}[{split}]" for split in raw}
+
+
+def _split(raw: Any, name: str, field: str, origin: dict[str, str]) -> Any:
+    if name not in raw:
+        raise InvalidData(f"{field}: no split {name!r}; available: {', '.join(sorted(raw))}")
+    return raw[name]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:400]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def named_splits(splits: Splits) -> list[tuple[str, Any]]:
+    return [(n, d) for n, d in (("train", splits.train), ("eval", splits.eval),
+                                ("test", splits.test)) if d is not None]
+
+
+def check_columns(splits: Splits, required: dict[str, str]) -> None:
+    """`required` maps a spec field (e.g. spec.dataset.textColumn) to a column name."""
+    for split, dataset in named_splits(splits):
+        for field, column in required.items():
+            if column not in dataset.column_names:
+                raise InvalidData(f"{field}: column {column!r} not found in the {split} split "
+                                  f"({splits.origin[split]}); columns: {', '.join(dataset.column_names)}")
+
+
+@dataclass(frozen=True)
+class Labels:
+    names: list[str]
+    encode: dict[Any, int] | None  # raw value -> id, when the data holds strings
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+
+def infer_labels(splits: Splits, column: str) -> Labels:
+    """Class names from a ClassLabel feature, else from the training data; checks every split."""
+    import datasets
+
+    field = "spec.dataset.labelColumn"
+    feature = splits.train.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        labels = Labels(list(feature.names), None)
+    else:
+        values = [v for v in splits.train[column]]
+        if any(v is None for v in values):
+            raise InvalidData(f"{field}: the train split ({splits.origin['train']}) has rows "
+                              f"without a label in column {column!r}")
+        if all(isinstance(v, str) for v in values):
+            names = sorted(set(values))
+            labels = Labels(names, {n: i for i, n in enumerate(names)})
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            labels = Labels([str(i) for i in range(max(values) + 1)], None)
+        else:
+            raise InvalidData(f"{field}: column {column!r} of the train split "
+                              f"({splits.origin['train']}) must hold integers or strings")
+    for split, dataset in named_splits(splits):
+        _check_range(dataset[column], labels, split, splits.origin[split], column)
+    if len(labels.names) < 2:
+        raise InvalidData(f"{field}: the train split ({splits.origin['train']}) has only "
+                          f"{len(labels.names)} class; classification needs at least 2")
+    return labels
+
+
+def _check_range(values: list[Any], labels: Labels, split: str, origin: str, column: str) -> None:
+    n = len(labels.names)
+    for row, value in enumerate(values):
+        if labels.encode is not None:
+            ok = value in labels.encode
+            what = f"{value!r} does not occur in the train split"
+        else:
+            ok = isinstance(value, int) and 0 <= value < n
+            what = f"{value!r} is out of range 0..{n - 1}"
+        if not ok:
+            raise InvalidData(f"spec.dataset.labelColumn: label {what} (column {column!r}, "
+                              f"{split} split {origin}, row {row})")
+
+
+# --------------------------------------------------------------------------- tokenization
+
+
+def _text(values: list[Any]) -> list[str]:
+    return ["" if v is None else str(v) for v in values]
+
+
+def tokenize(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any,
+             labels: Labels | None, first=contextlib.nullcontext) -> Splits:
+    """Tokenize every split for the task; keeps only the model's input columns."""
+    ds = spec.dataset
+    task = spec.task
+
+    def classification(batch):
+        pair = _text(batch[ds.text_pair_column]) if ds.text_pair_column else None
+        out = tokenizer(_text(batch[ds.text_column]), pair, truncation=True, max_length=ds.max_length)
+        raw = batch[ds.label_column]
+        out["labels"] = [labels.encode[v] for v in raw] if labels.encode is not None else list(raw)
+        return out
+
+    def causal(batch):
+        return tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=ds.max_length)
+
+    def seq2seq(batch):
+        out = tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=ds.max_length)
+        targets = tokenizer(text_target=_text(batch[ds.target_column]), truncation=True,
+                            max_length=ds.max_target_length or ds.max_length)
+        out["labels"] = targets["input_ids"]
+        return out
+
+    fn = {api.Task.SEQUENCE_CLASSIFICATION.value: classification,
+          api.Task.CAUSAL_LM.value: causal,
+          api.Task.SEQ2SEQ.value: seq2seq}[task]
+
+    def apply(dataset):
+        if dataset is None:
+            return None
+        return dataset.map(fn, batched=True, remove_columns=dataset.column_names, desc="tokenize")
+
+    with first():
+        return Splits(apply(splits.train), apply(splits.eval), apply(splits.test), splits.origin)
+
+
+def required_columns(spec: api.FineTuneJobSpec) -> dict[str, str]:
+    ds = spec.dataset
+    columns = {"spec.dataset.textColumn": ds.text_column}
+    if ds.text_pair_column:
+        columns["spec.dataset.textPairColumn"] = ds.text_pair_column
+    if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value:
+        columns["spec.dataset.labelColumn"] = ds.label_column
+    if spec.task == api.Task.SEQ2SEQ.value and ds.target_column:
+        columns["spec.dataset.targetColumn"] = ds.target_column
+    return columns
+
+
+def collator(task: str, tokenizer: Any, model: Any = None):
+    from transformers import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq,
+                              DataCollatorWithPadding)
+
+    if task == api.Task.CAUSAL_LM.value:
+        return DataCollatorForLanguageModeling(tokenizer, mlm=False)  # labels = input_ids
+    if task == api.Task.SEQ2SEQ.value:
+        return DataCollatorForSeq2Seq(tokenizer, model=model)
+    return DataCollatorWithPadding(tokenizer)

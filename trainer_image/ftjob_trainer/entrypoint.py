@@ -1,0 +1,193 @@
+"""The training worker: one per torchrun process. Job spec -> model, data -> Trainer.train().
+
+Run by the launcher as `torchrun ... -m ftjob_trainer.entrypoint`. Whatever happens, each
+rank leaves a classified failure in $FTJOB_RESULT_DIR (torchrun itself only says "1"), and
+world rank 0 leaves the result of a successful run there too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftjob_operator import api
+from ftjob_operator.contract import ExitCode, exit_reason
+
+from . import exits
+from .job import ENV_STOP_FILE, JobContext, load_context, world_rank
+from .stopping import StopRequest
+
+log = logging.getLogger("ftjob_trainer")
+
+FINAL_DIR = "final"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class Outcome:
+    global_step: int
+    resumed_from_step: int
+    preempted: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    final_model: str | None = None
+
+
+def main() -> None:
+    sys.exit(run(os.environ))
+
+
+def run(env) -> int:
+    rank = world_rank()
+    _setup_logging(rank)
+    stop = StopRequest(Path(env[ENV_STOP_FILE]) if env.get(ENV_STOP_FILE) else None).install()
+    result_dir = env.get("FTJOB_RESULT_DIR")
+    try:
+        ctx = load_context(env)
+        outcome = train(ctx, stop)
+    except BaseException as exc:  # noqa: BLE001 - every failure must be classified
+        failure = exits.classify(exc, rank)
+        if failure.exit_code == ExitCode.UNKNOWN:
+            log.exception("rank %d failed", rank)
+        else:
+            log.error("rank %d failed: %s: %s", rank, failure.reason, failure.message)
+        if result_dir:
+            exits.write_failure(result_dir, failure)
+        return failure.exit_code
+
+    if outcome.preempted:
+        failure = exits.Failure(int(ExitCode.PREEMPTED), exit_reason(ExitCode.PREEMPTED),
+                                f"stopped on request after saving checkpoint-{outcome.global_step}",
+                                rank, outcome.global_step)
+        if result_dir:
+            exits.write_failure(result_dir, failure)
+        _finish()
+        return int(ExitCode.PREEMPTED)
+
+    if rank == 0 and result_dir:
+        exits.write_json_atomic(Path(result_dir) / exits.RESULT_FILE, {
+            "globalStep": outcome.global_step,
+            "resumedFromStep": outcome.resumed_from_step,
+            "metrics": exits.numeric_metrics(outcome.metrics),
+            "finalModel": outcome.final_model,
+        })
+    _finish()
+    return 0
+
+
+def _setup_logging(rank: int) -> None:
+    level = logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(level=level, format=f"[rank{rank}] %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+
+
+def _finish() -> None:
+    """Barrier so no rank exits (and makes torchrun kill the others) while one still writes."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def train(ctx: JobContext, stop: StopRequest) -> Outcome:
+    spec = ctx.spec
+    on_gpu = spec.resources.gpus_per_node > 0
+    if spec.deepspeed is not None and not on_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+    from transformers import PrinterCallback, Seq2SeqTrainer, Trainer, set_seed
+
+    from . import arguments, checkpoints, data, metrics, modeling
+    from .callbacks import CheckpointMarkerCallback
+    from .progress import ProgressCallback
+    from .reporters import NullReporter, build_reporter
+    from .stopping import PreemptionCallback
+
+    ds_config = (arguments.deepspeed_config(spec.deepspeed, on_gpu, ctx.deepspeed_config)
+                 if spec.deepspeed is not None else None)
+    targs, save_total_limit = arguments.build(spec, ctx.output_dir,
+                                              quiet_console=ctx.reporter == "console",
+                                              deepspeed=ds_config)
+    is_zero = targs.process_index == 0
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    task = spec.task
+
+    with targs.main_process_first(local=False, desc="load data"):
+        splits = data.load_splits(spec.dataset)
+    data.check_columns(splits, data.required_columns(spec))
+    labels = data.infer_labels(splits, spec.dataset.label_column) \
+        if task == api.Task.SEQUENCE_CLASSIFICATION.value else None
+
+    field_name = "spec.model.path" if spec.model.path else "spec.model.name"
+    source, kwargs = modeling.model_source(spec)
+    tokenizer = modeling.load_tokenizer(source, kwargs, field_name)
+    set_seed(targs.seed)  # before the model: a fresh head is initialised from this seed
+    model = modeling.load_model(task, source, kwargs, field_name, tokenizer,
+                                labels.id2label if labels else None)
+    if spec.peft is not None:
+        model = modeling.add_lora(model, task, spec.peft)
+
+    tokenized = data.tokenize(splits, spec, tokenizer, labels,
+                              first=lambda: targs.main_process_first(local=False, desc="tokenize"))
+
+    with targs.main_process_first(local=False, desc="find checkpoint"):
+        resume = (checkpoints.prepare_resume(ctx.output_dir) if is_zero
+                  else checkpoints.latest_complete(ctx.output_dir))
+
+    reporter = (build_reporter(ctx.reporter, name=ctx.name, namespace=ctx.namespace,
+                               metrics_port=ctx.metrics_port) if is_zero else NullReporter())
+    preemption = PreemptionCallback(stop)
+    trainer_cls = Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
+    trainer = trainer_cls(
+        model=model,
+        args=targs,
+        train_dataset=tokenized.train,
+        eval_dataset=tokenized.eval,
+        processing_class=tokenizer,
+        data_collator=data.collator(task, tokenizer, model),
+        compute_metrics=metrics.classification_metrics if labels else None,
+        callbacks=[CheckpointMarkerCallback(save_total_limit), preemption,
+                   ProgressCallback(reporter, ctx.progress_interval)],
+    )
+    if ctx.reporter == "console":
+        trainer.remove_callback(PrinterCallback)
+
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+        resumed_from = resume.step if resume else 0
+        if preemption.stopped_at is not None:
+            return Outcome(trainer.state.global_step, resumed_from, preempted=True)
+
+        final_metrics: dict[str, Any] = dict(result.metrics)
+        if tokenized.eval is not None:
+            final_metrics.update(trainer.evaluate())
+        if tokenized.test is not None:
+            final_metrics.update(trainer.predict(tokenized.test, metric_key_prefix="test").metrics)
+        if task == api.Task.CAUSAL_LM.value:
+            for prefix in ("eval", "test"):
+                metrics.with_perplexity(final_metrics, prefix)
+
+        final_dir = ctx.output_dir / FINAL_DIR
+        trainer.save_model(str(final_dir))  # every rank: DeepSpeed gathers ZeRO-3 shards here
+        if is_zero:
+            if labels is not None:
+                (final_dir / "labels.json").write_text(json.dumps(labels.names))
+            (ctx.output_dir / METRICS_FILE).write_text(
+                json.dumps({"globalStep": trainer.state.global_step, "resumedFromStep": resumed_from,
+                            "metrics": final_metrics}, indent=1, sort_keys=True, default=str))
+        return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
+                       final_model=str(final_dir))
+    finally:
+        reporter.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""What a worker is asked to do: the mounted job file plus the environment, parsed once.
+
+The operator mounts `{"metadata": {...}, "spec": {...}}` at $FTJOB_JOB_FILE; `ftjob run
+--local` writes the same file. The spec is parsed with the API models and re-validated, so
+a spec the operator accepted but this image cannot run fails with INVALID_SPEC and the
+field names, not with a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftjob_operator import api, contract
+from ftjob_operator.problems import errors
+from ftjob_operator.validation import validate_spec
+
+from .exits import InvalidSpec
+
+# Launcher-internal variables (not part of the operator contract: the launcher sets them).
+ENV_STOP_FILE = "FTJOB_STOP_FILE"  # exists once a graceful stop was requested
+ENV_RESULT_DIR = "FTJOB_RESULT_DIR"  # per-rank failure files and rank 0's result
+ENV_DEEPSPEED_CONFIG = "FTJOB_DEEPSPEED_CONFIG"  # path of a full DeepSpeed JSON config
+
+REPORTERS = ("kubernetes", "console", "none")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    name: str
+    namespace: str | None
+    uid: str | None
+    spec: api.FineTuneJobSpec
+    output_dir: Path
+    attempt: int = 0
+    reporter: str = "none"
+    progress_interval: float = 5.0
+    metrics_port: int | None = None
+    stop_file: Path | None = None
+    result_dir: Path | None = None
+    deepspeed_config: Path | None = None
+
+
+def load_context(env: Mapping[str, str]) -> JobContext:
+    job_file = env.get(contract.ENV_JOB_FILE) or str(
+        Path(contract.JOB_FILE_MOUNT_DIR) / contract.JOB_FILE_NAME
+    )
+    try:
+        document = json.loads(Path(job_file).read_text())
+    except OSError as exc:
+        raise InvalidSpec(f"{job_file}: cannot read the job file: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise InvalidSpec(f"{job_file}: not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("spec"), dict):
+        raise InvalidSpec(f"{job_file}: expected an object with a `spec` mapping")
+
+    problems = errors(validate_spec(document["spec"]))
+    if problems:
+        raise InvalidSpec(f"{job_file}: " + "; ".join(str(p) for p in problems))
+    spec = api.parse_spec(document["spec"])
+
+    metadata = document.get("metadata") or {}
+    return JobContext(
+        name=env.get(contract.ENV_JOB_NAME) or metadata.get("name") or "job",
+        namespace=env.get(contract.ENV_NAMESPACE) or metadata.get("namespace"),
+        uid=env.get(contract.ENV_JOB_UID) or metadata.get("uid"),
+        spec=spec,
+        output_dir=Path(env.get(contract.ENV_OUTPUT_DIR) or contract.DEFAULT_OUTPUT_DIR),
+        attempt=_int(env, contract.ENV_ATTEMPT, 0),
+        reporter=_reporter(env),
+        progress_interval=_float(env, contract.ENV_PROGRESS_INTERVAL, 5.0),
+        metrics_port=_int(env, contract.ENV_METRICS_PORT, None),
+        stop_file=_path(env, ENV_STOP_FILE),
+        result_dir=_path(env, ENV_RESULT_DIR),
+        deepspeed_config=_path(env, ENV_DEEPSPEED_CONFIG),
+    )
+
+
+def _reporter(env: Mapping[str, str]) -> str:
+    value = env.get(contract.ENV_REPORTER, "none") or "none"
+    if value not in REPORTERS:
+        raise InvalidSpec(f"{contract.ENV_REPORTER}={value!r}: use one of {', '.join(REPORTERS)}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise InvalidSpec(f"{name}={raw!r}: expected an integer") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise InvalidSpec(f"{name}={raw!r}: expected a number of seconds") from exc
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
+def world_rank() -> int:
+    return int(os.environ.get("RANK", "0"))

@@ -1,0 +1,116 @@
+"""`ftjob run FILE --local`: the same launcher and workers as in a pod, on this machine."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ftjob_operator import api, contract
+from ftjob_operator.manifests import ManifestError, load_file
+from ftjob_operator.problems import errors
+from ftjob_operator.validation import validate_document
+
+from . import exits, launch
+from .modeling import PKG_SCHEME
+
+RUNS_DIR = "ftjob-runs"
+
+
+def pick_document(documents: list[Any], job_name: str | None) -> tuple[Any | None, str]:
+    """The FineTuneJob to run (pure): by name, or the only one. Returns (doc, error)."""
+    jobs = [d for d in documents if isinstance(d.body, dict) and d.body.get("kind") == api.KIND]
+    if job_name is not None:
+        jobs = [d for d in jobs if (d.body.get("metadata") or {}).get("name") == job_name]
+        if not jobs:
+            return None, f"no {api.KIND} named {job_name!r}"
+    if not jobs:
+        return None, f"no {api.KIND} found"
+    if len(jobs) > 1:
+        names = ", ".join(str((d.body.get("metadata") or {}).get("name")) for d in jobs)
+        return None, f"{len(jobs)} FineTuneJobs ({names}); choose one with --name"
+    return jobs[0], ""
+
+
+def resolve_paths(spec: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative `dataset.files` and `model.path` are taken against the manifest's folder (pure)."""
+    spec = copy.deepcopy(spec)
+    files = (spec.get("dataset") or {}).get("files") or {}
+    for split, value in list(files.items()):
+        if isinstance(value, str) and not Path(value).is_absolute():
+            files[split] = str((base / value).resolve())
+    model = spec.get("model") or {}
+    path = model.get("path")
+    if isinstance(path, str) and not path.startswith(PKG_SCHEME) and not Path(path).is_absolute():
+        model["path"] = str((base / path).resolve())
+    return spec
+
+
+def default_nproc(spec: dict[str, Any]) -> int:
+    gpus = ((spec.get("resources") or {}).get("gpusPerNode")) or 0
+    return gpus if gpus > 0 else 2
+
+
+def run_local(file: str, nproc: int | None = None, output: str | None = None,
+              job_name: str | None = None) -> int:
+    try:
+        documents = load_file(file)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    doc, error = pick_document(documents, job_name)
+    if doc is None:
+        print(f"error: {file}: {error}", file=sys.stderr)
+        return 2
+    problems = errors(validate_document(doc.body))
+    if problems:
+        for problem in problems:
+            print(f"{file}: {problem.path}: {problem.message}")
+        return 2
+
+    body = doc.body
+    name = body["metadata"]["name"]
+    spec = resolve_paths(body["spec"], Path(file).resolve().parent)
+    output_dir = Path(output or Path(RUNS_DIR) / name).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job_file = output_dir / "job.json"
+    job_file.write_text(json.dumps({"metadata": {"name": name,
+                                                 "namespace": body["metadata"].get("namespace")},
+                                    "spec": spec}, indent=1))
+
+    env = dict(os.environ)
+    env.update({
+        contract.ENV_JOB_FILE: str(job_file),
+        contract.ENV_OUTPUT_DIR: str(output_dir),
+        contract.ENV_JOB_NAME: name,
+        contract.ENV_REPORTER: env.get(contract.ENV_REPORTER, "console"),
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+    })
+    if spec["model"].get("path") and (spec.get("dataset") or {}).get("files"):
+        env.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never wait on the Hub
+    procs = nproc or default_nproc(spec)
+    print(f"running {name} with {procs} process(es); output in {output_dir}", file=sys.stderr)
+    decision = launch.run(["--standalone", f"--nproc-per-node={procs}"], env)
+    line = exits.encode_summary(decision.summary)
+    log_path = env.get(contract.ENV_TERMINATION_LOG)
+    launch.write_termination_log(Path(log_path) if log_path else output_dir / "termination-log", line)
+    print(describe(decision.summary))
+    return decision.exit_code
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """The closing lines for a person at a terminal (pure)."""
+    if summary.get("status") != "succeeded":
+        return (f"failed: {summary.get('reason')} (exit {summary.get('exitCode')}): "
+                f"{summary.get('message')}")
+    metrics = summary.get("metrics") or {}
+    lines = [f"succeeded after {summary.get('globalStep')} steps"]
+    for key in ("eval_accuracy", "eval_f1", "eval_loss", "test_accuracy", "eval_perplexity"):
+        if key in metrics:
+            lines.append(f"  {key}: {metrics[key]:.4f}")
+    lines.append(f"  saved model: {summary.get('finalModel')}")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Model and tokenizer for the task, optionally wrapped with LoRA adapters."""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from pathlib import Path
+from typing import Any
+
+from ftjob_operator import api
+
+from .exits import InvalidModel, InvalidSpec
+
+log = logging.getLogger(__name__)
+
+PKG_SCHEME = "pkg://"
+
+
+def resolve_model_path(path: str, base: Path | None = None) -> Path:
+    """`pkg://package/sub/dir` names a folder shipped inside an installed Python package
+    (how the demo finds MiniLM from PyPI without a Hub download); a relative path is taken
+    against `base` (the manifest's folder for `ftjob run --local`)."""
+    if path.startswith(PKG_SCHEME):
+        package, _, rest = path[len(PKG_SCHEME):].partition("/")
+        try:
+            root = importlib.resources.files(package)
+        except ModuleNotFoundError as exc:
+            raise InvalidModel(f"spec.model.path: {path}: Python package {package!r} is not "
+                               f"installed") from exc
+        return Path(str(root.joinpath(rest))) if rest else Path(str(root))
+    resolved = Path(path)
+    if base is not None and not resolved.is_absolute():
+        resolved = base / resolved
+    return resolved
+
+
+def model_source(spec: api.FineTuneJobSpec, base: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """(what to pass to from_pretrained, extra kwargs); checks a local path exists."""
+    model = spec.model
+    if model.path is not None:
+        path = resolve_model_path(model.path, base)
+        if not (path / "config.json").is_file():
+            why = "no such directory" if not path.is_dir() else "config.json is missing"
+            raise InvalidModel(f"spec.model.path: no model at {path} ({why})")
+        return str(path), {}
+    return model.name, ({"revision": model.revision} if model.revision else {})
+
+
+def load_tokenizer(source: str, kwargs: dict[str, Any], field: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise InvalidModel(f"{field}: cannot load a tokenizer from {source}: "
+                           f"{str(exc).splitlines()[0][:300]}") from exc
+    if tokenizer.pad_token is None:
+        # Dynamic padding needs a pad token; decoder-only models often ship without one.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+_AUTO = {
+    api.Task.SEQUENCE_CLASSIFICATION.value: "AutoModelForSequenceClassification",
+    api.Task.CAUSAL_LM.value: "AutoModelForCausalLM",
+    api.Task.SEQ2SEQ.value: "AutoModelForSeq2SeqLM",
+}
+
+
+def load_model(task: str, source: str, kwargs: dict[str, Any], field: str, tokenizer: Any,
+               id2label: dict[int, str] | None = None) -> Any:
+    import transformers
+
+    auto = getattr(transformers, _AUTO[task])
+    extra = dict(kwargs)
+    if id2label is not None:
+        # A checkpoint fine-tuned on other classes gets a fresh head of the right size.
+        extra.update(num_labels=len(id2label), id2label=id2label,
+                     label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True)
+    try:
+        model = auto.from_pretrained(source, **extra)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise InvalidSpec(f"spec.task: the model at {source} cannot be loaded for task "
+                              f"{task} ({str(exc).splitlines()[0][:200]})") from exc
+        raise InvalidModel(f"{field}: {source}: {str(exc).splitlines()[0][:300]}") from exc
+    except OSError as exc:
+        raise InvalidModel(f"{field}: cannot load a model from {source}: "
+                           f"{str(exc).splitlines()[0][:300]}") from exc
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+_PEFT_TASK = {
+    api.Task.SEQUENCE_CLASSIFICATION.value: "SEQ_CLS",
+    api.Task.CAUSAL_LM.value: "CAUSAL_LM",
+    api.Task.SEQ2SEQ.value: "SEQ_2_SEQ_LM",
+}
+
+
+def add_lora(model: Any, task: str, lora: api.LoraSpec) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        task_type=_PEFT_TASK[task],
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        bias=lora.bias,
+        modules_to_save=lora.modules_to_save,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise InvalidSpec(f"spec.peft.targetModules: {str(exc).splitlines()[0][:300]}") from exc

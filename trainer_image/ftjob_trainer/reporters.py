@@ -1,0 +1,207 @@
+"""Where progress goes: the job's status in Kubernetes, the terminal, Prometheus, nowhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from ftjob_operator import api
+
+log = logging.getLogger(__name__)
+
+
+class NullReporter:
+    def report(self, progress, checkpoint, final=False) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class FanoutReporter:
+    """Several reporters; one failing does not keep the others from being called."""
+
+    def __init__(self, reporters: list[Any]) -> None:
+        self.reporters = reporters
+
+    def report(self, progress, checkpoint, final=False) -> None:
+        for reporter in self.reporters:
+            try:
+                reporter.report(progress, checkpoint, final)
+            except Exception:  # noqa: BLE001
+                log.exception("%s failed", type(reporter).__name__)
+
+    def close(self) -> None:
+        for reporter in self.reporters:
+            try:
+                reporter.close()
+            except Exception:  # noqa: BLE001
+                log.exception("%s failed to close", type(reporter).__name__)
+
+
+class KubernetesReporter:
+    """Merge-patches status.progress / status.checkpoint of this job only.
+
+    The pod's ServiceAccount may patch `finetunejobs/status` and nothing else, so this is the
+    only call it makes. The body is sent as application/merge-patch+json: a merge patch
+    replaces exactly the two keys it names and leaves phase and conditions to the operator.
+    """
+
+    CONTENT_TYPE = "application/merge-patch+json"
+
+    def __init__(self, name: str, namespace: str, api_client: Any = None) -> None:
+        self.name = name
+        self.namespace = namespace
+        self._api = None
+        self._api_client = api_client
+
+    def _custom_objects(self):
+        if self._api is None:
+            from kubernetes import client, config
+
+            if self._api_client is None:
+                try:
+                    config.load_incluster_config()
+                except config.ConfigException:
+                    config.load_kube_config()
+                self._api_client = client.ApiClient()
+            self._api = client.CustomObjectsApi(self._api_client)
+        return self._api
+
+    @staticmethod
+    def body(progress: dict[str, Any], checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+        status: dict[str, Any] = {"progress": progress}
+        if checkpoint is not None:
+            status["checkpoint"] = checkpoint
+        return {"status": status}
+
+    def report(self, progress, checkpoint, final=False) -> None:
+        try:
+            self._custom_objects().patch_namespaced_custom_object_status(
+                group=api.GROUP,
+                version=api.VERSION,
+                namespace=self.namespace,
+                plural=api.PLURAL,
+                name=self.name,
+                body=self.body(progress, checkpoint),
+                _content_type=self.CONTENT_TYPE,
+                _request_timeout=10,
+            )
+        except Exception as exc:  # noqa: BLE001 - logged, never raised
+            log.warning("could not patch %s/%s status.progress: %s", self.namespace, self.name, exc)
+
+    def close(self) -> None:
+        if self._api_client is not None and hasattr(self._api_client, "close"):
+            self._api_client.close()
+
+
+class ConsoleReporter:
+    """A progress bar on a terminal; one compact line per report otherwise (CI logs)."""
+
+    def __init__(self, stream=None) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=stream or sys.stderr)
+        self._bar = None
+        self._task = None
+
+    def _ensure_bar(self, total: int):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        if self._bar is None:
+            self._bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                 console=self.console, transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=total, info="")
+        return self._bar
+
+    @staticmethod
+    def describe(progress: dict[str, Any], checkpoint: dict[str, Any] | None) -> str:
+        parts = []
+        if "loss" in progress:
+            parts.append(f"loss {progress['loss']:.4f}")
+        if "samplesPerSecond" in progress:
+            parts.append(f"{progress['samplesPerSecond']:.1f} samples/s")
+        metrics = progress.get("evalMetrics") or {}
+        for key in ("eval_accuracy", "eval_loss"):
+            if key in metrics:
+                parts.append(f"{key} {metrics[key]:.4f}")
+        latest = (checkpoint or {}).get("latest")
+        if latest:
+            parts.append(f"ckpt {latest['step']}")
+        return "  ".join(parts)
+
+    def report(self, progress, checkpoint, final=False) -> None:
+        info = self.describe(progress, checkpoint)
+        if self.console.is_terminal:
+            bar = self._ensure_bar(progress.get("maxSteps") or 0)
+            bar.update(self._task, completed=progress.get("globalStep", 0), info=info)
+            if final:
+                self.close()
+        else:
+            step, total = progress.get("globalStep", 0), progress.get("maxSteps", 0)
+            pct = progress.get("percent", 0.0)
+            eta = progress.get("etaSeconds")
+            eta_text = f"  eta {eta:.0f}s" if eta is not None else ""
+            self.console.print(f"step {step}/{total} ({pct:.0f}%)  {info}{eta_text}",
+                               highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class PrometheusReporter:
+    """Gauges on rank 0's /metrics (FTJOB_METRICS_PORT)."""
+
+    def __init__(self, port: int, registry=None) -> None:
+        from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+        self.registry = registry or CollectorRegistry()
+        names = {
+            "globalStep": ("ftjob_global_step", "Optimizer steps done"),
+            "maxSteps": ("ftjob_max_steps", "Optimizer steps in the run"),
+            "loss": ("ftjob_train_loss", "Latest logged training loss"),
+            "learningRate": ("ftjob_learning_rate", "Latest learning rate"),
+            "samplesPerSecond": ("ftjob_samples_per_second", "Training throughput"),
+            "etaSeconds": ("ftjob_eta_seconds", "Estimated seconds to finish"),
+        }
+        self.gauges = {key: Gauge(n, h, registry=self.registry) for key, (n, h) in names.items()}
+        self.checkpoint_step = Gauge("ftjob_checkpoint_step", "Step of the newest complete "
+                                     "checkpoint", registry=self.registry)
+        if port:
+            start_http_server(port, registry=self.registry)
+
+    def report(self, progress, checkpoint, final=False) -> None:
+        for key, gauge in self.gauges.items():
+            if progress.get(key) is not None:
+                gauge.set(progress[key])
+        latest = (checkpoint or {}).get("latest")
+        if latest:
+            self.checkpoint_step.set(latest["step"])
+
+    def close(self) -> None:
+        pass
+
+
+def build_reporter(kind: str, *, name: str, namespace: str | None, metrics_port: int | None):
+    reporters: list[Any] = []
+    if kind == "kubernetes":
+        if not namespace:
+            log.warning("FTJOB_NAMESPACE is not set: progress is not reported to Kubernetes")
+        else:
+            reporters.append(KubernetesReporter(name, namespace))
+    elif kind == "console":
+        reporters.append(ConsoleReporter())
+    if metrics_port:
+        try:
+            reporters.append(PrometheusReporter(metrics_port))
+        except Exception:  # noqa: BLE001 - metrics are optional
+            log.exception("could not serve Prometheus metrics on port %s", metrics_port)
+    if not reporters:
+        return NullReporter()
+    return reporters[0] if len(reporters) == 1 else FanoutReporter(reporters)
