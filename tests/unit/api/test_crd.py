@@ -147,3 +147,42 @@ def test_crd_file_is_loadable_yaml():
     loaded = yaml.safe_load(CRD_FILE.read_text())
     assert loaded["kind"] == "CustomResourceDefinition"
     assert loaded["spec"]["names"]["kind"] == api.KIND
+
+
+# --- CEL rules, evaluated with a CEL interpreter on the objects they guard
+
+CEL_TARGETS = {"ModelSource": "model", "DatasetSource": "dataset", "DeepSpeedSpec": "deepspeed"}
+
+
+def _cel_results(model_name: str, obj: dict) -> list[bool]:
+    import celpy
+
+    env = celpy.Environment()
+    return [bool(env.program(env.compile(rule["rule"])).evaluate({"self": celpy.json_to_cel(obj)}))
+            for rule in crd.CEL_RULES[model_name]]
+
+
+@pytest.mark.parametrize("doc", list(example_documents()))
+def test_cel_rules_accept_the_examples(doc):
+    for model_name, field in CEL_TARGETS.items():
+        if field in doc.body["spec"]:
+            assert all(_cel_results(model_name, doc.body["spec"][field])), (model_name, field)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "obj"),
+    [
+        ("ModelSource", {"name": "bert-base-uncased", "path": "/models/bert"}),
+        ("ModelSource", {"revision": "main"}),
+        ("DatasetSource", {"name": "klue", "files": {"train": "/t.csv"}}),
+        ("DatasetSource", {"name": "klue", "evalSplit": "validation", "evalFraction": 0.1}),
+        ("DeepSpeedSpec", {"zeroStage": 2, "configMapRef": {"name": "ds", "key": "k"}}),
+        ("DeepSpeedSpec", {"offloadOptimizer": True}),
+    ],
+)
+def test_cel_rules_reject_what_the_models_reject(model_name, obj):
+    from pydantic import ValidationError
+
+    assert not all(_cel_results(model_name, obj))
+    with pytest.raises(ValidationError):
+        getattr(api, model_name).model_validate(obj)
