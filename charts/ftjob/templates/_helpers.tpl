@@ -71,10 +71,11 @@ per watched namespace. docs/rbac.md explains each rule; tests/unit/chart checks 
 match that page and cover every API call the operator's integration tests record.
 */}}
 {{- define "ftjob.namespacedRules" -}}
-# FineTuneJobs: kopf lists and watches them and patches finalizers, annotations and status.
+# FineTuneJobs: kopf lists and watches them and patches their finalizers and annotations;
+# the operator deletes finished jobs after spec.ttlSecondsAfterFinished.
 - apiGroups: ["finetune.dev"]
   resources: ["finetunejobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch", "delete"]
 # get/patch on the status are also what each job's Role grants to its own pods; RBAC lets the
 # operator grant only what it holds itself.
 - apiGroups: ["finetune.dev"]
@@ -88,15 +89,11 @@ match that page and cover every API call the operator's integration tests record
 # Training pods: created per attempt, watched, deleted as a gang on restart or suspend.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
-# The checkpoint volume: created per job, deleted when storage.reclaimPolicy is Delete.
+  verbs: ["list", "watch", "create", "delete"]
+# Checkpoint volume, headless rendezvous Service, job ConfigMap and the pods' ServiceAccount:
+# created once per job; owned ones are removed by garbage collection with the job.
 - apiGroups: [""]
-  resources: ["persistentvolumeclaims"]
-  verbs: ["get", "create", "delete"]
-# Headless rendezvous Service, job ConfigMap and the pods' ServiceAccount: created once per
-# job, removed by garbage collection through their ownerReferences.
-- apiGroups: [""]
-  resources: ["services", "configmaps", "serviceaccounts"]
+  resources: ["persistentvolumeclaims", "services", "configmaps", "serviceaccounts"]
   verbs: ["create"]
 # The Role and RoleBinding letting a job's pods report progress into its status.
 - apiGroups: ["rbac.authorization.k8s.io"]

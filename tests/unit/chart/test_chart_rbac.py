@@ -135,7 +135,7 @@ def operator_calls(namespaces: list[str], peering: bool) -> list[Call]:
             Call("update", "finetune.dev", "finetunejobs", "finalizers", ns, "job"),
             Call("create", "", "events", namespace=ns),
             Call("delete", "", "pods", namespace=ns, name="job-a1-0"),
-            Call("delete", "", "persistentvolumeclaims", namespace=ns, name="job-output"),
+            Call("delete", "finetune.dev", "finetunejobs", namespace=ns, name="job"),
         ]
         calls += [Call("create", group, resource, namespace=ns) for group, resource in (
             ("", "pods"), ("", "services"), ("", "configmaps"), ("", "persistentvolumeclaims"),
