@@ -43,7 +43,7 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
                   "limits": {"cpu": "1", "memory": "1Gi"}},
     "podAnnotations": {"example.com/team": "ml-platform"},
     "podLabels": {"cost-center": "ml"},
-    "priorityClassName": "system-cluster-critical",
+    "priorityClassName": "platform-critical",
     "nodeSelector": {"node-role.example.com/system": "true"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "system",
                      "effect": "NoSchedule"}],

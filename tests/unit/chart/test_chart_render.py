@@ -268,3 +268,25 @@ def test_notes_tell_the_next_command():
             f"deployment/{deployment['metadata']['name']}") in text
     assert "kubectl apply -n team-nlp" in text
     assert "team-nlp, team-vision" in text
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS)
+def test_operator_accepts_the_rendered_environment(values):
+    # The operator's own parser reads the Deployment's env: a value the chart renders but
+    # the operator rejects (or reads differently) fails here, not at pod start.
+    settings_mod = pytest.importorskip("ftjob_operator.settings")
+    merged = chart().merge_values(values)
+    settings = settings_mod.from_env(container_env(operator_container(values)))
+    trainer = merged["trainer"]["image"]
+    assert settings.trainer_image == f"{trainer['repository']}:{trainer['tag'] or chart().metadata['appVersion']}"
+    assert settings.trainer_image_pull_policy == trainer["pullPolicy"]
+    assert settings.storage_class == (merged["storage"]["storageClassName"] or None)
+    assert settings.storage_size == merged["storage"]["size"]
+    assert settings.namespaces == tuple(merged["watchNamespaces"])
+    assert (settings.log_level, settings.log_format) == (merged["logging"]["level"],
+                                                         merged["logging"]["format"])
+    assert settings.liveness_port == merged["livenessPort"]
+    assert settings.metrics_port == (merged["metrics"]["port"] if merged["metrics"]["enabled"]
+                                     else None)
+    assert settings.peering == (merged["peering"]["name"] if merged["replicaCount"] > 1
+                                else None)
