@@ -12,6 +12,7 @@ from .rendering import (
     chart_crds, container_env, label, notes, one, render,
 )
 
+MIN_KUBE_VERSION = "1.27"
 VALUE_SETS = {"defaults": {}, "non-default": NON_DEFAULT_VALUES}
 
 # The only variables the operator reads (see operator/ftjob_operator); anything else set on
@@ -49,8 +50,10 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
     return out
 
 
+# The pinned version, and the oldest one Chart.yaml's kubeVersion admits.
+@pytest.mark.parametrize("kube_version", [KUBE_VERSION, MIN_KUBE_VERSION])
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS)
-def test_every_rendered_object_is_valid_kubernetes(values):
+def test_every_rendered_object_is_valid_kubernetes(values, kube_version):
     own_kinds = crd_schemas()
     objects = render(values)
     assert objects
@@ -62,7 +65,11 @@ def test_every_rendered_object_is_valid_kubernetes(values):
             continue  # Prometheus Operator CRD, not shipped offline; see test_service_monitor
         else:
             # strict: unknown fields fail too, which catches misspelled keys in templates.
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+
+
+def test_chart_admits_the_oldest_validated_version():
+    assert chart().metadata["kubeVersion"] == f">={MIN_KUBE_VERSION}.0-0"
 
 
 def test_validation_rejects_a_malformed_object():
@@ -106,7 +113,8 @@ def test_chart_crds_are_valid_apiextensions_v1():
     assert {c["metadata"]["name"] for c in crds} == {
         "finetunejobs.finetune.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     for crd in crds:
-        kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+        for version in (KUBE_VERSION, MIN_KUBE_VERSION):
+            kubernetes_validate.validate(crd, version, strict=True)
         assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.{crd['spec']['group']}"
         assert sum(v["storage"] for v in crd["spec"]["versions"]) == 1
 
