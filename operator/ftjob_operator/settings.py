@@ -7,7 +7,7 @@ Builders and the decision function never read the environment themselves: they g
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/ftjob/trainer:0.1.0"
 
@@ -32,7 +32,6 @@ class Settings:
     resync_seconds: float = 30.0
     # Concurrent blocking API calls (the kubernetes client is synchronous).
     api_workers: int = 16
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")

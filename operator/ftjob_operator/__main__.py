@@ -1,0 +1,43 @@
+"""`python -m ftjob_operator`: run the operator with the settings from the environment.
+
+Equivalent to `kopf run -m ftjob_operator.handlers` plus the liveness endpoint, namespace
+scope, peering and log format from FTJOB_* variables (docs/operator.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import kopf
+
+from . import handlers  # noqa: F401  (registers the handlers)
+from .settings import SettingsError, from_env
+
+
+def main() -> int:
+    try:
+        config = from_env(os.environ)
+    except SettingsError as exc:
+        print(f"ftjob-operator: {exc}", file=sys.stderr)
+        return 2
+    kopf.configure(
+        debug=config.log_level == "DEBUG",
+        verbose=config.log_level in ("DEBUG", "INFO"),
+        quiet=config.log_level in ("WARNING", "ERROR"),
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger().setLevel(config.log_level)
+    kopf.run(
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""kopf glue: settings at startup, indexes of the children, one loop per FineTuneJob.
+
+Each job gets a kopf daemon that runs observe -> decide -> apply whenever something about
+the job changes (its pods or itself: the watch handlers below wake it) and at the latest
+after `requeue_after` / `FTJOB_RESYNC_SECONDS`. Everything it decides from lives in the
+cluster (status, pods, the ConfigMap), so a restarted operator picks up where it left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+
+from . import api, k8s, naming, observe, render
+from .reconcile import JobState, Plan, decide
+from .settings import Settings, from_env
+
+log = logging.getLogger("ftjob_operator")
+
+FINALIZER = f"{api.GROUP}/operator"
+MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
+RETRY_BASE_SECONDS = 0.2
+RETRY_MAX_SECONDS = 10.0
+SETTLE_SECONDS = 2.0  # how long to wait for our own status write to come back on the watch
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    kopf_settings.persistence.finalizer = FINALIZER
+    # Only our own Events (kopf.event below); not every log line of the handlers.
+    kopf_settings.posting.level = logging.CRITICAL + 10
+    kopf_settings.networking.request_timeout = 60
+    kopf_settings.watching.server_timeout = 300
+    if settings.peering:
+        kopf_settings.peering.name = settings.peering
+        kopf_settings.peering.mandatory = True
+    else:
+        kopf_settings.peering.standalone = True
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = from_env(os.environ)
+    configure_kopf(settings, config)
+    memo.config = config
+    memo.kube = k8s.Kube(k8s.load_api_client(config), config)
+    memo.wakers = {}
+    memo.metrics = _metrics(config)
+    log.info("ftjob operator started: trainer image %s, namespaces %s", config.trainer_image,
+             ",".join(config.namespaces) or "all")
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """Same sources as kopf's own client login, but honouring $KUBECONFIG at call time."""
+    config = k8s.load_configuration()
+    header = (config.get_api_key_with_prefix("BearerToken")
+              or config.get_api_key_with_prefix("authorization"))
+    parts = header.split(" ", 1) if header else []
+    scheme, token = ((None, None) if not parts else (None, parts[0]) if len(parts) == 1
+                     else (parts[0], parts[1]))
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        trust_env=settings.networking.trust_env,
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        kube.close()
+
+
+# --------------------------------------------------------------------------- indexes
+
+
+@kopf.index("pods", labels=MANAGED)
+def ftjob_pods(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | None:
+    view = observe.pod_view(dict(body))
+    return {(namespace, view.job): view} if view is not None else None
+
+
+@kopf.index("configmaps", labels=MANAGED)
+def ftjob_started_specs(body: kopf.Body, namespace: str, labels: kopf.Labels,
+                        **_: Any) -> dict[Any, Any] | None:
+    job = labels.get(naming.LABEL_JOB)
+    if not job or body.get("metadata", {}).get("name") != naming.config_map(job):
+        return None
+    return {(namespace, job): dict(body)}
+
+
+# --------------------------------------------------------------------------- wake-ups
+
+
+def _wake(memo: kopf.Memo, namespace: str | None, job: str | None) -> None:
+    waker = getattr(memo, "wakers", {}).get((namespace, job))
+    if waker is not None:
+        waker.set()
+
+
+@kopf.on.event("pods", labels=MANAGED)
+def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    _wake(memo, namespace, labels.get(naming.LABEL_JOB))
+
+
+@kopf.on.event("configmaps", labels=MANAGED)
+def config_map_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    _wake(memo, namespace, labels.get(naming.LABEL_JOB))
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+def job_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    _wake(memo, namespace, name)
+
+
+# --------------------------------------------------------------------------- the job loop
+
+
+def observe_job(job: JobState, pods_index: kopf.Index, specs_index: kopf.Index
+                ) -> observe.Observed:
+    key = (job.namespace, job.name)
+    pods = tuple(pods_index.get(key, ()))
+    started = None
+    for cm in specs_index.get(key, ()):
+        started = observe.started_spec_from_config_map(cm, job.uid) or started
+    return observe.Observed(pods=pods, started_spec=started)
+
+
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=1.0,
+             initial_delay=None)
+async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                  logger: logging.Logger, ftjob_pods: kopf.Index,
+                  ftjob_started_specs: kopf.Index, **_: Any) -> None:
+    key = (meta["namespace"], meta["name"])
+    waker = memo.wakers.setdefault(key, asyncio.Event())
+    config: Settings = memo.config
+    kube: k8s.Kube = memo.kube
+    failures = 0
+    try:
+        while not stopped:
+            waker.clear()
+            if meta.get("deletionTimestamp"):
+                return
+            job = JobState.from_body(dict(body))
+            started = time.monotonic()
+            plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs),
+                          datetime.now(timezone.utc))
+            version = meta.get("resourceVersion")
+            try:
+                await kube.apply(plan, render.JobRef(job.name, job.namespace, job.uid))
+            except (k8s.TransientApiError, k8s.RejectedError) as exc:
+                failures += 1
+                delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
+                logger.warning("%s; retrying in %.1fs", exc, delay)
+                if isinstance(exc, k8s.RejectedError) and failures == 1:
+                    kopf.event(body, type="Warning", reason="ApiRejected", message=str(exc))
+                await _sleep(waker, stopped, delay * random.uniform(0.8, 1.2), wake_early=False)
+                continue
+            failures = 0
+            _record(memo, plan, time.monotonic() - started)
+            for event in plan.events:
+                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            if plan.status:
+                logger.info("%s: %s", plan.case, plan.status.get("message") or plan.status)
+                # Decide again only once the watch shows our write (or something newer), so
+                # the next decision does not start from the status we just replaced.
+                await _until_changed(meta, version, waker, stopped, SETTLE_SECONDS)
+                continue
+            if plan.actions:
+                continue  # pods created/deleted: their events wake us; decide at once anyway
+            wait = config.resync_seconds
+            if plan.requeue_after is not None:
+                wait = min(wait, max(plan.requeue_after, 0.05))
+            await _sleep(waker, stopped, wait)
+    finally:
+        memo.wakers.pop(key, None)
+
+
+async def _sleep(waker: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float,
+                 wake_early: bool = True) -> None:
+    if stopped:
+        return
+    try:
+        if wake_early:
+            await asyncio.wait_for(waker.wait(), timeout=seconds)
+        else:
+            await asyncio.sleep(seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def _until_changed(meta: kopf.Meta, version: str | None, waker: asyncio.Event,
+                         stopped: kopf.DaemonStopped, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not stopped and meta.get("resourceVersion") == version:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        waker.clear()
+        await _sleep(waker, stopped, left)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _metrics(config: Settings) -> dict[str, Any] | None:
+    if config.metrics_port is None:
+        return None
+    try:
+        import prometheus_client as prom
+    except ImportError:
+        log.warning("FTJOB_METRICS_PORT is set but prometheus-client is not installed")
+        return None
+    metrics = {
+        "decisions": prom.Counter("ftjob_operator_decisions_total",
+                                  "Reconcile decisions by case", ["case"]),
+        "latency": prom.Histogram("ftjob_operator_decision_seconds",
+                                  "Time to decide and apply one plan"),
+    }
+    prom.start_http_server(config.metrics_port)
+    return metrics
+
+
+def _record(memo: kopf.Memo, plan: Plan, seconds: float) -> None:
+    metrics = getattr(memo, "metrics", None)
+    if metrics:
+        metrics["decisions"].labels(case=plan.case).inc()
+        metrics["latency"].observe(seconds)

@@ -1,0 +1,205 @@
+"""The only module that talks to the Kubernetes API (besides kopf's own watches and events).
+
+Creates are create-if-absent (409 means it is already there: success), deletes tolerate
+404, status writes are merge patches of the operator's own keys. Errors worth retrying
+(conflicts, throttling, 5xx, timeouts, dropped connections) become `TransientApiError`;
+the caller retries the whole decision with backoff, which is safe because it is
+idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import urllib3.exceptions
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from . import api, render
+from .reconcile import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, Plan
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds
+
+
+class TransientApiError(Exception):
+    """An API call that failed in a way worth retrying."""
+
+
+class RejectedError(Exception):
+    """The API refused a request (validation, admission, RBAC): retrying the same will not help
+    until something else changes."""
+
+
+def load_configuration() -> client.Configuration:
+    """In-cluster config when running in a pod, else $KUBECONFIG / ~/.kube/config.
+
+    The path is read here, not by the client: it caches $KUBECONFIG at import time.
+    """
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        path = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        config.load_kube_config(config_file=os.path.expanduser(path.split(os.pathsep)[0]),
+                                client_configuration=configuration)
+    return configuration
+
+
+def load_api_client(settings: Settings) -> client.ApiClient:
+    configuration = load_configuration()
+    # One connection per worker thread, so concurrent calls do not queue on the pool.
+    configuration.connection_pool_maxsize = max(settings.api_workers, 4)
+    return client.ApiClient(configuration)
+
+
+def _classify(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, ApiException):
+        if exc.status in (409, 429) or exc.status is None or exc.status >= 500:
+            return TransientApiError(f"{what}: HTTP {exc.status} {exc.reason}")
+        return RejectedError(f"{what}: HTTP {exc.status} {exc.reason}: {_message(exc)}")
+    return TransientApiError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.body)
+    except (ValueError, AttributeError):
+        return str(exc.body)
+
+
+_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)
+
+
+class Kube:
+    """Async facade over the synchronous kubernetes client (calls run in a thread pool)."""
+
+    def __init__(self, api_client: client.ApiClient, settings: Settings):
+        self.settings = settings
+        self.core = client.CoreV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._pool = ThreadPoolExecutor(max_workers=settings.api_workers,
+                                        thread_name_prefix="ftjob-api")
+        self.requests = 0  # API calls made (for the operator's metrics)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.requests += 1
+        call = functools.partial(_raw_json, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    # ------------------------------------------------------------------ primitives
+
+    async def create(self, manifest: dict[str, Any]) -> bool:
+        """Create unless it exists. True when this call created it."""
+        kind = manifest["kind"]
+        ns = manifest["metadata"]["namespace"]
+        what = f"create {kind} {ns}/{manifest['metadata']['name']}"
+        creators: dict[str, Callable[..., Any]] = {
+            "Pod": self.core.create_namespaced_pod,
+            "Service": self.core.create_namespaced_service,
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Role": self.rbac.create_namespaced_role,
+            "RoleBinding": self.rbac.create_namespaced_role_binding,
+        }
+        try:
+            await self._call(creators[kind], ns, manifest)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False  # already there (an earlier try, or another replica): success
+            raise _classify(exc, what) from exc
+        except _NETWORK_ERRORS as exc:
+            raise _classify(exc, what) from exc
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(self.core.delete_namespaced_pod, name, namespace,
+                             propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _classify(exc, f"delete Pod {namespace}/{name}") from exc
+        except _NETWORK_ERRORS as exc:
+            raise _classify(exc, f"delete Pod {namespace}/{name}") from exc
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(self.custom.delete_namespaced_custom_object, api.GROUP, api.VERSION,
+                             namespace, api.PLURAL, name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _classify(exc, f"delete {api.KIND} {namespace}/{name}") from exc
+        except _NETWORK_ERRORS as exc:
+            raise _classify(exc, f"delete {api.KIND} {namespace}/{name}") from exc
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]
+                           ) -> dict[str, Any] | None:
+        """Merge-patch the operator's own status keys; None when the job is gone."""
+        what = f"patch {api.KIND} {namespace}/{name} status"
+        try:
+            return await self._call(self.custom.patch_namespaced_custom_object_status, api.GROUP,
+                                    api.VERSION, namespace, api.PLURAL, name, {"status": status})
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _classify(exc, what) from exc
+        except _NETWORK_ERRORS as exc:
+            raise _classify(exc, what) from exc
+
+    # ------------------------------------------------------------------ plans
+
+    async def apply(self, plan: Plan, job: render.JobRef) -> dict[str, Any] | None:
+        """Carry out a plan's actions, then write its status. Returns the patched job."""
+        for action in plan.actions:
+            if isinstance(action, EnsureJobObjects):
+                spec = api.parse_spec(action.spec)
+                # In order: the ConfigMap comes last and marks the set as complete.
+                for manifest in render.render_job_objects(job, spec, action.spec,
+                                                          self.settings):
+                    await self.create(manifest)
+            elif isinstance(action, CreatePods):
+                spec = api.parse_spec(action.spec)
+                pods = [render.render_pod(job, spec, action.attempt, rank, self.settings)
+                        for rank in action.ranks]
+                await _gather(self.create(p) for p in pods)
+            elif isinstance(action, DeletePods):
+                await _gather(self.delete_pod(job.namespace, n) for n in action.names)
+            elif isinstance(action, DeleteJob):
+                await self.delete_job(job.namespace, job.name)
+                return None
+        if plan.status:
+            return await self.patch_status(job.namespace, job.name, plan.status)
+        return None
+
+
+def _raw_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call without the client's model parsing: the operator needs plain JSON, and the
+    models reject objects that lack fields some clusters (and emulators) leave out."""
+    response = fn(*args, _request_timeout=REQUEST_TIMEOUT, _preload_content=False, **kwargs)
+    try:
+        data = response.data
+    finally:
+        response.release_conn()
+    return json.loads(data) if data else None
+
+
+async def _gather(calls) -> None:
+    """Run calls concurrently; after all finish, raise the first error (if any)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

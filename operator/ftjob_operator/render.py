@@ -1,0 +1,339 @@
+"""Pure builders: (job, attempt, settings) -> the manifests the operator creates.
+
+No I/O and no globals: everything comes in as arguments, so the output is golden-tested.
+Manifests are plain dicts in the shape the API server stores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import api, contract, naming
+from .settings import Settings
+from .validation import RESERVED_ENV, RESERVED_ENV_PREFIXES
+
+OUTPUT_VOLUME = "output"
+JOB_FILE_VOLUME = "job-spec"
+SHM_VOLUME = "dshm"
+HF_HOME = f"{contract.DEFAULT_OUTPUT_DIR}/.cache/huggingface"
+KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
+KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+TRAINER_UID = 1000
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The identity of a FineTuneJob: enough to name, label and own its children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> JobRef:
+        meta = body["metadata"]
+        return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def owner_reference(job: JobRef) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": job.name,
+        "uid": job.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(job: JobRef, name: str, labels: dict[str, str] | None = None,
+          owned: bool = True) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": job.namespace,
+        "labels": labels if labels is not None else naming.common_labels(job.name),
+    }
+    if owned:
+        meta["ownerReferences"] = [owner_reference(job)]
+    return meta
+
+
+# --------------------------------------------------------------------------- job-level objects
+
+
+def render_service(job: JobRef) -> dict[str, Any]:
+    """Headless Service: gives every pod `<pod>.<job>` DNS, even before it is Ready."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(job, naming.service(job.name)),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": naming.common_labels(job.name),
+            "ports": [{"name": "rendezvous", "port": contract.RDZV_PORT,
+                       "targetPort": contract.RDZV_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def render_claim(job: JobRef, spec: api.FineTuneJobSpec, raw_spec: dict[str, Any],
+                 settings: Settings) -> dict[str, Any] | None:
+    """The output claim, or None when the job uses `storage.existingClaim`.
+
+    With `reclaimPolicy: Retain` the claim has no owner reference, so deleting the job
+    leaves the checkpoints in place.
+    """
+    storage = spec.storage
+    if storage.existing_claim is not None:
+        return None
+    size_given = "size" in (raw_spec.get("storage") or {})
+    size = storage.size if size_given or settings.storage_size is None else settings.storage_size
+    claim_spec: dict[str, Any] = {
+        "accessModes": storage.effective_access_modes(spec.resources.nodes),
+        "resources": {"requests": {"storage": size}},
+    }
+    storage_class = storage.storage_class_name or settings.storage_class
+    if storage_class:
+        claim_spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(job, naming.claim(job.name), owned=storage.reclaim_policy == "Delete"),
+        "spec": claim_spec,
+    }
+
+
+def job_file(job: JobRef, raw_spec: dict[str, Any]) -> str:
+    """The document the trainer reads: identity plus the spec exactly as stored."""
+    doc = {"metadata": {"name": job.name, "namespace": job.namespace, "uid": job.uid},
+           "spec": raw_spec}
+    return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def render_config_map(job: JobRef, raw_spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(job, naming.config_map(job.name)),
+        "data": {contract.JOB_FILE_NAME: job_file(job, raw_spec)},
+    }
+
+
+def render_service_account(job: JobRef) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(job, naming.trainer_account(job.name)),
+    }
+
+
+def render_role(job: JobRef) -> dict[str, Any]:
+    """The trainer may read and patch the status of its own job, and nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(job, naming.trainer_account(job.name)),
+        "rules": [{
+            "apiGroups": [api.GROUP],
+            "resources": [f"{api.PLURAL}/status"],
+            "resourceNames": [job.name],
+            "verbs": ["get", "patch"],
+        }],
+    }
+
+
+def render_role_binding(job: JobRef) -> dict[str, Any]:
+    name = naming.trainer_account(job.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(job, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.namespace}],
+    }
+
+
+def render_job_objects(job: JobRef, spec: api.FineTuneJobSpec, raw_spec: dict[str, Any],
+                       settings: Settings) -> list[dict[str, Any]]:
+    """Everything a job needs before its pods, in creation order.
+
+    The ConfigMap comes last: once it exists, the operator knows the others do too.
+    """
+    objects = [
+        render_service_account(job),
+        render_role(job),
+        render_role_binding(job),
+        render_service(job),
+    ]
+    claim = render_claim(job, spec, raw_spec, settings)
+    if claim is not None:
+        objects.append(claim)
+    objects.append(render_config_map(job, raw_spec))
+    return objects
+
+
+# --------------------------------------------------------------------------- pods
+
+
+def torchrun_args(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int) -> list[str]:
+    """Static rendezvous on rank 0; `ftjob-launch` appends the trainer entrypoint."""
+    res = spec.resources
+    return [
+        f"--nnodes={res.nodes}",
+        f"--node-rank={rank}",
+        f"--nproc-per-node={res.processes_per_node}",
+        f"--master-addr={naming.master_addr(job.name, attempt)}",
+        f"--master-port={contract.RDZV_PORT}",
+        # Static rendezvous ignores it for matching but exports it as TORCHELASTIC_RUN_ID.
+        f"--rdzv-id={job.uid}-{attempt}",
+    ]
+
+
+def is_reserved_env(name: str) -> bool:
+    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
+
+
+def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int) -> list[dict[str, Any]]:
+    ours: list[dict[str, Any]] = [
+        {"name": contract.ENV_JOB_FILE,
+         "value": f"{contract.JOB_FILE_MOUNT_DIR}/{contract.JOB_FILE_NAME}"},
+        {"name": contract.ENV_OUTPUT_DIR, "value": contract.DEFAULT_OUTPUT_DIR},
+        {"name": contract.ENV_JOB_NAME, "value": job.name},
+        {"name": contract.ENV_NAMESPACE, "value": job.namespace},
+        {"name": contract.ENV_JOB_UID, "value": job.uid},
+        {"name": contract.ENV_ATTEMPT, "value": str(attempt)},
+        {"name": contract.ENV_REPORTER, "value": "kubernetes"},
+        {"name": contract.ENV_TERMINATION_LOG, "value": contract.DEFAULT_TERMINATION_LOG},
+        {"name": "HF_HOME", "value": HF_HOME},
+    ]
+    token = spec.model.hf_token_secret_ref
+    if token is not None:
+        # By reference only: the token never appears in the job, its ConfigMap or status.
+        ours.append({"name": "HF_TOKEN", "valueFrom": {
+            "secretKeyRef": {"name": token.name, "key": token.key}}})
+    if spec.resources.gpus_per_node > 0:
+        ours += [
+            {"name": "TORCH_NCCL_ASYNC_ERROR_HANDLING", "value": "1"},
+            {"name": "NCCL_SOCKET_IFNAME", "value": "^lo,docker"},
+        ]
+    else:
+        ours.append({"name": "DS_ACCELERATOR", "value": "cpu"})
+    taken = {e["name"] for e in ours}
+    for var in spec.env:
+        # Validation already rejects these; dropping them here keeps the pod correct even
+        # for a spec that bypassed it.
+        if var.name in taken or is_reserved_env(var.name):
+            continue
+        ours.append(var.model_dump(by_alias=True, exclude_none=True,
+                                   include={"name", "value"}) | _env_source(var))
+    return ours
+
+
+def _env_source(var: api.EnvVar) -> dict[str, Any]:
+    if var.secret_key_ref is not None:
+        return {"valueFrom": {"secretKeyRef": var.secret_key_ref.model_dump(by_alias=True)}}
+    if var.config_map_key_ref is not None:
+        return {"valueFrom": {"configMapKeyRef": var.config_map_key_ref.model_dump(by_alias=True)}}
+    return {}
+
+
+def _resources(spec: api.FineTuneJobSpec) -> dict[str, Any]:
+    res = spec.resources
+    amounts: dict[str, str] = {}
+    if res.cpu:
+        amounts["cpu"] = res.cpu
+    if res.memory:
+        amounts["memory"] = res.memory
+    if res.gpus_per_node > 0:
+        amounts["nvidia.com/gpu"] = str(res.gpus_per_node)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _output_mount(spec: api.FineTuneJobSpec, job: JobRef) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": OUTPUT_VOLUME, "mountPath": contract.DEFAULT_OUTPUT_DIR}
+    if spec.storage.existing_claim is not None:
+        # Jobs sharing one claim each get their own folder on it.
+        mount["subPath"] = job.name
+    return mount
+
+
+def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
+               settings: Settings) -> dict[str, Any]:
+    name = naming.pod(job.name, attempt, rank)
+    labels = naming.pod_labels(job.name, attempt, rank)
+    annotations: dict[str, str] = {}
+    sched = spec.scheduling
+    if sched.queue_name:
+        labels[naming.LABEL_KUEUE_QUEUE] = sched.queue_name
+        # Kueue admits the ranks of one attempt together as a pod group (gang).
+        labels[KUEUE_POD_GROUP] = f"{job.name}-{attempt}"
+        annotations[KUEUE_POD_GROUP_COUNT] = str(spec.resources.nodes)
+    meta = _meta(job, name, labels)
+    if annotations:
+        meta["annotations"] = annotations
+
+    container: dict[str, Any] = {
+        "name": naming.TRAINER_CONTAINER,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.trainer_image_pull_policy,
+        "command": ["ftjob-launch"],
+        "args": torchrun_args(job, spec, attempt, rank),
+        "env": _env(job, spec, attempt),
+        "ports": [{"name": "rendezvous", "containerPort": contract.RDZV_PORT, "protocol": "TCP"}],
+        "volumeMounts": [
+            {"name": JOB_FILE_VOLUME, "mountPath": contract.JOB_FILE_MOUNT_DIR, "readOnly": True},
+            _output_mount(spec, job),
+            {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
+        ],
+        "terminationMessagePath": contract.DEFAULT_TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+
+    claim_name = spec.storage.existing_claim or naming.claim(job.name)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "hostname": name,
+        "subdomain": naming.service(job.name),
+        "serviceAccountName": naming.trainer_account(job.name),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": JOB_FILE_VOLUME, "configMap": {"name": naming.config_map(job.name)}},
+            {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": claim_name}},
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory",
+                                              "sizeLimit": spec.resources.shm_size}},
+        ],
+    }
+    if sched.node_selector:
+        pod_spec["nodeSelector"] = dict(sched.node_selector)
+    if sched.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in sched.tolerations
+        ]
+    if sched.affinity:
+        pod_spec["affinity"] = sched.affinity
+    if sched.priority_class_name:
+        pod_spec["priorityClassName"] = sched.priority_class_name
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def render_pods(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
+                settings: Settings) -> list[dict[str, Any]]:
+    return [render_pod(job, spec, attempt, rank, settings)
+            for rank in range(spec.resources.nodes)]

@@ -1,0 +1,82 @@
+"""Helpers for the operator integration tests: a job manifest, API shortcuts, polling."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from ftjob_operator import api, naming
+from tests.kubeemu import Emulator
+
+NS = "team-a"
+
+BASE_SPEC: dict[str, Any] = {
+    "task": "sequence-classification",
+    "model": {"path": "/models/tiny"},
+    "dataset": {"files": {"train": "/data/train.jsonl"}},
+    "trainingArguments": {"max_steps": 5},
+    "resources": {"nodes": 2, "cpu": "1", "memory": "1Gi", "shmSize": "64Mi"},
+    "storage": {"accessModes": ["ReadWriteMany"], "size": "1Gi"},
+    "restartPolicy": {"maxRestarts": 2, "backoffSeconds": 0},
+}
+
+
+def manifest(name: str = "demo", **overrides: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(BASE_SPEC)
+    for key, value in overrides.items():
+        spec[key] = value
+    return {"apiVersion": api.API_VERSION, "kind": api.KIND,
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+
+def job_type(kube: Emulator):
+    return kube.store.type_of(api.GROUP, api.PLURAL)
+
+
+def create_job(kube: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+    return kube.store.create(job_type(kube), NS, body)
+
+
+def get_job(kube: Emulator, name: str = "demo") -> dict[str, Any] | None:
+    try:
+        return kube.store.get(job_type(kube), NS, name)
+    except Exception:
+        return None
+
+
+def status(kube: Emulator, name: str = "demo") -> dict[str, Any]:
+    return (get_job(kube, name) or {}).get("status") or {}
+
+
+def phase_is(kube: Emulator, phase: str, name: str = "demo"):
+    return lambda: status(kube, name) if status(kube, name).get("phase") == phase else None
+
+
+def pods(kube: Emulator, name: str = "demo", attempt: int | None = None) -> list[dict[str, Any]]:
+    selector = f"{naming.LABEL_JOB}={name}"
+    if attempt is not None:
+        selector += f",{naming.LABEL_ATTEMPT}={attempt}"
+    return kube.kubelet.pods(NS, selector)
+
+
+def pod_names(kube: Emulator, name: str = "demo") -> list[str]:
+    return sorted(p["metadata"]["name"] for p in pods(kube, name))
+
+
+def run_all(kube: Emulator, name: str = "demo", attempt: int | None = None) -> None:
+    for pod in pods(kube, name, attempt):
+        kube.kubelet.run(NS, pod["metadata"]["name"])
+
+
+def objects(kube: Emulator, plural: str, group: str = "") -> list[dict[str, Any]]:
+    return kube.store.list(kube.store.type_of(group, plural), NS)[0]
+
+
+def events(kube: Emulator, name: str = "demo") -> list[dict[str, Any]]:
+    return [e for e in objects(kube, "events")
+            if (e.get("involvedObject") or {}).get("name") == name]
+
+
+def summary(**fields: Any) -> str:
+    return json.dumps(fields)

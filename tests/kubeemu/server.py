@@ -1,0 +1,312 @@
+"""The HTTP face of the emulator: a kmock 0.8 `KubernetesEmulator` subclass over `Store`.
+
+kmock gives the aiohttp server, request parsing and API discovery; every request for a
+known resource is served here instead, with the semantics kopf and kubectl depend on
+(see README.md for the list, and for what is not emulated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal import rendering
+
+from .store import ApiError, ResourceType, Store
+
+_PATH = re.compile(
+    r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?(?:/(?P<plural>[^/]+))?(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?/?$"
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as RBAC sees it."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str | None
+    namespace: str | None
+    status: int = 0
+
+
+@dataclass
+class Faults:
+    """Answer a seeded fraction of the operator's requests with errors.
+
+    `conflict` answers 409 (writes only: a create answered 409 would be a lie about
+    existence), `server_error` 500, `timeout` performs the request and then answers 504,
+    the ambiguous case a client must survive. Watches are never faulted.
+    """
+
+    rate: float = 0.0
+    seed: int = 0
+    kinds: tuple[str, ...] = ("conflict", "server_error", "timeout")
+    delay: float = 0.05
+    injected: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def draw(self, verb: str) -> str | None:
+        if self.rate <= 0 or verb == "watch":
+            return None
+        with self._lock:
+            if self._random.random() >= self.rate:
+                return None
+            kinds = [k for k in self.kinds if not (k == "conflict" and verb in ("create", "get",
+                                                                                    "list"))]
+            kind = self._random.choice(kinds) if kinds else None
+            if kind:
+                self.injected[kind] += 1
+            return kind
+
+
+def _status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+            "code": code, "reason": reason, "message": message}
+
+
+def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
+    return aiohttp.web.Response(body=json.dumps(body).encode(), status=status,
+                                content_type="application/json")
+
+
+def _jsonpath(obj: Any, path: str) -> Any:
+    for part in path.strip(".").split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+@attrs.define(kw_only=True)
+class KubeEmulator(kmock.KubernetesEmulator):
+    store: Store = attrs.field(factory=Store)
+    faults: Faults = attrs.field(factory=Faults)
+    calls: list[Call] = attrs.field(factory=list)
+    # Columns for `kubectl get` tables, per resource key (from a CRD's printer columns).
+    printer_columns: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for rtype in self.store.types.values():
+            self._declare(rtype)
+
+    def _declare(self, rtype: ResourceType) -> None:
+        verbs = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+        sub = ["status"] if rtype.status_subresource else []
+        self.resources[f"{rtype.group}/{rtype.version}/{rtype.plural}"] = kmock.ResourceInfo(
+            kind=rtype.kind, namespaced=rtype.namespaced, verbs=verbs, subresources=sub,
+            singular=rtype.kind.lower())
+
+    def register(self, rtype: ResourceType, printer_columns: list[dict[str, Any]] | None = None,
+                 short_names: list[str] | None = None) -> None:
+        self.store.register(rtype)
+        self._declare(rtype)
+        info = self.resources[f"{rtype.group}/{rtype.version}/{rtype.plural}"]
+        info.shortnames.update(short_names or [])
+        if printer_columns:
+            self.printer_columns[rtype.key] = printer_columns
+
+    def register_crd(self, crd: dict[str, Any]) -> ResourceType:
+        """Serve a CustomResourceDefinition's resource (status subresource, printer columns)."""
+        spec = crd["spec"]
+        version = next(v for v in spec["versions"] if v.get("storage", True))
+        rtype = ResourceType(spec["group"], version["name"], spec["names"]["plural"],
+                             spec["names"]["kind"], namespaced=spec.get("scope") == "Namespaced",
+                             status_subresource="status" in (version.get("subresources") or {}),
+                             has_generation=True)
+        self.register(rtype, version.get("additionalPrinterColumns"),
+                      spec["names"].get("shortNames"))
+        try:
+            self.store.create(self.store.type_of("apiextensions.k8s.io",
+                                                 "customresourcedefinitions"), None, crd)
+        except ApiError:
+            pass
+        return rtype
+
+    # ------------------------------------------------------------------ request handling
+
+    @staticmethod
+    def _verb(method: str, name: str | None, params: dict[str, str]) -> str:
+        if method == "GET":
+            if params.get("watch") in ("true", "1"):
+                return "watch"
+            return "get" if name else "list"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method) or (
+            "delete" if name else "deletecollection")
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        del self._requests[:-200]  # kmock keeps every request; the Call log is enough here
+        raw = request._raw_request
+        match = _PATH.match(request.url.path)
+        if raw is None or match is None or not match.group("plural"):
+            return await super()._handle(request)
+        group = match.group("group") or ""
+        ns, plural, name, sub = match.group("ns"), match.group("plural"), match.group("name"), \
+            match.group("sub")
+        params = dict(request.params)
+        method = request.method.value
+        verb = self._verb(method, name, params)
+        call = Call(verb, group, plural, sub, ns)
+        try:
+            rtype = self.store.type_of(group, plural)
+        except ApiError as exc:
+            self.calls.append(call)
+            return _json(_status_body(exc.status, exc.reason, exc.message), exc.status)
+
+        fault = self.faults.draw(verb)
+        if fault == "conflict":
+            self.calls.append(Call(verb, group, plural, sub, ns, 409))
+            return _json(_status_body(409, "Conflict", "injected conflict: the object has been "
+                                      "modified; please apply your changes and try again"), 409)
+        if fault == "server_error":
+            self.calls.append(Call(verb, group, plural, sub, ns, 500))
+            return _json(_status_body(500, "InternalError", "injected server error"), 500)
+        try:
+            if verb == "watch":
+                self.calls.append(call)
+                return await self._serve_watch_stream(raw, rtype, ns, name, params)
+            response = self._serve(rtype, verb, method, ns, name, sub, params, request, raw)
+        except ApiError as exc:
+            response = _json(_status_body(exc.status, exc.reason, exc.message), exc.status)
+        self.calls.append(Call(verb, group, plural, sub, ns, response.status))
+        if fault == "timeout":
+            await asyncio.sleep(self.faults.delay)
+            return _json(_status_body(504, "Timeout", "injected timeout: the request may or may "
+                                      "not have been applied"), 504)
+        return response
+
+    def _serve(self, rtype: ResourceType, verb: str, method: str, ns: str | None,
+               name: str | None, sub: str | None, params: dict[str, str],
+               request: rendering.Request, raw: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
+        store = self.store
+        body = json.loads(request.body) if request.body else None
+        if verb == "get":
+            obj = store.get(rtype, ns, name)
+            return self._maybe_table(rtype, [obj], raw, single=True) or _json(obj)
+        if verb == "list":
+            items, rv = store.list(rtype, ns, params.get("labelSelector"),
+                                   params.get("fieldSelector"))
+            table = self._maybe_table(rtype, items, raw, single=False)
+            if table is not None:
+                return table
+            return _json({"apiVersion": rtype.api_version, "kind": f"{rtype.kind}List",
+                          "metadata": {"resourceVersion": rv}, "items": items})
+        if verb == "create":
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequest", "the request body must be an object")
+            return _json(store.create(rtype, ns, body), 201)
+        if verb == "patch":
+            ctype = raw.headers.get("Content-Type", "application/merge-patch+json")
+            return _json(store.patch(rtype, ns, name, body, ctype, sub))
+        if verb == "update":
+            return _json(store.replace(rtype, ns, name, body or {}, sub))
+        propagation = (params.get("propagationPolicy")
+                       or (body or {}).get("propagationPolicy") or "Background")
+        if verb == "delete":
+            return _json(store.delete(rtype, ns, name, propagation))
+        deleted = store.delete_collection(rtype, ns, params.get("labelSelector"),
+                                          params.get("fieldSelector"), propagation)
+        return _json({"apiVersion": rtype.api_version, "kind": f"{rtype.kind}List",
+                      "metadata": {}, "items": deleted})
+
+    def _maybe_table(self, rtype: ResourceType, items: list[dict[str, Any]],
+                     raw: aiohttp.web.BaseRequest, single: bool) -> aiohttp.web.Response | None:
+        if "as=Table" not in raw.headers.get("Accept", ""):
+            return None
+        columns = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
+                    "description": "Name"}]
+        extra = self.printer_columns.get(rtype.key) or [
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+        columns += [{"name": c["name"], "type": c.get("type", "string"), "format": "",
+                     "priority": c.get("priority", 0), "description": c.get("description", "")}
+                    for c in extra]
+        rows = []
+        for obj in items:
+            cells: list[Any] = [obj["metadata"]["name"]]
+            for col in extra:
+                value = _jsonpath(obj, col["jsonPath"])
+                if col.get("type") == "date" and value:
+                    value = _age(str(value))
+                cells.append(value)
+            rows.append({"cells": cells, "object": {"kind": "PartialObjectMetadata",
+                                                    "apiVersion": "meta.k8s.io/v1",
+                                                    "metadata": obj["metadata"]}})
+        table = {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                 "metadata": {"resourceVersion": self.store.resource_version},
+                 "columnDefinitions": columns, "rows": rows}
+        return _json(table)
+
+    async def _serve_watch_stream(self, raw: aiohttp.web.BaseRequest, rtype: ResourceType,
+                                  ns: str | None, name: str | None, params: dict[str, str]
+                                  ) -> aiohttp.web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        field_selector = params.get("fieldSelector")
+        if name:
+            field_selector = ",".join(filter(None, [field_selector, f"metadata.name={name}"]))
+
+        def deliver(event: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        try:
+            watcher = self.store.watch(rtype, ns, params.get("labelSelector"), field_selector,
+                                       params.get("resourceVersion"), deliver)
+        except ApiError as exc:
+            return _json(_status_body(exc.status, exc.reason, exc.message), exc.status)
+        response = aiohttp.web.StreamResponse(status=200)
+        response.content_type = "application/json"
+        await response.prepare(raw)
+        timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+        deadline = loop.time() + timeout if timeout else None
+        try:
+            while True:
+                wait = None if deadline is None else max(deadline - loop.time(), 0)
+                try:
+                    event = await asyncio.wait_for(queue.get(), wait)
+                except asyncio.TimeoutError:
+                    break
+                await response.write(json.dumps(event).encode() + b"\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.store.unwatch(watcher)
+        try:
+            await response.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return response
+
+    # ------------------------------------------------------------------ reading the log
+
+    def rbac_calls(self) -> set[tuple[str, str, str]]:
+        """(verb, group, resource[/subresource]) of every request served so far."""
+        return {(c.verb, c.group, f"{c.resource}/{c.subresource}" if c.subresource
+                 else c.resource) for c in self.calls}
+
+
+def _age(timestamp: str) -> str:
+    """Render a timestamp the way kubectl prints ages (`45s`, `3m`, `2h`, `5d`)."""
+    from datetime import datetime, timezone
+
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    seconds = int((datetime.now(timezone.utc) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
