@@ -90,11 +90,16 @@ match that page and cover every API call the operator's integration tests record
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "delete"]
-# Checkpoint volume, headless rendezvous Service, job ConfigMap and the pods' ServiceAccount:
-# created once per job; owned ones are removed by garbage collection with the job.
+# Checkpoint volume, headless rendezvous Service and the pods' ServiceAccount: created once
+# per job; owned ones are removed by garbage collection with the job.
 - apiGroups: [""]
-  resources: ["persistentvolumeclaims", "services", "configmaps", "serviceaccounts"]
+  resources: ["persistentvolumeclaims", "services", "serviceaccounts"]
   verbs: ["create"]
+# The job ConfigMap holds the spec an attempt started with; the operator indexes them
+# through a watch (filtered by label; RBAC cannot narrow list/watch by label).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "create"]
 # The Role and RoleBinding letting a job's pods report progress into its status.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]

@@ -113,7 +113,8 @@ def sa_grants(objects):
 
 
 def operator_calls(namespaces: list[str], peering: bool) -> list[Call]:
-    """The calls the operator makes by design (operator brief and kopf 1.45's own needs)."""
+    """The calls the operator makes by design (ftjob_operator.handlers and .k8s, and what kopf
+    1.45 itself needs: CRD discovery, namespaces, peering, events)."""
     clusterwide = not namespaces
     targets = namespaces or ["any-team"]
     listing_ns = [None] if clusterwide else namespaces
@@ -123,7 +124,8 @@ def operator_calls(namespaces: list[str], peering: bool) -> list[Call]:
         calls += [Call("list", "", "namespaces"), Call("watch", "", "namespaces")]
     for ns in listing_ns:
         calls += [Call(v, "finetune.dev", "finetunejobs", namespace=ns) for v in ("list", "watch")]
-        calls += [Call(v, "", "pods", namespace=ns) for v in ("list", "watch")]
+        calls += [Call(v, "", r, namespace=ns) for v in ("list", "watch")
+                  for r in ("pods", "configmaps")]  # kopf indexes of the children
     if peering and clusterwide:
         calls += [Call(v, "kopf.dev", "clusterkopfpeerings", name="ftjob")
                   for v in ("list", "watch", "patch")]
