@@ -160,7 +160,6 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             started = time.monotonic()
             plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs),
                           datetime.now(timezone.utc))
-            version = meta.get("resourceVersion")
             try:
                 await kube.apply(plan, render.JobRef(job.name, job.namespace, job.uid))
             except (k8s.TransientApiError, k8s.RejectedError) as exc:
@@ -177,9 +176,9 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             if plan.status:
                 logger.info("%s: %s", plan.case, plan.status.get("message") or plan.status)
-                # Decide again only once the watch shows our write (or something newer), so
-                # the next decision does not start from the status we just replaced.
-                await _until_changed(meta, version, waker, stopped, SETTLE_SECONDS)
+                # Decide again only once the watch shows our write, so the next decision
+                # does not start from the status we just replaced.
+                await _until_written(body, plan.status, waker, stopped, SETTLE_SECONDS)
                 continue
             if plan.actions:
                 continue  # pods created/deleted: their events wake us; decide at once anyway
@@ -204,10 +203,15 @@ async def _sleep(waker: asyncio.Event, stopped: kopf.DaemonStopped, seconds: flo
         pass
 
 
-async def _until_changed(meta: kopf.Meta, version: str | None, waker: asyncio.Event,
+def _shows(body: kopf.Body, written: dict[str, Any]) -> bool:
+    status = body.get("status") or {}
+    return all(status.get(key) == value for key, value in written.items())
+
+
+async def _until_written(body: kopf.Body, written: dict[str, Any], waker: asyncio.Event,
                          stopped: kopf.DaemonStopped, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not stopped and meta.get("resourceVersion") == version:
+    while not stopped and not _shows(body, written):
         left = deadline - time.monotonic()
         if left <= 0:
             return

@@ -121,10 +121,18 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
         exit_code=exit_code,
         container_reason=reason,
         pod_reason=status.get("reason"),
-        pod_message=status.get("message"),
+        pod_message=status.get("message") or _unscheduled_message(status),
         termination_message=message,
         disruption=disruption,
     )
+
+
+def _unscheduled_message(status: dict[str, Any]) -> str | None:
+    """The scheduler's reason a pod is not placed (e.g. `0/3 nodes are available: ...`)."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return cond.get("message") or cond.get("reason")
+    return None
 
 
 def parse_termination(message: str | None) -> dict[str, Any] | None:

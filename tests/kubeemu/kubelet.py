@@ -13,6 +13,13 @@ from .store import ResourceType, Store, now_rfc3339
 TRAINER = "trainer"
 
 
+def _container_ids(pod: str) -> dict[str, str]:
+    # The fields a real kubelet always reports (typed clients require them).
+    return {"name": TRAINER, "image": "ftjob/trainer:test",
+            "imageID": "docker-pullable://ftjob/trainer@sha256:0", "containerID":
+            f"containerd://{pod}"}
+
+
 class Kubelet:
     def __init__(self, store: Store, auto_run: bool = False):
         self.store = store
@@ -37,7 +44,7 @@ class Kubelet:
         def mutate(status: dict[str, Any]) -> None:
             status.update(phase="Running", podIP="10.0.0.1", startTime=now_rfc3339())
             status["containerStatuses"] = [{
-                "name": TRAINER, "ready": True, "restartCount": 0,
+                **_container_ids(name), "ready": True, "restartCount": 0,
                 "state": {"running": {"startedAt": now_rfc3339()}},
             }]
         return self._set(namespace, name, mutate)
@@ -62,7 +69,8 @@ class Kubelet:
             }
             if message is not None:
                 terminated["message"] = message
-            status["containerStatuses"] = [{"name": TRAINER, "ready": False, "restartCount": 0,
+            status["containerStatuses"] = [{**_container_ids(name), "ready": False,
+                                            "restartCount": 0,
                                             "state": {"terminated": terminated}}]
         return self._set(namespace, name, mutate)
 

@@ -13,6 +13,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,9 +57,20 @@ class Faults:
     delay: float = 0.05
     injected: Counter = field(default_factory=Counter)
 
+    # Deterministic failures: (verb, resource, name) -> True answers 500 every time.
+    blocks: list[Callable[[str, str, str | None], bool]] = field(default_factory=list)
+
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
         self._lock = threading.Lock()
+
+    def block(self, predicate: Callable[[str, str, str | None], bool]) -> Callable[[], None]:
+        """Fail matching requests with 500 until the returned function is called."""
+        self.blocks.append(predicate)
+        return lambda: self.blocks.remove(predicate)
+
+    def blocked(self, verb: str, resource: str, name: str | None) -> bool:
+        return any(rule(verb, resource, name) for rule in list(self.blocks))
 
     def draw(self, verb: str) -> str | None:
         if self.rate <= 0 or verb == "watch":
@@ -167,6 +179,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return _json(_status_body(exc.status, exc.reason, exc.message), exc.status)
 
         fault = self.faults.draw(verb)
+        target = name
+        if verb == "create" and request.body:
+            try:
+                target = (json.loads(request.body).get("metadata") or {}).get("name")
+            except (ValueError, AttributeError):
+                target = None
+        if self.faults.blocked(verb, plural, target):
+            fault = "server_error"
         if fault == "conflict":
             self.calls.append(Call(verb, group, plural, sub, ns, 409))
             return _json(_status_body(409, "Conflict", "injected conflict: the object has been "

@@ -80,3 +80,31 @@ def events(kube: Emulator, name: str = "demo") -> list[dict[str, Any]]:
 
 def summary(**fields: Any) -> str:
     return json.dumps(fields)
+
+
+def patch_spec(kube: Emulator, patch: dict[str, Any], name: str = "demo") -> dict[str, Any]:
+    return kube.store.patch(job_type(kube), NS, name, {"spec": patch},
+                            "application/merge-patch+json")
+
+
+def delete_job(kube: Emulator, name: str = "demo") -> None:
+    kube.store.delete(job_type(kube), NS, name)
+
+
+class PodCreations:
+    """Counts every pod ever created, by name (a duplicate shows up as a count of 2)."""
+
+    def __init__(self, kube: Emulator):
+        self.names: list[str] = []
+        kube.store.hooks.append(self._hook)
+
+    def _hook(self, etype, rtype, obj) -> None:
+        if etype == "ADDED" and rtype.key == "pods":
+            self.names.append(obj["metadata"]["name"])
+
+    def duplicates(self) -> list[str]:
+        return sorted({n for n in self.names if self.names.count(n) > 1})
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in st.get("conditions") or [] if c["type"] == type_), None)

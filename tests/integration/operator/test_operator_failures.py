@@ -1,0 +1,100 @@
+"""Failure classes through the real operator: permanent, preempted, budget, deadline, invalid."""
+
+from __future__ import annotations
+
+from ftjob_operator import contract, naming
+from tests.conftest import wait_for
+from tests.integration.operator.helpers import (NS, condition, create_job, events, manifest,
+                                                objects, phase_is, pod_names, pods, run_all,
+                                                status, summary)
+
+
+def _running(kube, attempt: int = 1):
+    wait_for(lambda: len(pods(kube, attempt=attempt)) == 2, what=f"attempt {attempt} pods")
+    run_all(kube, attempt=attempt)
+    wait_for(lambda: status(kube).get("phase") == "Running"
+             and status(kube).get("attempt") == attempt, what=f"attempt {attempt} running")
+
+
+def test_permanent_failure_fails_without_restart(kube, run_operator):
+    with run_operator():
+        create_job(kube, manifest())
+        _running(kube)
+        message = summary(status="failed", exitCode=11, reason="InvalidData",
+                          message="column 'label' not found in /data/train.jsonl")
+        kube.kubelet.terminate(NS, naming.pod("demo", 1, 0), contract.ExitCode.INVALID_DATA,
+                               message=message)
+        st = wait_for(phase_is(kube, "Failed"), what="phase Failed")
+        assert "column 'label' not found" in st["message"]
+        assert st.get("restarts", 0) == 0 and st["attempt"] == 1
+        # The healthy rank is stopped; no attempt 2 was ever created.
+        wait_for(lambda: pod_names(kube) == ["demo-1-0"], what="rank 1 deleted")
+        assert condition(st, "Failed")["reason"] == "InvalidData"
+
+
+def test_preemption_restarts_without_using_budget(kube, run_operator):
+    with run_operator():
+        create_job(kube, manifest(restartPolicy={"maxRestarts": 0, "backoffSeconds": 0}))
+        _running(kube)
+        kube.kubelet.disrupt(NS, naming.pod("demo", 1, 1))
+        kube.kubelet.terminate(NS, naming.pod("demo", 1, 1), contract.ExitCode.PREEMPTED)
+        # The peer sees its rendezvous break; that must not be charged to the budget either.
+        kube.kubelet.terminate(NS, naming.pod("demo", 1, 0), contract.ExitCode.DISTRIBUTED_TIMEOUT)
+        _running(kube, attempt=2)
+        st = status(kube)
+        assert st.get("restarts", 0) == 0
+        assert st["preemptions"] == 1
+        assert "Preempted" in [e["reason"] for e in events(kube)]
+
+
+def test_budget_exhausted_fails_naming_last_failure(kube, run_operator):
+    with run_operator():
+        create_job(kube, manifest(restartPolicy={"maxRestarts": 1, "backoffSeconds": 0}))
+        _running(kube)
+        kube.kubelet.terminate(NS, naming.pod("demo", 1, 0), 1)
+        _running(kube, attempt=2)
+        kube.kubelet.terminate(NS, naming.pod("demo", 2, 1), 137, reason="OOMKilled")
+        st = wait_for(phase_is(kube, "Failed"), what="phase Failed")
+        assert st["restarts"] == 1
+        assert "restart budget exhausted" in st["message"]
+        assert "rank 1 (pod demo-2-1) failed: OOMKilled" in st["message"]
+        assert not pods(kube, attempt=3)
+
+
+def test_invalid_spec_fails_with_field_message_and_no_children(kube, run_operator):
+    with run_operator():
+        body = manifest(task="seq2seq")  # seq2seq needs dataset.targetColumn
+        create_job(kube, body)
+        st = wait_for(phase_is(kube, "Failed"), what="phase Failed")
+        cond = condition(st, "InvalidSpec")
+        assert cond["status"] == "True"
+        assert "spec.dataset.targetColumn: required for task seq2seq" in cond["message"]
+        assert cond["observedGeneration"] == 1
+        assert not pods(kube)
+        assert not objects(kube, "configmaps") and not objects(kube, "services")
+        assert [e["reason"] for e in events(kube)].count("InvalidSpec") == 1
+
+
+def test_active_deadline_fails_the_job(kube, run_operator):
+    with run_operator():
+        create_job(kube, manifest(activeDeadlineSeconds=1))
+        _running(kube)
+        st = wait_for(phase_is(kube, "Failed"), timeout=15, what="deadline")
+        assert condition(st, "Failed")["reason"] == "DeadlineExceeded"
+        wait_for(lambda: not pods(kube), what="pods deleted")
+
+
+def test_stuck_pending_fails_after_timeout(kube, run_operator):
+    # pendingTimeoutSeconds has a floor of 30s in the API; shorten by backdating the pod.
+    with run_operator():
+        create_job(kube, manifest(restartPolicy={"pendingTimeoutSeconds": 30}))
+        wait_for(lambda: len(pods(kube)) == 2)
+        kube.kubelet.pending(NS, naming.pod("demo", 1, 1), "0/3 nodes are available")
+        store, ptype = kube.store, kube.store.type_of("", "pods")
+        with store._lock:  # age the pod as if it had waited 31 seconds
+            obj = store.objects[(ptype.key, NS, naming.pod("demo", 1, 1))]
+            obj["metadata"]["creationTimestamp"] = "2000-01-01T00:00:00Z"
+        kube.kubelet.pending(NS, naming.pod("demo", 1, 1), "0/3 nodes are available: gpu")
+        st = wait_for(phase_is(kube, "Failed"), what="pending timeout")
+        assert condition(st, "Failed")["reason"] == "PendingTimeout"
+        assert "0/3 nodes are available" in st["message"]
