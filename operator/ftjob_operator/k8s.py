@@ -162,8 +162,16 @@ class Kube:
 
     # ------------------------------------------------------------------ plans
 
-    async def apply(self, plan: Plan, job: render.JobRef) -> dict[str, Any] | None:
-        """Carry out a plan's actions, then write its status. Returns the patched job."""
+    async def apply(self, plan: Plan, job: render.JobRef) -> None:
+        """Write the plan's status, then carry out its actions.
+
+        Status first: a restart or failure is on record before any pod is touched, so an
+        operator stopped half-way (or an API refusing the deletes) cannot lose it; every
+        action is one the next decision re-derives from that status if it did not happen.
+        """
+        if plan.status:
+            if await self.patch_status(job.namespace, job.name, plan.status) is None:
+                return  # the job is gone
         for action in plan.actions:
             if isinstance(action, EnsureJobObjects):
                 spec = api.parse_spec(action.spec)
@@ -180,10 +188,6 @@ class Kube:
                 await _gather(self.delete_pod(job.namespace, n) for n in action.names)
             elif isinstance(action, DeleteJob):
                 await self.delete_job(job.namespace, job.name)
-                return None
-        if plan.status:
-            return await self.patch_status(job.namespace, job.name, plan.status)
-        return None
 
 
 def _raw_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
