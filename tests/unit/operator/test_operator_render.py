@@ -1,0 +1,181 @@
+"""render.py: golden manifests for representative jobs, plus the rules behind them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from ftjob_operator import api, naming, render
+from ftjob_operator.manifests import dump
+from ftjob_operator.settings import Settings
+
+GOLDEN = Path(__file__).parent / "golden"
+SETTINGS = Settings(trainer_image="registry.example/ftjob/trainer:1.0", storage_class="fast")
+JOB = render.JobRef("demo", "team-a", "0000-1111")
+
+CPU_SPEC: dict[str, Any] = {
+    "task": "sequence-classification",
+    "model": {"path": "/models/tiny", "hfTokenSecretRef": {"name": "hf", "key": "token"}},
+    "dataset": {"files": {"train": "/data/train.jsonl"}},
+    "resources": {"nodes": 2, "cpu": "2", "memory": "4Gi", "shmSize": "1Gi"},
+    "env": [{"name": "WANDB_MODE", "value": "offline"}],
+    "storage": {"accessModes": ["ReadWriteMany"], "reclaimPolicy": "Delete"},
+}
+
+
+def _all(spec_doc: dict[str, Any], attempt: int = 1) -> list[dict[str, Any]]:
+    spec = api.parse_spec(spec_doc)
+    return (render.render_job_objects(JOB, spec, spec_doc, SETTINGS)
+            + render.render_pods(JOB, spec, attempt, SETTINGS))
+
+
+GPU_SPEC: dict[str, Any] = {
+    "task": "causal-lm",
+    "model": {"name": "org/model-8b"},
+    "dataset": {"name": "org/data"},
+    "resources": {"nodes": 4, "gpusPerNode": 8, "cpu": "64", "memory": "512Gi"},
+    "scheduling": {"queueName": "gpu-queue", "priorityClassName": "training",
+                   "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    "storage": {"existingClaim": "shared-checkpoints"},
+}
+
+
+def _golden_cases() -> dict[str, dict[str, Any]]:
+    return {"cpu-2-nodes": CPU_SPEC, "gpu-4-nodes-kueue": GPU_SPEC}
+
+
+@pytest.mark.parametrize("name", list(_golden_cases()))
+def test_golden(name: str) -> None:
+    rendered = dump({"objects": _all(_golden_cases()[name], attempt=3)})
+    path = GOLDEN / f"{name}.yaml"
+    if os.environ.get("FTJOB_UPDATE_GOLDEN") == "1":
+        path.write_text(rendered)
+    assert path.exists(), f"{path} missing: run with FTJOB_UPDATE_GOLDEN=1 and review it"
+    assert rendered == path.read_text(), f"{path} differs: review, then FTJOB_UPDATE_GOLDEN=1"
+
+
+def _pod(spec_doc: dict[str, Any], rank: int = 0, attempt: int = 1) -> dict[str, Any]:
+    return render.render_pod(JOB, api.parse_spec(spec_doc), attempt, rank, SETTINGS)
+
+
+def _env(pod: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom"))
+            for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_rank_addresses_rank0_of_the_same_attempt():
+    pod = _pod(CPU_SPEC, rank=1, attempt=4)
+    assert pod["metadata"]["name"] == "demo-4-1"
+    assert pod["spec"]["hostname"] == "demo-4-1" and pod["spec"]["subdomain"] == "demo"
+    args = pod["spec"]["containers"][0]["args"]
+    assert "--master-addr=demo-4-0.demo" in args and "--node-rank=1" in args
+    assert "--rdzv-id=0000-1111-4" in args and "--nnodes=2" in args
+
+
+def test_token_by_reference_only():
+    objects = _all(CPU_SPEC)
+    pod = next(o for o in objects if o["kind"] == "Pod")
+    assert _env(pod)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert not any(o["kind"] == "Secret" for o in objects)
+
+
+def test_user_env_cannot_override_reserved_names():
+    spec = dict(CPU_SPEC, env=[{"name": "MASTER_ADDR", "value": "evil"},
+                               {"name": "FTJOB_ATTEMPT", "value": "9"},
+                               {"name": "OK_VAR", "value": "1"}])
+    env = _pod(spec)["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert "MASTER_ADDR" not in names and names.count("FTJOB_ATTEMPT") == 1
+    assert {"name": "FTJOB_ATTEMPT", "value": "1"} in env and {"name": "OK_VAR", "value": "1"} in env
+
+
+def test_gpu_pod_gets_gpus_and_nccl_env_cpu_pod_gets_deepspeed_cpu():
+    gpu = _pod(dict(CPU_SPEC, resources={"nodes": 2, "gpusPerNode": 4}))
+    container = gpu["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert "--nproc-per-node=4" in container["args"]
+    assert _env(gpu)["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1" and "DS_ACCELERATOR" not in _env(gpu)
+    assert _env(_pod(CPU_SPEC))["DS_ACCELERATOR"] == "cpu"
+
+
+@pytest.mark.parametrize("policy,owned", [("Retain", False), ("Delete", True)])
+def test_claim_owner_reference_follows_reclaim_policy(policy, owned):
+    spec_doc = dict(CPU_SPEC, storage={"accessModes": ["ReadWriteMany"], "reclaimPolicy": policy})
+    claim = render.render_claim(JOB, api.parse_spec(spec_doc), spec_doc, SETTINGS)
+    assert ("ownerReferences" in claim["metadata"]) is owned
+    assert claim["spec"]["storageClassName"] == "fast"
+
+
+def test_claim_modes_and_size_defaults():
+    one = {k: v for k, v in CPU_SPEC.items() if k != "storage"} | {"resources": {"nodes": 1}}
+    claim = render.render_claim(JOB, api.parse_spec(one), one, Settings(storage_size="5Gi"))
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"  # operator default
+    sized = one | {"storage": {"size": "7Gi"}}
+    claim = render.render_claim(JOB, api.parse_spec(sized), sized, Settings(storage_size="5Gi"))
+    assert claim["spec"]["resources"]["requests"]["storage"] == "7Gi"  # the spec wins
+
+
+def test_existing_claim_mounts_a_per_job_subpath_and_creates_no_claim():
+    spec_doc = dict(CPU_SPEC, storage={"existingClaim": "shared"})
+    objects = _all(spec_doc)
+    assert not any(o["kind"] == "PersistentVolumeClaim" for o in objects)
+    pod = next(o for o in objects if o["kind"] == "Pod")
+    mount = next(m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "output")
+    assert mount == {"name": "output", "mountPath": "/output", "subPath": "demo"}
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "output")
+    assert volume["persistentVolumeClaim"]["claimName"] == "shared"
+
+
+def test_scheduling_and_kueue():
+    spec_doc = dict(CPU_SPEC, scheduling={
+        "nodeSelector": {"gpu": "a100"}, "priorityClassName": "train",
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "queueName": "team-a-queue"})
+    pod = _pod(spec_doc, attempt=2)
+    assert pod["metadata"]["labels"][naming.LABEL_KUEUE_QUEUE] == "team-a-queue"
+    assert pod["metadata"]["labels"][render.KUEUE_POD_GROUP] == "demo-2"
+    assert pod["metadata"]["annotations"][render.KUEUE_POD_GROUP_COUNT] == "2"
+    assert pod["spec"]["nodeSelector"] == {"gpu": "a100"}
+    assert pod["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists",
+                                           "effect": "NoSchedule"}]
+    assert pod["spec"]["priorityClassName"] == "train"
+
+
+def test_pods_meet_restricted_pod_security():
+    pod = _pod(CPU_SPEC)
+    sec = pod["spec"]["securityContext"]
+    assert sec["runAsNonRoot"] and sec["seccompProfile"] == {"type": "RuntimeDefault"}
+    csec = pod["spec"]["containers"][0]["securityContext"]
+    assert csec == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_role_lets_pods_patch_only_their_own_status():
+    role = render.render_role(JOB)
+    assert role["rules"] == [{"apiGroups": ["finetune.dev"], "resources": ["finetunejobs/status"],
+                              "resourceNames": ["demo"], "verbs": ["get", "patch"]}]
+
+
+def test_job_file_holds_identity_and_spec_as_stored():
+    import json
+
+    cm = render.render_config_map(JOB, CPU_SPEC)
+    doc = json.loads(cm["data"]["job.json"])
+    assert doc == {"metadata": {"name": "demo", "namespace": "team-a", "uid": "0000-1111"},
+                   "spec": CPU_SPEC}
+
+
+def test_config_map_is_created_last():
+    kinds = [o["kind"] for o in render.render_job_objects(
+        JOB, api.parse_spec(CPU_SPEC), CPU_SPEC, SETTINGS)]
+    assert kinds[-1] == "ConfigMap" and len(kinds) == 6
+
+
+@pytest.mark.parametrize("name", list(_golden_cases()))
+def test_rendered_objects_pass_the_kubernetes_schema(name: str) -> None:
+    for obj in _all(_golden_cases()[name]):
+        kubernetes_validate.validate(obj, "1.30", strict=True)

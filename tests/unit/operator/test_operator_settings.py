@@ -1,0 +1,40 @@
+"""settings.from_env: defaults, parsing and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftjob_operator.settings import DEFAULT_TRAINER_IMAGE, Settings, SettingsError, from_env
+
+
+def test_defaults():
+    assert from_env({}) == Settings()
+    assert from_env({}).trainer_image == DEFAULT_TRAINER_IMAGE
+
+
+def test_all_variables():
+    s = from_env({
+        "FTJOB_TRAINER_IMAGE": "r/t:1", "FTJOB_TRAINER_IMAGE_PULL_POLICY": "Always",
+        "FTJOB_STORAGE_CLASS": "fast", "FTJOB_STORAGE_SIZE": "50Gi",
+        "FTJOB_NAMESPACES": "team-a, team-b,", "FTJOB_LOG_LEVEL": "debug",
+        "FTJOB_LOG_FORMAT": "json", "FTJOB_PEERING": "ftjob", "FTJOB_LIVENESS_PORT": "9000",
+        "FTJOB_METRICS_PORT": "9090", "FTJOB_RESYNC_SECONDS": "5",
+    })
+    assert s == Settings(trainer_image="r/t:1", trainer_image_pull_policy="Always",
+                         storage_class="fast", storage_size="50Gi",
+                         namespaces=("team-a", "team-b"), log_level="DEBUG", log_format="json",
+                         peering="ftjob", liveness_port=9000, metrics_port=9090,
+                         resync_seconds=5.0)
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"FTJOB_TRAINER_IMAGE_PULL_POLICY": "Sometimes"}, "FTJOB_TRAINER_IMAGE_PULL_POLICY"),
+    ({"FTJOB_LOG_FORMAT": "xml"}, "FTJOB_LOG_FORMAT"),
+    ({"FTJOB_LOG_LEVEL": "LOUD"}, "FTJOB_LOG_LEVEL"),
+    ({"FTJOB_METRICS_PORT": "http"}, "FTJOB_METRICS_PORT"),
+    ({"FTJOB_LIVENESS_PORT": "70000"}, "FTJOB_LIVENESS_PORT"),
+    ({"FTJOB_RESYNC_SECONDS": "-1"}, "FTJOB_RESYNC_SECONDS"),
+])
+def test_errors_name_the_variable(env, needle):
+    with pytest.raises(SettingsError, match=needle):
+        from_env(env)
