@@ -98,7 +98,7 @@ def classification_rows(n: int, seed: int) -> list[dict]:
     rows = []
     for _ in range(n):
         topic = rng.choice(names)
-        rows.append({"text": headline(rng, topic), "label": names.index(topic)})
+        rows.append({"text": headline(rng, topic), "label": topic})
     return rows
 
 
