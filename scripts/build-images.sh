@@ -11,6 +11,7 @@
 #   FTJOB_WHEELS_DIR      a folder of wheels pip may use (e.g. a CPU torch wheel); served
 #                         to the build over http://127.0.0.1 because a build sees only
 #                         its context
+#   FTJOB_WHEELS_PORT     port of that server on 127.0.0.1 (default 38117)
 #   FTJOB_EXTRA_CA_DIR    a folder of *.crt certificates pip must trust (TLS-inspecting
 #                         proxy); real builds need none
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL  passed on to pip
@@ -49,9 +50,12 @@ trap cleanup EXIT
 find_links=
 if [ -n "${FTJOB_WHEELS_DIR:-}" ]; then
   [ -d "$FTJOB_WHEELS_DIR" ] || { log "FTJOB_WHEELS_DIR=$FTJOB_WHEELS_DIR is not a folder"; exit 1; }
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # A fixed port: the URL is a build argument, and a changed argument misses the layer cache.
+  port=${FTJOB_WHEELS_PORT:-38117}
   python3 -m http.server --bind 127.0.0.1 --directory "$FTJOB_WHEELS_DIR" "$port" >/dev/null 2>&1 &
   server_pid=$!
+  sleep 0.3
+  kill -0 "$server_pid" 2>/dev/null || { log "cannot serve wheels on 127.0.0.1:$port (port taken? set FTJOB_WHEELS_PORT)"; exit 1; }
   find_links="http://127.0.0.1:$port/"
   deadline=$(( $(date +%s) + 10 ))
   until python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$find_links" 2>/dev/null; do
