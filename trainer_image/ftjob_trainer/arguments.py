@@ -52,17 +52,17 @@ def deepspeed_config(ds: api.DeepSpeedSpec, on_gpu: bool, config_file: Path | No
     }
 
 
-def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, quiet_console: bool = False,
+def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, world_size: int = 1,
+             quiet_console: bool = False,
              deepspeed: dict[str, Any] | None = None) -> tuple[dict[str, Any], int | None]:
     """(keyword arguments for TrainingArguments, the user's save_total_limit)."""
     kwargs = dict(spec.training_arguments)
     save_total_limit = kwargs.pop(OWN_ROTATION_KEY, None)
     on_gpu = spec.resources.gpus_per_node > 0
-    kwargs.update(
-        output_dir=str(output_dir),
-        ddp_backend="nccl" if on_gpu else "gloo",
-        use_cpu=not on_gpu,
-    )
+    kwargs.update(output_dir=str(output_dir), use_cpu=not on_gpu)
+    if world_size > 1:
+        # Only under torchrun: naming a backend outside it asks for a process group.
+        kwargs["ddp_backend"] = "nccl" if on_gpu else "gloo"
     if deepspeed is not None:
         kwargs["deepspeed"] = deepspeed
     if spec.dataset.has_eval_data is False:
@@ -77,9 +77,12 @@ def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, quiet_console: bool
 
 
 def build(spec: api.FineTuneJobSpec, output_dir: Path, **options: Any):
+    import os
+
     from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-    kwargs, limit = settings(spec, output_dir, **options)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    kwargs, limit = settings(spec, output_dir, world_size=world_size, **options)
     cls = Seq2SeqTrainingArguments if spec.task == api.Task.SEQ2SEQ.value else TrainingArguments
     try:
         return cls(**kwargs), limit

@@ -1,0 +1,132 @@
+"""The progress callback with a fake TrainerState and a recording reporter."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from ftjob_operator import api
+from ftjob_trainer import checkpoints
+from ftjob_trainer.progress import ProgressCallback, build_progress, due
+from transformers import TrainerControl, TrainerState
+
+
+class Recorder:
+    def __init__(self, fail=False):
+        self.reports = []
+        self.fail = fail
+
+    def report(self, progress, checkpoint, final=False):
+        if self.fail:
+            raise RuntimeError("apiserver unreachable")
+        self.reports.append((progress, checkpoint, final))
+
+    def close(self):
+        pass
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(tmp_path, interval=5.0, rank_zero=True, reporter=None):
+    clock = Clock()
+    reporter = reporter or Recorder()
+    callback = ProgressCallback(reporter, interval, clock=clock, wall=lambda: 1.7e9)
+    args = SimpleNamespace(output_dir=str(tmp_path), per_device_train_batch_size=4,
+                           gradient_accumulation_steps=2, world_size=2)
+    state = TrainerState(max_steps=100, is_world_process_zero=rank_zero)
+    return callback, args, state, clock, reporter
+
+
+def test_due_is_throttled_unless_forced():
+    assert due(10.0, None, 5.0, False)
+    assert not due(14.9, 10.0, 5.0, False)
+    assert due(15.0, 10.0, 5.0, False)
+    assert due(10.1, 10.0, 5.0, True)
+
+
+def test_steps_are_reported_at_most_every_interval(tmp_path):
+    callback, args, state, clock, rec = make(tmp_path)
+    control = TrainerControl()
+    callback.on_train_begin(args, state, control)
+    for step in range(1, 21):
+        clock.now += 1.0
+        state.global_step = step
+        callback.on_step_end(args, state, control)
+    # begin (forced) + steps 5, 10, 15, 20 (every 5 s of the fake clock)
+    assert [p["globalStep"] for p, _, _ in rec.reports] == [0, 5, 10, 15, 20]
+    progress = rec.reports[-1][0]
+    assert progress["samplesPerSecond"] == pytest.approx(16.0)  # 1 step/s x 4 x 2 x 2
+    assert progress["etaSeconds"] == pytest.approx(80.0)
+    assert progress["percent"] == 20.0
+    api.Progress.model_validate(progress)  # exactly the API's field names
+
+
+def test_save_eval_and_end_are_reported_at_once(tmp_path):
+    callback, args, state, clock, rec = make(tmp_path)
+    control = TrainerControl()
+    callback.on_train_begin(args, state, control)
+    state.global_step = 10
+    folder = tmp_path / "checkpoint-10"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    checkpoints.write_marker(folder, 10)
+    callback.on_save(args, state, control)
+    callback.on_log(args, state, control, logs={"loss": 0.5, "learning_rate": 1e-4})  # throttled
+    callback.on_evaluate(args, state, control, metrics={"eval_loss": 0.4, "eval_accuracy": 0.9,
+                                                        "epoch": 1.0, "note": "x"})
+    callback.on_train_end(args, state, control)
+    assert len(rec.reports) == 4
+    progress, checkpoint, final = rec.reports[-1]
+    assert final
+    assert progress["evalMetrics"] == {"eval_loss": 0.4, "eval_accuracy": 0.9, "epoch": 1.0}
+    assert progress["loss"] == 0.5 and progress["learningRate"] == 1e-4
+    assert checkpoint["latest"]["step"] == 10 and checkpoint["latest"]["path"] == str(folder)
+    assert checkpoint["resumedFromStep"] == 0
+    api.CheckpointStatus.model_validate(checkpoint)
+
+
+def test_an_unverified_save_is_not_reported_as_the_latest_checkpoint(tmp_path):
+    callback, args, state, clock, rec = make(tmp_path)
+    callback.on_train_begin(args, state, TrainerControl())
+    state.global_step = 10
+    (tmp_path / "checkpoint-10").mkdir()
+    callback.on_save(args, state, TrainerControl())
+    assert "latest" not in rec.reports[-1][1]
+
+
+def test_resumed_run_reports_its_start_step(tmp_path):
+    callback, args, state, clock, rec = make(tmp_path)
+    state.global_step = 40
+    callback.on_train_begin(args, state, TrainerControl())
+    assert rec.reports[0][1] == {"resumedFromStep": 40}
+
+
+def test_only_world_rank_zero_reports(tmp_path):
+    callback, args, state, clock, rec = make(tmp_path, rank_zero=False)
+    control = TrainerControl()
+    callback.on_train_begin(args, state, control)
+    callback.on_step_end(args, state, control)
+    callback.on_evaluate(args, state, control, metrics={"eval_loss": 1.0})
+    callback.on_train_end(args, state, control)
+    assert rec.reports == []
+
+
+def test_a_failing_reporter_never_stops_training(tmp_path, caplog):
+    callback, args, state, clock, rec = make(tmp_path, reporter=Recorder(fail=True))
+    callback.on_train_begin(args, state, TrainerControl())
+    callback.on_train_end(args, state, TrainerControl())
+    assert "progress reporter failed" in caplog.text
+
+
+def test_build_progress_leaves_out_what_is_unknown():
+    progress = build_progress(global_step=0, max_steps=10, epoch=None, loss=None,
+                              learning_rate=None, start_step=0, elapsed=0.0, samples_per_step=8,
+                              eval_metrics=None, now=0.0)
+    assert progress == {"globalStep": 0, "maxSteps": 10, "percent": 0.0,
+                        "updatedAt": "1970-01-01T00:00:00Z"}
