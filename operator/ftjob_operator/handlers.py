@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from . import api, k8s, naming, observe, render
-from .reconcile import JobState, Plan, decide
+from .reconcile import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, decide
 from .settings import Settings, from_env
 
 log = logging.getLogger("ftjob_operator")
@@ -176,12 +176,13 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             if plan.status:
                 logger.info("%s: %s", plan.case, plan.status.get("message") or plan.status)
-                # Decide again only once the watch shows our write, so the next decision
-                # does not start from the status we just replaced.
-                await _until_written(body, plan.status, waker, stopped, SETTLE_SECONDS)
+            if plan.status or plan.actions:
+                # Decide again only once the watches show what we just did, so the next
+                # decision does not start from the state we just replaced (and repeat it).
+                await _until(lambda: _reflected(plan, key, body, ftjob_pods,
+                                                ftjob_started_specs),
+                             waker, stopped, SETTLE_SECONDS)
                 continue
-            if plan.actions:
-                continue  # pods created/deleted: their events wake us; decide at once anyway
             wait = config.resync_seconds
             if plan.requeue_after is not None:
                 wait = min(wait, max(plan.requeue_after, 0.05))
@@ -203,15 +204,31 @@ async def _sleep(waker: asyncio.Event, stopped: kopf.DaemonStopped, seconds: flo
         pass
 
 
-def _shows(body: kopf.Body, written: dict[str, Any]) -> bool:
+def _reflected(plan: Plan, key: tuple[str, str], body: kopf.Body, pods_index: kopf.Index,
+               specs_index: kopf.Index) -> bool:
+    """Whether the operator's own view (watch-fed) already shows the plan's effects."""
     status = body.get("status") or {}
-    return all(status.get(key) == value for key, value in written.items())
+    if any(status.get(k) != v for k, v in plan.status.items()):
+        return False
+    pods = {p.name: p for p in pods_index.get(key, ())}
+    for action in plan.actions:
+        if isinstance(action, CreatePods):
+            names = {naming.pod(key[1], action.attempt, r) for r in action.ranks}
+            if not names <= set(pods):
+                return False
+        elif isinstance(action, DeletePods):
+            if any(n in pods and not pods[n].deleting for n in action.names):
+                return False
+        elif isinstance(action, EnsureJobObjects):
+            if not specs_index.get(key):
+                return False
+    return True
 
 
-async def _until_written(body: kopf.Body, written: dict[str, Any], waker: asyncio.Event,
-                         stopped: kopf.DaemonStopped, timeout: float) -> None:
+async def _until(done: Any, waker: asyncio.Event, stopped: kopf.DaemonStopped,
+                 timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not stopped and not _shows(body, written):
+    while not stopped and not done():
         left = deadline - time.monotonic()
         if left <= 0:
             return

@@ -265,8 +265,7 @@ def _start_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str,
     out.set(attempt=attempt)
     if not job.status.get("startTime"):
         out.set(startTime=rfc3339(out.now))
-    out.phase(api.Phase.PENDING, "PodsCreated",
-              f"attempt {attempt}: {spec.resources.nodes} pod(s) created")
+    out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
     plan.events.append(event)
     return plan
 
@@ -419,8 +418,7 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
         if ensure:
             plan.actions.append(EnsureJobObjects(raw_spec))
         plan.actions.append(CreatePods(attempt, tuple(missing), raw_spec))
-        out.phase(api.Phase.PENDING, "PodsCreated", f"attempt {attempt}: waiting for "
-                  f"{len(missing)} of {nodes} pod(s) to be created")
+        out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
         if phase not in (api.Phase.PENDING.value, None):
             plan.events.append(Event("Normal", "Started",
                                      f"created {nodes} pod(s) for attempt {attempt}"))
@@ -437,11 +435,14 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
         return plan
 
     plan = plan_of("pending")
-    waiting = sum(1 for p in current.values() if p.phase == "Pending")
-    out.phase(api.Phase.PENDING, "PodsPending",
-              f"attempt {attempt}: {waiting} of {nodes} pod(s) pending")
+    out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
     plan.requeue_after = _min_requeue(deadline_wait, pending_wait)
     return plan
+
+
+def _pending_message(attempt: int, spec: api.FineTuneJobSpec) -> str:
+    # The same text from creation until all pods run: no status write per scheduled pod.
+    return f"attempt {attempt}: waiting for {spec.resources.nodes} pod(s) to run"
 
 
 def _pick(failures: list[Failure]) -> Failure:
