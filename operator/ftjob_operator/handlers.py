@@ -28,7 +28,9 @@ FINALIZER = f"{api.GROUP}/operator"
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
 RETRY_BASE_SECONDS = 0.2
 RETRY_MAX_SECONDS = 10.0
-SETTLE_SECONDS = 2.0  # how long to wait for our own status write to come back on the watch
+# Longest wait for the watches to show the operator's own last writes before deciding
+# again anyway (a busy API server can take seconds; deciding on a stale view repeats work).
+SETTLE_SECONDS = 10.0
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
@@ -181,7 +183,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 # decision does not start from the state we just replaced (and repeat it).
                 await _until(lambda: _reflected(plan, key, body, ftjob_pods,
                                                 ftjob_started_specs),
-                             waker, stopped, SETTLE_SECONDS)
+                             waker, stopped, max(SETTLE_SECONDS, config.resync_seconds))
                 continue
             wait = config.resync_seconds
             if plan.requeue_after is not None:
