@@ -105,6 +105,7 @@ class ConsoleReporter:
         self.console = Console(file=stream or sys.stderr)
         self._bar = None
         self._task = None
+        self._last_line = ""
 
     def _ensure_bar(self, total: int):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -146,8 +147,10 @@ class ConsoleReporter:
             pct = progress.get("percent", 0.0)
             eta = progress.get("etaSeconds")
             eta_text = f"  eta {eta:.0f}s" if eta is not None else ""
-            self.console.print(f"step {step}/{total} ({pct:.0f}%)  {info}{eta_text}",
-                               highlight=False, soft_wrap=True)
+            line = f"step {step}/{total} ({pct:.0f}%)  {info}{eta_text}"
+            if line != self._last_line:  # save, eval and end often land on one step
+                self.console.print(line, highlight=False, soft_wrap=True)
+                self._last_line = line
 
     def close(self) -> None:
         if self._bar is not None:
