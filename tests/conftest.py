@@ -27,7 +27,7 @@ def kubeconfig(kube: Emulator, tmp_path, monkeypatch) -> str:
     return str(path)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
              what: str = "condition") -> Any:
     """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

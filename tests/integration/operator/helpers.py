@@ -108,3 +108,15 @@ class PodCreations:
 
 def condition(st: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in st.get("conditions") or [] if c["type"] == type_), None)
+
+
+def event_reasons(kube: Emulator, name: str = "demo") -> list[str]:
+    return [e["reason"] for e in events(kube, name)]
+
+
+def wait_event(kube: Emulator, reason: str, name: str = "demo") -> list[str]:
+    """Events are posted in the background: poll until one with `reason` lands."""
+    from tests.conftest import wait_for
+
+    return wait_for(lambda: (r := event_reasons(kube, name)) and reason in r and r,
+                    what=f"a {reason} event")

@@ -6,7 +6,7 @@ import pytest
 
 from ftjob_operator import naming
 from tests.conftest import wait_for
-from tests.integration.operator.helpers import (NS, condition, create_job, delete_job, events,
+from tests.integration.operator.helpers import (NS, wait_event, condition, create_job, delete_job,
                                                 get_job, manifest, objects, patch_spec,
                                                 phase_is, pods, run_all, status, summary)
 
@@ -29,8 +29,8 @@ def test_suspend_then_resume_starts_a_new_attempt(kube, run_operator):
         _running(kube, attempt=2)
         st = status(kube)
         assert st.get("restarts", 0) == 0 and st.get("preemptions", 0) == 0
-        reasons = [e["reason"] for e in events(kube)]
-        assert "Suspended" in reasons and "Resumed" in reasons
+        wait_event(kube, "Suspended")
+        wait_event(kube, "Resumed")
 
 
 def test_spec_edit_is_reported_not_applied(kube, run_operator):

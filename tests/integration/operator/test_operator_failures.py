@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ftjob_operator import contract, naming
 from tests.conftest import wait_for
-from tests.integration.operator.helpers import (NS, condition, create_job, events, manifest,
+from tests.integration.operator.helpers import (NS, wait_event, condition, create_job, manifest,
                                                 objects, phase_is, pod_names, pods, run_all,
                                                 status, summary)
 
@@ -44,7 +44,7 @@ def test_preemption_restarts_without_using_budget(kube, run_operator):
         st = status(kube)
         assert st.get("restarts", 0) == 0
         assert st["preemptions"] == 1
-        assert "Preempted" in [e["reason"] for e in events(kube)]
+        wait_event(kube, "Preempted")
 
 
 def test_budget_exhausted_fails_naming_last_failure(kube, run_operator):
@@ -72,7 +72,7 @@ def test_invalid_spec_fails_with_field_message_and_no_children(kube, run_operato
         assert cond["observedGeneration"] == 1
         assert not pods(kube)
         assert not objects(kube, "configmaps") and not objects(kube, "services")
-        assert [e["reason"] for e in events(kube)].count("InvalidSpec") == 1
+        assert wait_event(kube, "InvalidSpec").count("InvalidSpec") == 1
 
 
 def test_active_deadline_fails_the_job(kube, run_operator):
