@@ -148,6 +148,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
             pass
         return rtype
 
+    async def _serve_version(self, request: rendering.Request) -> Any:
+        # kmock lists short names on subresources too, which kubectl then calls ambiguous.
+        listing = await super()._serve_version(request)
+        for resource in listing.get("resources", []):
+            if "/" in resource["name"]:
+                resource["shortNames"] = []
+                resource["categories"] = []
+        return listing
+
     # ------------------------------------------------------------------ request handling
 
     @staticmethod
