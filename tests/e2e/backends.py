@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import subprocess
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ CRD_FILE = REPO / "crds" / "finetune.dev_finetunejobs.yaml"
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
 OPERATOR_IMAGE = os.environ.get("FTJOB_OPERATOR_IMAGE", "ftjob-operator:dev")
 TRAINER_IMAGE = os.environ.get("FTJOB_TRAINER_IMAGE", "ftjob-trainer:dev")
+
+
+RESOURCES = {"Pod": "pods", "ConfigMap": "configmaps", "PersistentVolumeClaim":
+             "persistentvolumeclaims", "FineTuneJob": "finetunejobs"}
+API_PATHS = {"pods": "/api/v1", "configmaps": "/api/v1", "persistentvolumeclaims": "/api/v1",
+             "events": "/api/v1", "finetunejobs": "/apis/finetune.dev/v1alpha1"}
 
 
 class Backend:
@@ -57,15 +64,46 @@ class Backend:
         return []
 
     def apply(self, *objects: dict[str, Any]) -> None:
+        """`kubectl apply` (FineTuneJobs: the user's way in)."""
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
 
-    def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        done = self.kubectl("get", kind, name, "-o", "json", check=False)
+    # Core objects go through `kubectl ... --raw`: the same requests on every backend, and
+    # no discovery (the emulator's core discovery is not good enough for kubectl's mapper).
+
+    def path(self, resource: str, name: str = "") -> str:
+        group = API_PATHS[resource]
+        return f"{group}/namespaces/{self.namespace}/{resource}" + (f"/{name}" if name else "")
+
+    def create(self, obj: dict[str, Any]) -> None:
+        """Create an object; one that already exists is left as it is."""
+        resource = RESOURCES[obj["kind"]]
+        done = self.kubectl("create", "--raw", self.path(resource), "-f", "-",
+                            input=json.dumps(obj), check=False)
+        if done.returncode != 0 and "AlreadyExists" not in done.stderr + done.stdout:
+            raise AssertionError(f"creating {obj['kind']} {obj['metadata']['name']}: "
+                                 f"{done.stderr}{done.stdout}")
+
+    def get(self, resource: str, name: str) -> dict[str, Any] | None:
+        done = self.kubectl("get", "--raw", self.path(resource, name), check=False)
         if done.returncode != 0:
             if "NotFound" in done.stderr or "not found" in done.stderr:
                 return None
-            raise AssertionError(f"kubectl get {kind} {name}: {done.stderr}")
+            raise AssertionError(f"reading {resource}/{name}: {done.stderr}")
         return json.loads(done.stdout)
+
+    def list(self, resource: str, label_selector: str) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({"labelSelector": label_selector})
+        done = self.kubectl("get", "--raw", f"{self.path(resource)}?{query}")
+        return json.loads(done.stdout).get("items") or []
+
+    def delete(self, resource: str, name: str) -> None:
+        """Delete with the default grace period; returns at once (like --wait=false)."""
+        done = self.kubectl("delete", "--raw", self.path(resource, name), check=False)
+        if done.returncode != 0 and "NotFound" not in done.stderr:
+            raise AssertionError(f"deleting {resource}/{name}: {done.stderr}")
+
+    def check(self) -> None:
+        """Fail at once when a part of the backend died (instead of at a wait's deadline)."""
 
     def kill_container(self, pod: str) -> None:
         raise NotImplementedError
@@ -98,15 +136,17 @@ class EmulatedBackend(Backend):
         super().__init__(namespace, kubeconfig, TRAINER_IMAGE)
         self.docker = Docker()
         self.run_id = uuid.uuid4().hex[:8]
-        self.kubectl("create", "namespace", namespace)
+        # No Namespace object: the emulator serves namespaced objects without one (and kmock
+        # 0.8 cannot parse POST /api/v1/namespaces).
         self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
         self.runner = PodRunner(client.CoreV1Api(self.api_client), work_dir / "pods",
                                 namespace=namespace, pod_kubeconfig=kubeconfig)
         self.runner.start()
         self.operator = f"ftjob-e2e-operator-{self.run_id}"
-        self._start_operator(namespace)
+        self._start_operator()
 
-    def _start_operator(self, namespace: str) -> None:
+    def _start_operator(self) -> None:
+        # Cluster-wide, as the chart installs it by default (the emulator holds nothing else).
         if not self.docker.image_exists(OPERATOR_IMAGE):
             raise AssertionError(f"image {OPERATOR_IMAGE} missing: run scripts/build-images.sh")
         self.docker.run([
@@ -116,7 +156,6 @@ class EmulatedBackend(Backend):
             "--env", "KUBECONFIG=/etc/ftjob-e2e/kubeconfig",
             "--env", f"FTJOB_TRAINER_IMAGE={self.trainer_image}",
             "--env", "FTJOB_TRAINER_IMAGE_PULL_POLICY=Never",
-            "--env", f"FTJOB_NAMESPACES={namespace}",
             # Host network: the liveness port must not clash with anything on this host.
             "--env", f"FTJOB_LIVENESS_PORT={_free_port()}",
             OPERATOR_IMAGE,
@@ -125,6 +164,13 @@ class EmulatedBackend(Backend):
     def kubectl_extra(self, args: tuple[str, ...]) -> list[str]:
         # The emulator serves no OpenAPI document, which client-side validation needs.
         return ["--validate=false"] if args and args[0] in ("apply", "create") else []
+
+    def check(self) -> None:
+        state = self.docker.state(self.operator)
+        if not state or not state.get("Running"):
+            raise AssertionError(f"the operator container exited:\n{self.diagnostics()}")
+        if self.runner.errors:
+            raise AssertionError(f"the pod runner failed:\n{self.diagnostics()}")
 
     def kill_container(self, pod: str) -> None:
         container = self.runner.container_of(self.namespace, pod)

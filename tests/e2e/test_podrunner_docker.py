@@ -122,7 +122,9 @@ def test_delete_is_sigterm_then_grace_then_sigkill(cluster):
     wait_for(lambda: (claim / "stubborn-term").exists(), 10, "SIGTERM to reach the stubborn pod")
     state = docker.state(containers["stubborn"])
     assert state is not None and state["Running"], "killed without waiting for the grace period"
+    # Like the API server, the emulated one keeps the pod while its container stops.
+    assert (read_pod(core, "stubborn") or {}).get("metadata", {}).get("deletionTimestamp")
     wait_for(lambda: docker.state(containers["stubborn"]) is None, 30,
              "the stubborn container to be killed after its 3s grace")
-    log = (runner.logs_dir() / f"{containers['stubborn']}.log")
-    assert log.exists()
+    wait_for(lambda: read_pod(core, "stubborn") is None, 10, "the pod object to go")
+    assert (runner.logs_dir() / f"{containers['stubborn']}.log").exists()

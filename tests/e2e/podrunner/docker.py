@@ -44,8 +44,9 @@ class Docker:
         # A container that already exited answers an error; that is the wanted end state.
         self._run("kill", f"--signal={signal}", container, check=False)
 
-    def logs(self, container: str, tail: int | None = None) -> bytes:
-        args = ["logs"] + ([f"--tail={tail}"] if tail is not None else []) + [container]
+    def logs(self, container: str, tail: int | None = None, timestamps: bool = False) -> bytes:
+        args = (["logs"] + ([f"--tail={tail}"] if tail is not None else [])
+                + (["--timestamps"] if timestamps else []) + [container])
         done = self._run(*args, check=False)
         return done.stdout + done.stderr
 

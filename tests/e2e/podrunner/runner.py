@@ -27,7 +27,12 @@ from .docker import Docker, DockerError
 
 log = logging.getLogger("podrunner")
 
-KUBECONFIG_IN_POD = "/var/run/ftjob-e2e/kubeconfig"
+KUBECONFIG_IN_POD = "/etc/ftjob-e2e/kubeconfig"
+# The emulator removes a deleted Pod at once; a real API server keeps it (with a
+# deletionTimestamp) until the kubelet has stopped its containers and reported how they
+# ended. This finalizer gives the emulated pods that life: the runner adds it before
+# starting the container and removes it once the container is gone.
+KUBELET_FINALIZER = "e2e.ftjob.dev/kubelet"
 LABEL_RUNNER = "ftjob-e2e.runner"
 LABEL_POD = "ftjob-e2e.pod"
 MERGE_PATCH = "application/merge-patch+json"
@@ -133,8 +138,10 @@ class PodRunner:
                 if pod is None or pod["metadata"].get("uid", "") != tracked.uid:
                     tracked.gone = True
                     self._request_stop(tracked, None)
-                elif pod["metadata"].get("deletionTimestamp"):
-                    self._request_stop(tracked, pod)
+                else:
+                    tracked.pod = pod
+                    if pod["metadata"].get("deletionTimestamp"):
+                        self._request_stop(tracked, pod)
             for key, pod in pods.items():
                 tracked = self._tracked.get(key)
                 if tracked is None or tracked.gone:
@@ -244,6 +251,7 @@ class PodRunner:
             return
         log.info("pod %s: starting container %s at %s", tracked.key, tracked.container,
                  tracked.address)
+        self._set_finalizer(tracked, pod, present=True)
         try:
             self.docker.run(args)
         except DockerError as exc:
@@ -383,15 +391,30 @@ class PodRunner:
             tracked.reported = "removed"
             del self._tracked[tracked.key]
 
-    def _delete_now(self, tracked: Tracked) -> None:
+    def _set_finalizer(self, tracked: Tracked, pod: dict[str, Any], present: bool) -> None:
+        finalizers = [f for f in pod["metadata"].get("finalizers") or [] if f != KUBELET_FINALIZER]
+        if present:
+            finalizers.append(KUBELET_FINALIZER)
+        elif finalizers == (pod["metadata"].get("finalizers") or []):
+            return
         try:
-            self.core.delete_namespaced_pod(tracked.name, tracked.namespace,
-                                            grace_period_seconds=0, _preload_content=False)
+            # JSON merge patch replaces the whole list; the test-and-set of a real client
+            # is not needed here because nothing else edits a pod's finalizers.
+            self.core.patch_namespaced_pod(tracked.name, tracked.namespace,
+                                           {"metadata": {"finalizers": finalizers or None}},
+                                           _content_type=MERGE_PATCH, _preload_content=False)
+            pod["metadata"]["finalizers"] = finalizers
         except Exception as exc:  # noqa: BLE001
             if getattr(exc, "status", None) != 404:
                 raise
+            tracked.gone = True
+
+    def _delete_now(self, tracked: Tracked) -> None:
+        """Finish a graceful deletion: the container is gone, the object may go too."""
+        self._set_finalizer(tracked, tracked.pod, present=False)
         tracked.gone = True
 
     def _save_logs(self, container: str) -> None:
         self.logs_dir().mkdir(parents=True, exist_ok=True)
-        (self.logs_dir() / f"{container}.log").write_bytes(self.docker.logs(container))
+        (self.logs_dir() / f"{container}.log").write_bytes(
+            self.docker.logs(container, timestamps=True))

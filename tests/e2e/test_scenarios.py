@@ -1,0 +1,137 @@
+"""The whole system: operator, trainer image and pods, on the backend given by conftest.
+
+Written once for both backends (`--e2e-backend emulated|cluster`): everything goes
+through kubectl and the API, except `backend.kill_container`, the one act that has no API.
+Every job trains a tiny BERT, 2 nodes x 1 CPU process (gloo), on data a seed pod wrote
+to a shared claim.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from ftjob_operator import naming
+
+from . import jobs, kit
+from .kit import checkpoint_step, finished, probe_claim, seed, step_of
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MAX_STEPS = 60
+SAVE_STEPS = 10
+TRAIN_TIMEOUT = 300  # seconds for a job to finish, restarts included, on 2 slow cores
+
+OK, CRASH, PREEMPT = "e2e-ok", "e2e-crash", "e2e-preempt"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def seeded(backend):
+    """The shared claim with a tiny model and data for every training job."""
+    seed(backend, [OK, CRASH, PREEMPT])
+    return backend
+
+
+def wait_status(backend, name, check, what, timeout=TRAIN_TIMEOUT):
+    return kit.wait_status(backend, name, check, what, timeout)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_two_nodes_train_to_success(seeded):
+    backend = seeded
+    applied = time.monotonic()
+    backend.apply(jobs.training_job(OK, MAX_STEPS, SAVE_STEPS))
+
+    wait_status(backend, OK, lambda s: s.get("phase") == "Running" or finished(s), "Running")
+    first = wait_status(backend, OK, lambda s: step_of(s) > 0 or finished(s), "a first step")
+    assert not finished(first), f"finished before progress was seen: {first}"
+    later = wait_status(backend, OK, lambda s: step_of(s) > step_of(first),
+                        f"the step to advance past {step_of(first)}")
+    done = wait_status(backend, OK, finished, "the end")
+    print(f"{OK}: apply -> Succeeded in {time.monotonic() - applied:.0f}s, "
+          f"steps seen {step_of(first)} -> {step_of(later)} -> {step_of(done)}")
+
+    assert done["phase"] == "Succeeded", done
+    assert step_of(done) == MAX_STEPS
+    assert done.get("restarts", 0) == 0
+    assert "train_loss" in (done.get("metrics") or {}), done.get("metrics")
+    # The final model and the metrics file are on the claim.
+    listing = probe_claim(backend, OK, "ls final; ls metrics.json").split()
+    assert {"config.json", "model.safetensors", "metrics.json"} <= set(listing), listing
+
+
+def test_kubectl_shows_columns_and_events(seeded):
+    backend = seeded
+    wait_status(backend, OK, finished, "the end")  # normally already there
+    table = backend.kubectl("get", "ftj").stdout.splitlines()
+    header = table[0].split()
+    for column in ("NAME", "PHASE", "STEP", "PROGRESS", "RESTARTS", "AGE"):
+        assert column in header, table
+    row = next(line.split() for line in table[1:] if line.split()[0] == OK)
+    assert row[header.index("PHASE")] == "Succeeded"
+    assert row[header.index("STEP")] == str(MAX_STEPS)
+    described = backend.kubectl("describe", "ftj", OK).stdout
+    assert "Events:" in described
+    for reason in ("Started", "Running", "Succeeded"):
+        assert reason in described.split("Events:", 1)[1], described
+
+
+def test_sigkill_of_one_rank_restarts_the_gang_and_resumes(seeded):
+    backend = seeded
+    backend.apply(jobs.training_job(CRASH, MAX_STEPS, SAVE_STEPS))
+    ready = wait_status(
+        backend, CRASH,
+        lambda s: checkpoint_step(s) >= SAVE_STEPS or finished(s), "a first checkpoint")
+    assert not finished(ready), f"finished before the kill: {ready}"
+    victim = f"{CRASH}-{ready['attempt']}-1"
+    backend.kill_container(victim)
+
+    done = wait_status(backend, CRASH, finished, "the end after the kill")
+    assert done["phase"] == "Succeeded", done
+    assert done.get("restarts", 0) == 1, done
+    assert done["attempt"] == ready["attempt"] + 1
+    assert done["checkpoint"]["resumedFromStep"] > 0, done["checkpoint"]
+    assert done["checkpoint"]["resumedFromStep"] >= checkpoint_step(ready)
+    assert step_of(done) == MAX_STEPS
+
+
+def test_graceful_pod_deletion_checkpoints_and_costs_no_restart(seeded):
+    backend = seeded
+    # No periodic checkpoint: whatever the resume starts from was saved on SIGTERM.
+    backend.apply(jobs.training_job(PREEMPT, MAX_STEPS, save_steps=10 * MAX_STEPS))
+    running = wait_status(backend, PREEMPT, lambda s: step_of(s) >= 5 or finished(s),
+                          "step 5")
+    assert not finished(running), f"finished before the deletion: {running}"
+    backend.delete("pods", f"{PREEMPT}-{running['attempt']}-1")
+
+    done = wait_status(backend, PREEMPT, finished, "the end after the deletion")
+    assert done["phase"] == "Succeeded", done
+    assert done.get("restarts", 0) == 0, "a preemption must not use the restart budget"
+    assert done.get("preemptions", 0) == 1, done
+    resumed = done["checkpoint"]["resumedFromStep"]
+    # 0 steps lost: the resume starts at or after the last step reported before SIGTERM.
+    assert resumed >= step_of(running), (resumed, step_of(running))
+    assert step_of(done) == MAX_STEPS
+
+
+def test_invalid_spec_and_missing_data_fail_without_restarts(seeded):
+    backend = seeded
+    invalid = jobs.training_job("e2e-invalid", MAX_STEPS, SAVE_STEPS,
+                                no_such_training_argument=1)
+    missing = jobs.training_job("e2e-nodata", MAX_STEPS, SAVE_STEPS, train_file="nope.jsonl")
+    backend.apply(invalid, missing)
+
+    bad_spec = wait_status(backend, "e2e-invalid", finished, "Failed", timeout=60)
+    assert bad_spec["phase"] == "Failed"
+    assert "no_such_training_argument" in bad_spec["message"], bad_spec["message"]
+    assert backend.list("pods", f"{naming.LABEL_JOB}=e2e-invalid") == [], "pods for a bad spec"
+
+    no_data = wait_status(backend, "e2e-nodata", finished, "Failed")
+    assert no_data["phase"] == "Failed"
+    assert "nope.jsonl" in no_data["message"], no_data["message"]
+    assert no_data.get("restarts", 0) == 0 and no_data["attempt"] == 1, no_data
