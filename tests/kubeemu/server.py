@@ -30,6 +30,12 @@ _PATH = re.compile(
 )
 
 
+# kubectl's short names of the built-in resources (discovery announces them).
+_SHORT_NAMES = {"pods": ["po"], "services": ["svc"], "configmaps": ["cm"],
+                "persistentvolumeclaims": ["pvc"], "serviceaccounts": ["sa"], "events": ["ev"],
+                "namespaces": ["ns"], "customresourcedefinitions.apiextensions.k8s.io": ["crd"]}
+
+
 @dataclass(frozen=True)
 class Call:
     """One request as RBAC sees it."""
@@ -120,7 +126,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         sub = ["status"] if rtype.status_subresource else []
         self.resources[f"{rtype.group}/{rtype.version}/{rtype.plural}"] = kmock.ResourceInfo(
             kind=rtype.kind, namespaced=rtype.namespaced, verbs=verbs, subresources=sub,
-            singular=rtype.kind.lower())
+            singular=rtype.kind.lower(), shortnames=_SHORT_NAMES.get(rtype.key, []))
 
     def register(self, rtype: ResourceType, printer_columns: list[dict[str, Any]] | None = None,
                  short_names: list[str] | None = None) -> None:
@@ -148,9 +154,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
             pass
         return rtype
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock's URL parser fails on the cluster-scoped /api/v1/namespaces[/<name>].
+        if re.fullmatch(r"/api/v1/namespaces(/[^/]+)?/?", raw_request.path):
+            body = await raw_request.read()
+            request = rendering.Request(
+                method=raw_request.method, url=raw_request.url, params=dict(raw_request.query),
+                headers=dict(raw_request.headers), body=body, raw_request=raw_request)
+            try:
+                return await self._handle(request)
+            except Exception as exc:  # same contract as kmock: errors become API errors
+                return await self._render_error(exc)
+        return await super().__call__(raw_request)
+
     async def _serve_version(self, request: rendering.Request) -> Any:
         # kmock lists short names on subresources too, which kubectl then calls ambiguous.
         listing = await super()._serve_version(request)
+        # The core group's version is "v1", not "/v1".
+        listing["groupVersion"] = listing.get("groupVersion", "").lstrip("/")
         for resource in listing.get("resources", []):
             if "/" in resource["name"]:
                 resource["shortNames"] = []
@@ -172,11 +193,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
         del self._requests[:-200]  # kmock keeps every request; the Call log is enough here
         raw = request._raw_request
         match = _PATH.match(request.url.path)
-        if raw is None or match is None or not match.group("plural"):
+        if raw is None or match is None:
             return await super()._handle(request)
         group = match.group("group") or ""
         ns, plural, name, sub = match.group("ns"), match.group("plural"), match.group("name"), \
             match.group("sub")
+        if ns and not plural and not group:  # /api/v1/namespaces/<name>: a Namespace itself
+            ns, plural, name = None, "namespaces", ns
+        if not plural:
+            return await super()._handle(request)
         params = dict(request.params)
         method = request.method.value
         verb = self._verb(method, name, params)
@@ -221,7 +246,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                name: str | None, sub: str | None, params: dict[str, str],
                request: rendering.Request, raw: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
         store = self.store
-        body = json.loads(request.body) if request.body else None
+        body = None
+        if request.body and "protobuf" not in raw.headers.get("Content-Type", ""):
+            body = json.loads(request.body)
         if verb == "get":
             obj = store.get(rtype, ns, name)
             return self._maybe_table(rtype, [obj], raw, single=True) or _json(obj)
@@ -234,6 +261,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return _json({"apiVersion": rtype.api_version, "kind": f"{rtype.kind}List",
                           "metadata": {"resourceVersion": rv}, "items": items})
         if verb == "create":
+            if "protobuf" in raw.headers.get("Content-Type", ""):
+                raise ApiError(415, "UnsupportedMediaType", "protobuf is not emulated; send JSON "
+                               "(e.g. kubectl apply -f with a manifest)")
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "the request body must be an object")
             return _json(store.create(rtype, ns, body), 201)

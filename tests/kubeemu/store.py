@@ -112,6 +112,7 @@ class Store:
         self._pending_hooks: list[tuple[str, ResourceType, dict[str, Any]]] = []
         for rtype in CORE:
             self.register(rtype)
+        self._ensure_namespace("default")
 
     # ------------------------------------------------------------------ registry
 
@@ -273,7 +274,22 @@ class Store:
             self._bump(obj)
             self.objects[key] = obj
             self._emit("ADDED", rtype, obj)
+            if ns is not None:
+                self._ensure_namespace(ns)
             return copy.deepcopy(obj)
+
+    def _ensure_namespace(self, name: str) -> None:
+        """Namespaces are implicit: the first object in one creates it (Active)."""
+        nstype = self.types["namespaces"]
+        if (nstype.key, None, name) in self.objects:
+            return
+        obj = {"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": name, "uid": str(uuid.uuid4()),
+                            "creationTimestamp": now_rfc3339()},
+               "status": {"phase": "Active"}}
+        self._bump(obj)
+        self.objects[(nstype.key, None, name)] = obj
+        self._emit("ADDED", nstype, obj)
 
     def patch(self, rtype: ResourceType, namespace: str | None, name: str, patch: Any,
               content_type: str, subresource: str | None = None) -> dict[str, Any]:

@@ -214,3 +214,20 @@ def test_kubectl_get_prints_crd_columns_and_describe_shows_events(emu, api):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "Started" in out.stdout and "created 2 pod(s)" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_apply_and_core_discovery(emu, tmp_path):
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text("apiVersion: finetune.dev/v1alpha1\nkind: FineTuneJob\nmetadata:\n"
+                        "  name: applied\nspec:\n  task: causal-lm\n")
+    kubectl = ["kubectl", "--kubeconfig", emu.kubeconfig_path]
+    out = subprocess.run(kubectl + ["apply", "--validate=false", "-f", str(manifest)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "created" in out.stdout, out.stderr
+    for resource in ("pods", "ns", "cm"):
+        out = subprocess.run(kubectl + ["get", resource], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, (resource, out.stderr)
+    assert NS in subprocess.run(kubectl + ["get", "ns"], capture_output=True, text=True,
+                                timeout=60).stdout
