@@ -16,12 +16,6 @@ from . import contract, naming
 
 FailureKind = Literal["permanent", "retryable", "preempted"]
 
-# DisruptionTarget reasons that mean "someone else needed the node": restart for free.
-# TerminationByKubelet covers node shutdown and kubelet-side preemption.
-DISRUPTION_REASONS_PREEMPTED = frozenset({
-    "PreemptionByScheduler", "PreemptionByKubeScheduler", "EvictionByEvictionAPI",
-    "TerminationByKubelet", "DeletionByPodGC",
-})
 MESSAGE_LIMIT = 1024
 
 
@@ -162,6 +156,8 @@ def classify(pod: PodView) -> Failure | None:
     code = pod.exit_code
     base = dict(pod=pod.name, rank=pod.rank, exit_code=code)
     if pod.disruption is not None:
+        # Any DisruptionTarget (scheduler preemption, eviction API/drain, taint manager, node
+        # shutdown) means the pod was taken away, not that training broke: restart for free.
         return Failure("preempted", pod.disruption, _short(pod.pod_message) or trainer_message,
                        **base)
     if code is not None and contract.is_preempted(code):

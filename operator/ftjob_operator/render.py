@@ -21,6 +21,9 @@ HF_HOME = f"{contract.DEFAULT_OUTPUT_DIR}/.cache/huggingface"
 KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
 KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 TRAINER_UID = 1000
+# On SIGTERM the trainer saves a checkpoint before exiting (ftjob-launch); the default 30s
+# grace is too short for the weights and optimizer state of a large model.
+TERMINATION_GRACE_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,7 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
     claim_name = spec.storage.existing_claim or naming.claim(job.name)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "hostname": name,
         "subdomain": naming.service(job.name),
         "serviceAccountName": naming.trainer_account(job.name),
