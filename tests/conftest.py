@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ftjob_operator.crd import build_crd
-from tests.kubeemu import Emulator, Faults
+# `tests.kubeemu` and the suites' helpers import as `tests.*`: make that work however
+# pytest was started (`python -m pytest` adds the checkout; the `pytest` script does not).
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from ftjob_operator.crd import build_crd  # noqa: E402
+from tests.kubeemu import Emulator, Faults  # noqa: E402
 
 
 @pytest.fixture

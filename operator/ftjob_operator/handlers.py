@@ -241,6 +241,9 @@ async def _until(done: Any, waker: asyncio.Event, stopped: kopf.DaemonStopped,
 # --------------------------------------------------------------------------- metrics
 
 
+_METRICS: dict[str, Any] = {}  # one registry per process, even if the operator restarts in it
+
+
 def _metrics(config: Settings) -> dict[str, Any] | None:
     if config.metrics_port is None:
         return None
@@ -249,14 +252,16 @@ def _metrics(config: Settings) -> dict[str, Any] | None:
     except ImportError:
         log.warning("FTJOB_METRICS_PORT is set but prometheus-client is not installed")
         return None
-    metrics = {
+    if _METRICS:
+        return _METRICS
+    _METRICS.update({
         "decisions": prom.Counter("ftjob_operator_decisions_total",
                                   "Reconcile decisions by case", ["case"]),
         "latency": prom.Histogram("ftjob_operator_decision_seconds",
                                   "Time to decide and apply one plan"),
-    }
+    })
     prom.start_http_server(config.metrics_port)
-    return metrics
+    return _METRICS
 
 
 def _record(memo: kopf.Memo, plan: Plan, seconds: float) -> None:

@@ -26,13 +26,14 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT / "operator"), **extra}
 
 
-def test_module_runs_the_operator_with_liveness(kube, kubeconfig, tmp_path):
-    port = _free_port()
+def test_module_runs_the_operator_with_liveness_and_metrics(kube, kubeconfig, tmp_path):
+    port, metrics_port = _free_port(), _free_port()
     log = open(tmp_path / "operator.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ftjob_operator"], stdout=log, stderr=subprocess.STDOUT,
         env=_env(KUBECONFIG=kubeconfig, FTJOB_LIVENESS_PORT=str(port), FTJOB_LOG_FORMAT="json",
-                 FTJOB_TRAINER_IMAGE="example/trainer:7", FTJOB_NAMESPACES="team-a"))
+                 FTJOB_TRAINER_IMAGE="example/trainer:7", FTJOB_NAMESPACES="team-a",
+                 FTJOB_METRICS_PORT=str(metrics_port)))
     try:
         def healthy() -> bool:
             try:
@@ -48,6 +49,9 @@ def test_module_runs_the_operator_with_liveness(kube, kubeconfig, tmp_path):
         image = pods(kube)[0]["spec"]["containers"][0]["image"]
         assert image == "example/trainer:7"
         assert wait_for(lambda: status(kube).get("phase") == "Pending")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert 'ftjob_operator_decisions_total{case="start"} 1.0' in text
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
