@@ -48,14 +48,15 @@ def _save(model, tokenizer, folder: Path) -> Path:
 
 def build_bert(folder: Path) -> Path:
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertModel
 
     tokenizer = build_tokenizer(folder)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
                         pad_token_id=tokenizer.pad_token_id)
-    return _save(BertForSequenceClassification(config), tokenizer, folder)
+    # A bare encoder, like most base checkpoints: the classification head starts fresh.
+    return _save(BertModel(config), tokenizer, folder)
 
 
 def build_gpt2(folder: Path) -> Path:

@@ -97,6 +97,17 @@ def _finish() -> None:
         dist.destroy_process_group()
 
 
+def _join_deepspeed_comm(targs) -> None:
+    """ZeRO-3 builds the model inside deepspeed.zero.Init, which reads the world size from
+    deepspeed.comm; on CPU, TrainingArguments started only torch.distributed, so wrap it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
+
+
 def train(ctx: JobContext, stop: StopRequest) -> Outcome:
     spec = ctx.spec
     on_gpu = spec.resources.gpus_per_node > 0
@@ -117,6 +128,8 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
                                               quiet_console=ctx.reporter == "console",
                                               deepspeed=ds_config)
     is_zero = targs.process_index == 0
+    if ds_config is not None:
+        _join_deepspeed_comm(targs)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     task = spec.task
 

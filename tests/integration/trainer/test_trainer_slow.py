@@ -24,9 +24,12 @@ def test_lora_trains_and_saves_an_adapter(tiny, tmp_path):
     assert not (final / "model.safetensors").exists()  # only the adapter, not the base model
     assert "eval_accuracy" in run.metrics()["metrics"]
 
-    from peft import AutoPeftModelForSequenceClassification
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
 
-    model = AutoPeftModelForSequenceClassification.from_pretrained(final)
+    labels = json.loads((final / "labels.json").read_text())
+    base = AutoModelForSequenceClassification.from_pretrained(tiny["bert"], num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, final)
     assert model.peft_config["default"].r == 4
 
 
