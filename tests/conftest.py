@@ -48,6 +48,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def never(predicate: Callable[[], Any], seconds: float, what: str,
+          interval: float = 0.05) -> None:
+    """Fail if `predicate()` becomes truthy within `seconds` (a window for a wrong action)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        assert not value, f"{what} happened: {value!r}"
+        time.sleep(interval)
+
+
 @pytest.fixture
 def run_operator(kubeconfig: str, monkeypatch) -> Callable[..., contextlib.AbstractContextManager]:
     """Context manager factory: the real operator (kopf) in a thread against `kube`."""
@@ -68,4 +78,4 @@ def run_operator(kubeconfig: str, monkeypatch) -> Callable[..., contextlib.Abstr
     return start
 
 
-__all__ = ["Faults", "wait_for"]
+__all__ = ["Faults", "never", "wait_for"]

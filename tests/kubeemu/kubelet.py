@@ -21,8 +21,10 @@ def _container_ids(pod: str) -> dict[str, str]:
 
 
 class Kubelet:
-    def __init__(self, store: Store, auto_run: bool = False):
+    def __init__(self, store: Store, auto_run: bool = False, graceful: bool = False):
         self.store = store
+        if graceful:
+            store.graceful_kinds.add("Pod")
         self.pods_type: ResourceType = store.type_of("", "pods")
         if auto_run:
             store.hooks.append(self._run_new_pods)
@@ -84,6 +86,10 @@ class Kubelet:
                                "message": message, "lastTransitionTime": now_rfc3339()})
             status["conditions"] = conditions
         return self._set(namespace, name, mutate)
+
+    def remove(self, namespace: str, name: str) -> None:
+        """Finish a graceful deletion (`Store.graceful_kinds` holds "Pod")."""
+        self.store.finish_deletion(self.pods_type, namespace, name)
 
     def evict(self, namespace: str, name: str, message: str = "node had memory pressure"
               ) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from ftjob_operator import naming
-from tests.conftest import wait_for
+from ftjob_operator import contract, naming
+from tests.conftest import never, wait_for
 from tests.integration.operator.helpers import (NS, PodCreations, create_job, manifest,
                                                 phase_is, pod_names, pods, run_all, status,
                                                 summary)
@@ -82,3 +84,32 @@ def test_ten_percent_api_errors_reach_the_same_end_state(kube, run_operator, see
     assert st["metrics"] == {"eval_loss": 0.25}
     assert created.duplicates() == []
     assert sum(kube.faults.injected.values()) > 0, "no fault was injected: the test proves nothing"
+
+
+def test_next_attempt_waits_until_every_old_pod_is_gone(kube, run_operator):
+    """Gang restart: terminating pods still hold the rendezvous names and the GPUs."""
+    kube.store.graceful_kinds.add("Pod")
+    gone_at: dict[str, float] = {}
+    added_at: dict[str, float] = {}
+
+    def hook(etype, rtype, obj):
+        if rtype.key == "pods":
+            name = obj["metadata"]["name"]
+            (gone_at if etype == "DELETED" else added_at if etype == "ADDED" else {})[name] = \
+                time.monotonic()
+
+    kube.store.hooks.append(hook)
+    with run_operator():
+        create_job(kube, manifest())
+        _running(kube)
+        kube.kubelet.terminate(NS, naming.pod("demo", 1, 1), 1)
+        wait_for(lambda: all(p["metadata"].get("deletionTimestamp") for p in pods(kube)),
+                 what="attempt 1 pods terminating")
+        # The surviving rank checkpoints and exits; every event is a chance to act too early.
+        kube.kubelet.terminate(NS, naming.pod("demo", 1, 0), contract.ExitCode.PREEMPTED)
+        kube.kubelet.remove(NS, naming.pod("demo", 1, 1))
+        never(lambda: pods(kube, attempt=2), seconds=1.0, what="attempt 2 before rank 0 is gone")
+        kube.kubelet.remove(NS, naming.pod("demo", 1, 0))
+        _running(kube, attempt=2)
+    assert min(added_at["demo-2-0"], added_at["demo-2-1"]) > gone_at["demo-1-0"]
+    assert status(kube)["restarts"] == 1 and status(kube).get("preemptions", 0) == 0
