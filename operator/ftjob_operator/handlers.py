@@ -107,6 +107,10 @@ def ftjob_started_specs(body: kopf.Body, namespace: str, labels: kopf.Labels,
 
 
 # --------------------------------------------------------------------------- wake-ups
+# Separate event handlers, not a side effect of the index functions: kopf calls these after
+# the indexes hold the new state. Waking from inside an index function let the loop decide
+# on the old state and then sleep until the resync (measured: p50 latency 3.7 s -> 34 s
+# in benchmarks/operator_scale.py).
 
 
 def _wake(memo: kopf.Memo, namespace: str | None, job: str | None) -> None:
