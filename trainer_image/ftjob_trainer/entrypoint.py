@@ -83,9 +83,13 @@ def _setup_logging(rank: int) -> None:
     level = logging.INFO if rank == 0 else logging.WARNING
     logging.basicConfig(level=level, format=f"[rank{rank}] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    import datasets
     import transformers
 
     transformers.logging.set_verbosity_warning()
+    # One progress display per run (the reporter's); per-file save/load bars are log noise.
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _finish() -> None:

@@ -104,6 +104,9 @@ def run_local(file: str, nproc: int | None = None, output: str | None = None,
 
 def describe(summary: dict[str, Any]) -> str:
     """The closing lines for a person at a terminal (pure)."""
+    if summary.get("reason") == "Preempted" and "globalStep" in summary:
+        return (f"stopped at step {summary['globalStep']} after saving a checkpoint; run the "
+                f"same command again to resume from it")
     if summary.get("status") != "succeeded":
         return (f"failed: {summary.get('reason')} (exit {summary.get('exitCode')}): "
                 f"{summary.get('message')}")

@@ -55,3 +55,44 @@ def test_deepspeed_zero_trains_and_resumes(stage, tiny, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     AutoModelForSequenceClassification.from_pretrained(second.output_dir / "final")
+
+
+def _worker_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of the worker with RANK=rank among the launcher's descendants."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ftjob_trainer.entrypoint" in cmdline and f"RANK={rank}".encode() in environ \
+                and b"torch.distributed.run" not in cmdline[:3]:
+            return int(proc.name)
+    return None
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tiny, tmp_path):
+    """As when only one node of a gang is drained: the ranks agree, all save, all stop."""
+    import signal
+
+    from conftest import poll, start
+    from ftjob_operator.contract import ExitCode
+
+    spec = classification_spec(tiny)
+    run = start(tmp_path, spec)
+    poll(lambda: (checkpoints.latest_complete(run.output_dir) or checkpoints.Checkpoint(0, tmp_path)).step >= 40,
+         240, "a complete checkpoint-40")
+    rank1 = poll(lambda: _worker_pid(run.proc.pid, 1), 30, "the rank-1 worker")
+    import os
+
+    os.kill(rank1, signal.SIGTERM)
+    assert run.wait(120) == ExitCode.PREEMPTED, run.log()
+    stopped = run.summary()["globalStep"]
+    newest = checkpoints.latest_complete(run.output_dir)
+    assert newest.step == stopped
+    # Both ranks wrote their part of that checkpoint (their RNG states), then stopped.
+    assert (newest.path / "rng_state_0.pth").is_file() and (newest.path / "rng_state_1.pth").is_file()

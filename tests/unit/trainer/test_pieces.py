@@ -83,6 +83,12 @@ def test_describe_names_accuracy_and_the_saved_model():
     text = local.describe({"status": "succeeded", "globalStep": 9, "finalModel": "/o/final",
                            "metrics": {"eval_accuracy": 0.8125}})
     assert "eval_accuracy: 0.8125" in text and "saved model: /o/final" in text
+    stopped = local.describe({"status": "failed", "exitCode": 30, "reason": "Preempted",
+                              "message": "m", "globalStep": 41})
+    assert stopped.startswith("stopped at step 41") and "again to resume" in stopped
+    failed = local.describe({"status": "failed", "exitCode": 11, "reason": "InvalidData",
+                             "message": "spec.dataset.textColumn: ..."})
+    assert failed == "failed: InvalidData (exit 11): spec.dataset.textColumn: ..."
 
 
 def test_job_context_from_file_and_environment(tmp_path):
