@@ -296,7 +296,8 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
     started_at = parse_time(status.get("startTime"))
     deadline_wait = None
     if deadline_s is not None and started_at is not None:
-        deadline = started_at + timedelta(seconds=deadline_s)
+        # startTime has whole seconds, rounded down: never cut a job short because of it.
+        deadline = started_at + timedelta(seconds=deadline_s + 1)
         if now >= deadline:
             return _fail(job, pods, out, "DeadlineExceeded",
                          f"ran longer than activeDeadlineSeconds ({deadline_s}s)",
@@ -345,7 +346,8 @@ def _await_new_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[
     count = int(status.get("restarts") or 0) + int(status.get("preemptions") or 0)
     delay = restart_delay(policy.backoff_seconds, policy.max_backoff_seconds, count)
     since = parse_time((_condition(status, "Restarting") or {}).get("lastTransitionTime")) or now
-    due = since + timedelta(seconds=delay)
+    # Condition times have whole seconds: the failure happened up to 1s after `since`.
+    due = since + timedelta(seconds=delay + 1) if delay > 0 else since
     if now < due:
         plan = Plan("restart, backing off")
         plan.requeue_after = _min_requeue(_seconds_until(due, now), deadline_wait)

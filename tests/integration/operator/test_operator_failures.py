@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from ftjob_operator import contract, naming
 from tests.conftest import wait_for
-from tests.integration.operator.helpers import (NS, wait_event, condition, create_job, manifest,
+from tests.integration.operator.helpers import (NS, PodCreations, wait_event, condition, create_job, manifest,
                                                 objects, phase_is, pod_names, pods, run_all,
                                                 status, summary)
 
@@ -76,11 +78,12 @@ def test_invalid_spec_fails_with_field_message_and_no_children(kube, run_operato
 
 
 def test_active_deadline_fails_the_job(kube, run_operator):
+    created = PodCreations(kube)
     with run_operator():
-        create_job(kube, manifest(activeDeadlineSeconds=1))
-        _running(kube)
-        st = wait_for(phase_is(kube, "Failed"), timeout=15, what="deadline")
+        create_job(kube, manifest(activeDeadlineSeconds=2))
+        st = wait_for(phase_is(kube, "Failed"), what="deadline")
         assert condition(st, "Failed")["reason"] == "DeadlineExceeded"
+        assert sorted(created.names) == ["demo-1-0", "demo-1-1"]  # it did start
         wait_for(lambda: not pods(kube), what="pods deleted")
 
 
@@ -98,3 +101,26 @@ def test_stuck_pending_fails_after_timeout(kube, run_operator):
         st = wait_for(phase_is(kube, "Failed"), what="pending timeout")
         assert condition(st, "Failed")["reason"] == "PendingTimeout"
         assert "0/3 nodes are available" in st["message"]
+
+
+def test_restart_waits_for_the_backoff(kube, run_operator):
+    restarting: list[tuple[float, dict]] = []
+    created_at: dict[str, float] = {}
+
+    def hook(etype, rtype, obj):
+        if rtype.key == "pods" and etype == "ADDED":
+            created_at[obj["metadata"]["name"]] = time.monotonic()
+        if rtype.plural == "finetunejobs" and (obj.get("status") or {}).get("phase") == "Restarting":
+            restarting.append((time.monotonic(), obj["status"]))
+
+    kube.store.hooks.append(hook)
+    with run_operator():
+        create_job(kube, manifest(restartPolicy={"maxRestarts": 2, "backoffSeconds": 2}))
+        _running(kube)
+        kube.kubelet.evict(NS, naming.pod("demo", 1, 0))
+        _running(kube, attempt=2)
+    since, st = restarting[0]
+    assert created_at["demo-2-0"] - since >= 2.0
+    assert st["restarts"] == 1
+    assert condition(st, "Restarting")["reason"] == "Evicted"
+    assert "node had memory pressure" in st["message"]

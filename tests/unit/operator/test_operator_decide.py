@@ -125,7 +125,7 @@ CASES: dict[str, Case] = {
              started=STARTED, case="restart, waiting for pods to go", actions=[DeletePods]),
     "restarting, pods gone, in backoff -> requeue":
         Case(job(restarting(since=NOW - timedelta(seconds=4))), started=STARTED,
-             case="restart, backing off", requeue=6.0),
+             case="restart, backing off", requeue=7.0),  # 10s from a time rounded down
     "restarting, pods gone, backoff over -> attempt 2 without re-creating job objects":
         Case(job(restarting(since=NOW - timedelta(seconds=11))), started=STARTED,
              case="restart", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"}),
@@ -144,7 +144,7 @@ CASES: dict[str, Case] = {
              case="deadline exceeded", actions=[DeletePods], status={"phase": "Failed"}),
     "before activeDeadlineSeconds -> requeue at the deadline":
         Case(job(running(), activeDeadlineSeconds=160), pods=[pod(0), pod(1)], started=STARTED,
-             case="running", requeue=60.0),
+             case="running", requeue=61.0),  # whole-second startTime: one second of slack
     "stuck pending past the limit -> Failed":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
                  restartPolicy={"pendingTimeoutSeconds": 30}),
