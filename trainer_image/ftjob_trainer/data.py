@@ -15,7 +15,7 @@ from typing import Any
 
 from ftjob_operator import api
 
-from .exits import InvalidData
+from .exits import HubUnreachable, InvalidData, is_network_error
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,13 @@ def _load_hub(ds: api.DatasetSource) -> tuple[Any, dict[str, str]]:
 
     try:
         raw = datasets.load_dataset(ds.name, ds.config, revision=ds.revision)
+    except ConnectionError as exc:  # includes "couldn't reach the Hub": retry later
+        raise HubUnreachable(f"spec.dataset.name: cannot reach the Hub for {ds.name!r}: "
+                             f"{_first_line(exc)}") from exc
     except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError) as exc:
+        if is_network_error(exc):
+            raise HubUnreachable(f"spec.dataset.name: cannot reach the Hub for {ds.name!r}: "
+                                 f"{_first_line(exc)}") from exc
         raise InvalidData(f"spec.dataset.name: cannot load dataset {ds.name!r}"
                           f"{f' config {ds.config!r}' if ds.config else ''}: {_first_line(exc)}") from exc
     except ValueError as exc:  # unknown config name, among others

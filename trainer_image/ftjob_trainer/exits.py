@@ -40,6 +40,25 @@ class InvalidModel(TrainerError):
     code = ExitCode.INVALID_MODEL
 
 
+class HubUnreachable(TrainerError):
+    """The Hub could not be reached: retryable, unlike a model or data set that is not there."""
+
+    code = ExitCode.UNKNOWN
+
+
+_NETWORK_PATTERNS = re.compile(
+    r"couldn't connect|could not connect|couldn't reach|connection|timed out|"
+    r"name or service not known|temporary failure in name resolution|offline mode",
+    re.IGNORECASE,
+)
+
+
+def is_network_error(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return bool(_NETWORK_PATTERNS.search(str(exc)))
+
+
 @dataclass(frozen=True)
 class Failure:
     exit_code: int
@@ -90,8 +109,6 @@ def _is_distributed_timeout(exc: BaseException) -> bool:
                     _torch_attr("distributed.DistStoreError")) if t is not None
     )
     if dist_types and isinstance(exc, dist_types):
-        return True
-    if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     return isinstance(exc, RuntimeError) and bool(_TIMEOUT_PATTERNS.search(str(exc)))
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ftjob_operator import api
 
-from .exits import InvalidModel, InvalidSpec
+from .exits import HubUnreachable, InvalidModel, InvalidSpec, is_network_error
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,21 @@ def model_source(spec: api.FineTuneJobSpec, base: Path | None = None) -> tuple[s
     return model.name, ({"revision": model.revision} if model.revision else {})
 
 
+def load_error(exc: BaseException, field: str, what: str) -> Exception:
+    """A Hub that cannot be reached is worth a retry; a model that is not there is not."""
+    detail = f"{field}: {what}: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
+    if field == "spec.model.name" and is_network_error(exc):
+        return HubUnreachable(detail)
+    return InvalidModel(detail)
+
+
 def load_tokenizer(source: str, kwargs: dict[str, Any], field: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
-        raise InvalidModel(f"{field}: cannot load a tokenizer from {source}: "
-                           f"{str(exc).splitlines()[0][:300]}") from exc
+        raise load_error(exc, field, f"cannot load a tokenizer from {source}") from exc
     if tokenizer.pad_token is None:
         # Dynamic padding needs a pad token; decoder-only models often ship without one.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -85,8 +92,7 @@ def load_model(task: str, source: str, kwargs: dict[str, Any], field: str, token
                               f"{task} ({str(exc).splitlines()[0][:200]})") from exc
         raise InvalidModel(f"{field}: {source}: {str(exc).splitlines()[0][:300]}") from exc
     except OSError as exc:
-        raise InvalidModel(f"{field}: cannot load a model from {source}: "
-                           f"{str(exc).splitlines()[0][:300]}") from exc
+        raise load_error(exc, field, f"cannot load a model from {source}") from exc
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model

@@ -85,3 +85,29 @@ def test_torchrun_command_never_restarts_on_its_own():
 
 def test_termination_log_path_from_environment(tmp_path):
     assert launch.termination_log_path({"FTJOB_TERMINATION_LOG": str(tmp_path / "t")}) == tmp_path / "t"
+
+
+def test_an_unreachable_hub_is_retryable_a_missing_model_is_not():
+    from ftjob_trainer.modeling import load_error
+
+    offline = OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+    missing = OSError("bert-base-uncasd is not a local folder and is not a valid model identifier")
+    assert exits.classify(load_error(offline, "spec.model.name", "x")).exit_code == ExitCode.UNKNOWN
+    assert exits.classify(load_error(missing, "spec.model.name", "x")).exit_code == ExitCode.INVALID_MODEL
+    # A local folder cannot be fixed by waiting.
+    assert exits.classify(load_error(offline, "spec.model.path", "x")).exit_code == ExitCode.INVALID_MODEL
+    # A plain connection error outside torch.distributed is not a distributed timeout.
+    assert exits.classify(ConnectionError("reset")).exit_code == ExitCode.UNKNOWN
+
+
+def test_a_dataset_on_an_unreachable_hub_is_retryable(monkeypatch):
+    import datasets
+    from ftjob_operator import api
+    from ftjob_trainer import data
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'klue' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(exits.HubUnreachable, match="spec.dataset.name: cannot reach the Hub for 'klue'"):
+        data.load_splits(api.DatasetSource(name="klue", config="ynat"))
