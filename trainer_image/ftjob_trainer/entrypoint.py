@@ -180,7 +180,8 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
     try:
         result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
         resumed_from = resume.step if resume else 0
-        if preemption.stopped_at is not None:
+        # A stop that lands on the last step still finishes: only evaluation is left.
+        if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
             return Outcome(trainer.state.global_step, resumed_from, preempted=True)
 
         final_metrics: dict[str, Any] = dict(result.metrics)
