@@ -54,6 +54,7 @@ class Tracked:
     address: str
     ports: set[int]
     started: bool = False
+    exited: bool = False  # the container has ended (its pod may stay, e.g. Succeeded)
     reported: str = ""  # the last state written to the API: waiting:<reason>, running, done
     stop_requested_at: float | None = None
     grace: float = 30.0
@@ -229,7 +230,7 @@ class PodRunner:
         tracked.reported = f"waiting:{reason}:{message}"
 
     def _port_taken(self, tracked: Tracked) -> bool:
-        return any(other is not tracked and other.started and other.reported != "removed"
+        return any(other is not tracked and other.started and not other.exited
                    and other.ports & tracked.ports
                    for other in self._tracked.values())
 
@@ -372,6 +373,7 @@ class PodRunner:
                     container["name"], image, tracked.container, tracked.address, state, _now()))
                 tracked.reported = "running"
             return
+        tracked.exited = True
         if tracked.reported != "done" and state is not None:
             log.info("pod %s: container exited %s", tracked.key, state.exit_code)
             message = pod_status.termination_message(

@@ -1,0 +1,119 @@
+"""Recovery on the emulated cluster: the real operator, trainer image and pod runner.
+
+    python -m benchmarks.e2e_recovery [--steps 120] [--save-steps 20]
+
+Needs Docker and both images (tests/e2e/run-emulated.sh builds them). Measures, for one
+2-node x 1-process tiny-BERT job each:
+
+- apply -> first training step;
+- SIGKILL of rank 1 after a checkpoint: kill -> first training step of the new attempt,
+  and steps lost (steps done before the kill minus the step the resume started from);
+- graceful deletion of rank 1 (preemption, checkpoint on SIGTERM): the same two figures.
+
+Step times come from the trainer's per-step log lines (`logging_steps: 1`) as timestamped
+by Docker, so they do not depend on how often progress reaches the job's status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from e2e import jobs, kit  # noqa: E402
+from e2e.waiting import wait_for  # noqa: E402
+from e2e.backends import EmulatedBackend, wait_ready  # noqa: E402
+
+LOSS_LINE = re.compile(rb"^(\S+) \{'loss'")
+
+
+def step_times(backend: EmulatedBackend, pod: str) -> list[float]:
+    """Epoch seconds at which the pod's rank-0 trainer logged each training step."""
+    logs = list(backend.runner.logs_dir().glob(f"*-{backend.namespace}-{pod}.log"))
+    if not logs:
+        raise SystemExit(f"no saved log for pod {pod} in {backend.runner.logs_dir()}")
+    out = []
+    for line in logs[0].read_bytes().splitlines():
+        match = LOSS_LINE.match(line)
+        if match:
+            stamp = match.group(1).decode().rstrip("Z")
+            whole, _, frac = stamp.partition(".")
+            seconds = datetime.fromisoformat(whole + "+00:00").timestamp()
+            out.append(seconds + float(f"0.{frac or 0}"))
+    return out
+
+
+def run_interrupted(backend: EmulatedBackend, name: str, steps: int, save_steps: int,
+                    how: str) -> dict:
+    applied = time.time()
+    backend.apply(jobs.training_job(name, steps, save_steps))
+    if how == "sigkill":
+        ready = kit.wait_status(backend, name, lambda s: kit.checkpoint_step(s) >= save_steps,
+                                "a checkpoint", 600, interval=0.2)
+    else:
+        ready = kit.wait_status(backend, name, lambda s: kit.step_of(s) >= save_steps // 2,
+                                "some steps", 600, interval=0.2)
+    attempt = ready["attempt"]
+    stopped = time.time()
+    if how == "sigkill":
+        backend.kill_container(f"{name}-{attempt}-1")
+    else:
+        backend.delete("pods", f"{name}-{attempt}-1")
+    done = kit.wait_status(backend, name, kit.finished, "the end", 900)
+    if done["phase"] != "Succeeded":
+        raise SystemExit(f"{name} ended {done['phase']}: {done.get('message')}")
+    # Logs are saved when a pod's container is removed: wait for the last attempt's too.
+    backend.delete("pods", f"{name}-{done['attempt']}-0")
+    backend.delete("pods", f"{name}-{done['attempt']}-1")
+    wait_for(lambda: list(backend.runner.logs_dir().glob(
+        f"*-{backend.namespace}-{name}-{done['attempt']}-0.log")), 120, "the last logs")
+    before = step_times(backend, f"{name}-{attempt}-0")
+    after = step_times(backend, f"{name}-{done['attempt']}-0")
+    resumed = done["checkpoint"]["resumedFromStep"]
+    return {
+        "case": how,
+        "apply_to_first_step_s": before[0] - applied,
+        "steps_before_stop": len(before),
+        "resumed_from_step": resumed,
+        "steps_lost": len(before) - resumed,
+        "stop_to_first_new_step_s": after[0] - stopped,
+        "restarts": done.get("restarts", 0),
+        "preemptions": done.get("preemptions", 0),
+        "steps_per_s": (len(before) - 1) / (before[-1] - before[0]) if len(before) > 1 else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--save-steps", type=int, default=20)
+    args = parser.parse_args()
+    backend = EmulatedBackend(Path("/tmp/ftjob-e2e/bench"), namespace="bench")
+    try:
+        wait_ready(backend)
+        kit.seed(backend, ["bench-kill", "bench-preempt"])
+        results = [
+            run_interrupted(backend, "bench-kill", args.steps, args.save_steps, "sigkill"),
+            # Periodic checkpoints off: the resume point is the checkpoint saved on SIGTERM.
+            run_interrupted(backend, "bench-preempt", args.steps, 10 * args.steps, "preempt"),
+        ]
+    finally:
+        backend.close()
+    print("| case | apply -> first step | steps done before stop | resumed from | steps lost "
+          "| stop -> first new step | restarts | preemptions | steps/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['case']} | {r['apply_to_first_step_s']:.1f} s | {r['steps_before_stop']} | "
+              f"{r['resumed_from_step']} | {r['steps_lost']} | "
+              f"{r['stop_to_first_new_step_s']:.1f} s | {r['restarts']} | {r['preemptions']} | "
+              f"{r['steps_per_s']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
