@@ -37,8 +37,8 @@ def test_kill9_then_truncated_newest_checkpoint_resumes_from_last_complete(basel
                                                                            tmp_path):
     spec = classification_spec(tiny)
     killed = start(tmp_path, spec, isolate=True)
-    ckpt = poll(lambda: complete_checkpoint_at_least(killed.output_dir, 40), 240,
-                "a complete checkpoint-40")
+    ckpt = poll(lambda: complete_checkpoint_at_least(killed.output_dir, 20), 240,
+                "a complete checkpoint-20")
     os.kill(killed.proc.pid, signal.SIGKILL)  # the PID namespace dies with it, like a pod
     killed.wait(30)
     assert not (killed.output_dir / "final").exists(), "the run ended before it was killed"
@@ -71,13 +71,13 @@ def test_sigterm_checkpoints_current_step_exits_preempted_and_resume_loses_nothi
         baseline, tiny, tmp_path):
     spec = classification_spec(tiny)
     run = start(tmp_path, spec)
-    poll(lambda: complete_checkpoint_at_least(run.output_dir, 40), 240, "a complete checkpoint-40")
+    poll(lambda: complete_checkpoint_at_least(run.output_dir, 20), 240, "a complete checkpoint-20")
     run.proc.send_signal(signal.SIGTERM)  # to the launcher, as the kubelet does to PID 1
     assert run.wait(120) == ExitCode.PREEMPTED, run.log()
     summary = run.summary()
     assert summary["reason"] == "Preempted"
     stopped = summary["globalStep"]
-    assert 40 <= stopped < MAX_STEPS
+    assert 20 <= stopped < MAX_STEPS
     # The stop step itself was saved and verified, whatever save_steps says.
     newest = checkpoints.latest_complete(run.output_dir)
     assert newest.step == stopped
