@@ -27,5 +27,6 @@ echo "e2e: docker and images ready in $(( SECONDS - started )) s"
 
 export HF_HUB_OFFLINE=1 FTJOB_E2E_BACKEND=emulated
 # shellcheck disable=SC2086
-.venv/bin/python -m pytest tests/e2e -m e2e -p no:cacheprovider -v --durations=0 ${PYTEST_ARGS:-}
+.venv/bin/python -m pytest tests/e2e -m e2e -p no:cacheprovider -v --durations=0 --timeout=900 \
+  ${PYTEST_ARGS:-}
 echo "e2e: done in $(( SECONDS - started )) s"

@@ -119,6 +119,11 @@ def test_only_the_master_rank_holds_the_rendezvous_port():
     assert translate.host_ports(rendered_pod(rank=1)) == set()
 
 
+def test_every_rank_dials_rank_0_of_its_attempt():
+    assert translate.rendezvous(rendered_pod(rank=1)) == ("demo-1-0", 29500)
+    assert translate.rendezvous(rendered_pod(rank=0)) == ("demo-1-0", 29500)
+
+
 def test_addresses_are_distinct_and_stable():
     book = AddressBook()
     a, b = book.address("ns", "p0"), book.address("ns", "p1")

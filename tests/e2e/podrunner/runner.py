@@ -53,6 +53,7 @@ class Tracked:
     container: str
     address: str
     ports: set[int]
+    rendezvous: tuple[str, int] | None
     started: bool = False
     exited: bool = False  # the container has ended (its pod may stay, e.g. Succeeded)
     reported: str = ""  # the last state written to the API: waiting:<reason>, running, done
@@ -87,6 +88,7 @@ class PodRunner:
         self.runner_id = uuid.uuid4().hex[:8]
         self.addresses = AddressBook()
         self._tracked: dict[str, Tracked] = {}
+        self._ran_uids: set[str] = set()  # a pod runs once: restartPolicy Never
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +98,12 @@ class PodRunner:
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Its own log file: what the runner did is the first thing to read after a failure.
+        handler = logging.FileHandler(self.work_dir / "runner.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        self._log_handler = handler
         self._thread = threading.Thread(target=self._loop, name="podrunner", daemon=True)
         self._thread.start()
 
@@ -107,6 +115,8 @@ class PodRunner:
         for name in self.docker.containers(f"{LABEL_RUNNER}={self.runner_id}"):
             self._save_logs(name)
             self.docker.remove(name)
+        log.removeHandler(self._log_handler)
+        self._log_handler.close()
 
     def claim_dir(self, namespace: str, claim: str) -> Path:
         """The host folder that backs a PersistentVolumeClaim, shared by all its pods."""
@@ -150,6 +160,8 @@ class PodRunner:
                         continue  # the old container of a recreated name is still stopping
                     if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                         continue  # finished before this runner started
+                    if pod["metadata"].get("uid") in self._ran_uids:
+                        continue
                     tracked = self._track(pod)
                 if not tracked.started and tracked.stop_requested_at is None:
                     self._try_start(tracked, pod)
@@ -214,7 +226,8 @@ class PodRunner:
             namespace=namespace, name=name, uid=uid, pod=pod,
             container=f"ftjob-e2e-{self.runner_id}-{namespace}-{name}",
             address=self.addresses.address(namespace, name),
-            ports=translate.host_ports(pod), grace=translate.grace_period_seconds(pod),
+            ports=translate.host_ports(pod), rendezvous=translate.rendezvous(pod),
+            grace=translate.grace_period_seconds(pod),
             work=work,
         )
         self._tracked[tracked.key] = tracked
@@ -230,13 +243,22 @@ class PodRunner:
         tracked.reported = f"waiting:{reason}:{message}"
 
     def _port_taken(self, tracked: Tracked) -> bool:
+        """Whether another pod's live container holds the port this pod meets its gang on.
+
+        One host network stands in for one network per pod: a new gang must wait until the
+        old gang's rank 0 is gone, or its ranks would join the old rendezvous store.
+        """
+        if tracked.rendezvous is None:
+            return False
+        master, port = tracked.rendezvous
         return any(other is not tracked and other.started and not other.exited
-                   and other.ports & tracked.ports
+                   and port in other.ports
+                   and (other.namespace, other.name) != (tracked.namespace, master)
                    for other in self._tracked.values())
 
     def _try_start(self, tracked: Tracked, pod: dict[str, Any]) -> None:
         tracked.pod = pod
-        if tracked.ports and self._port_taken(tracked):
+        if self._port_taken(tracked):
             return  # the previous holder of the port is still stopping: stay Pending
         try:
             container = translate.the_container(pod)
@@ -260,6 +282,7 @@ class PodRunner:
             self._report_waiting(tracked, "CreateContainerError", str(exc))
             return
         tracked.started = True
+        self._ran_uids.add(tracked.uid)
 
     def _inputs(self, tracked: Tracked, pod: dict[str, Any], image: str) -> translate.RunInputs:
         tracked.work.mkdir(parents=True, exist_ok=True)
@@ -273,11 +296,20 @@ class PodRunner:
         if self.pod_kubeconfig is not None:
             env.append(("KUBECONFIG", KUBECONFIG_IN_POD))
             extra_mounts.append((self.pod_kubeconfig, KUBECONFIG_IN_POD))
+        volumes = self._volumes(tracked, pod)
+        for mount in translate.the_container(pod).get("volumeMounts") or []:
+            host = volumes.get(mount["name"])
+            if mount.get("subPath") and host is not None and host.path is not None:
+                # The kubelet creates a missing subPath folder (here: writable by the pod).
+                sub = host.path / mount["subPath"]
+                if not sub.exists():
+                    sub.mkdir(parents=True)
+                    sub.chmod(0o777)
         return translate.RunInputs(
             container_name=tracked.container,
             image=image,
             env=env,
-            volumes=self._volumes(tracked, pod),
+            volumes=volumes,
             hosts=self._hosts(tracked, pod),
             termination_file=termination,
             labels={LABEL_RUNNER: self.runner_id, LABEL_POD: tracked.key},
@@ -349,7 +381,8 @@ class PodRunner:
             if grace is not None:
                 tracked.grace = float(grace)
         if tracked.started:
-            log.info("pod %s deleted: SIGTERM, %ss grace", tracked.key, tracked.grace)
+            log.info("pod %s %s: SIGTERM, %ss grace", tracked.key,
+                     "gone" if pod is None else "deleted", tracked.grace)
             self.docker.kill(tracked.container, "TERM")
 
     def _observe(self, tracked: Tracked) -> None:

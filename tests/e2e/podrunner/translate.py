@@ -235,20 +235,36 @@ def docker_run_args(pod: dict[str, Any], inputs: RunInputs) -> list[str]:
 def master_address(container: dict[str, Any]) -> str | None:
     """The torchrun `--master-addr` in the container's arguments, if any."""
     words = [str(w) for w in (container.get("command") or []) + (container.get("args") or [])]
+    return _flag(words, ("--master-addr", "--master_addr"))
+
+
+def _flag(words: list[str], names: tuple[str, ...]) -> str | None:
     for i, word in enumerate(words):
-        if word.startswith("--master-addr=") or word.startswith("--master_addr="):
-            return word.split("=", 1)[1]
-        if word in ("--master-addr", "--master_addr") and i + 1 < len(words):
-            return words[i + 1]
+        for name in names:
+            if word.startswith(name + "="):
+                return word.split("=", 1)[1]
+            if word == name and i + 1 < len(words):
+                return words[i + 1]
     return None
+
+
+def rendezvous(pod: dict[str, Any]) -> tuple[str, int] | None:
+    """(pod name of the master, port) a torchrun pod dials, from its arguments."""
+    container = the_container(pod)
+    words = [str(w) for w in (container.get("command") or []) + (container.get("args") or [])]
+    master = _flag(words, ("--master-addr", "--master_addr"))
+    port = _flag(words, ("--master-port", "--master_port"))
+    if master is None or port is None:
+        return None
+    return master.split(".")[0], int(port)
 
 
 def host_ports(pod: dict[str, Any]) -> set[int]:
     """Ports this pod will listen on in the host's network.
 
     Every rank declares the rendezvous port, but only the rank that hosts the master
-    address (torchrun's TCPStore binds it on all addresses) listens on it. Two such pods
-    must not run at once, e.g. the old and the new rank 0 of a restarted gang.
+    address listens on it, and torchrun's TCPStore binds it on ALL addresses: while an old
+    rank 0 is still stopping, a new rank would dial the old store. See `rendezvous`.
     """
     container = the_container(pod)
     master = master_address(container)
