@@ -112,50 +112,69 @@ def _join_deepspeed_comm(targs) -> None:
         deepspeed.init_distributed(dist_backend=dist.get_backend())
 
 
-def train(ctx: JobContext, stop: StopRequest) -> Outcome:
+@dataclass
+class Prepared:
+    """Everything Trainer needs, built in the order reproducibility demands."""
+
+    targs: Any
+    save_total_limit: int | None
+    tokenizer: Any
+    model: Any
+    splits: Any  # tokenized data.Splits
+    labels: Any  # data.Labels for classification, else None
+
+
+def prepare(ctx: JobContext) -> Prepared:
+    from transformers import set_seed
+
+    from . import arguments, data, modeling
+
     spec = ctx.spec
     on_gpu = spec.resources.gpus_per_node > 0
     if spec.deepspeed is not None and not on_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-    from transformers import PrinterCallback, Seq2SeqTrainer, Trainer, set_seed
-
-    from . import arguments, checkpoints, data, metrics, modeling
-    from .callbacks import CheckpointMarkerCallback
-    from .progress import ProgressCallback
-    from .reporters import NullReporter, build_reporter
-    from .stopping import PreemptionCallback
-
     ds_config = (arguments.deepspeed_config(spec.deepspeed, on_gpu, ctx.deepspeed_config)
                  if spec.deepspeed is not None else None)
     targs, save_total_limit = arguments.build(spec, ctx.output_dir,
                                               quiet_console=ctx.reporter == "console",
                                               deepspeed=ds_config)
-    is_zero = targs.process_index == 0
     if ds_config is not None:
         _join_deepspeed_comm(targs)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
-    task = spec.task
 
     with targs.main_process_first(local=False, desc="load data"):
         splits = data.load_splits(spec.dataset)
     data.check_columns(splits, data.required_columns(spec))
-    labels = data.infer_labels(splits, spec.dataset.label_column) \
-        if task == api.Task.SEQUENCE_CLASSIFICATION.value else None
+    labels = (data.infer_labels(splits, spec.dataset.label_column)
+              if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value else None)
 
     field_name = "spec.model.path" if spec.model.path else "spec.model.name"
     source, kwargs = modeling.model_source(spec)
     tokenizer = modeling.load_tokenizer(source, kwargs, field_name)
     set_seed(targs.seed)  # before the model: a fresh head is initialised from this seed
-    model = modeling.load_model(task, source, kwargs, field_name, tokenizer,
+    model = modeling.load_model(spec.task, source, kwargs, field_name, tokenizer,
                                 labels.id2label if labels else None)
     if spec.peft is not None:
-        model = modeling.add_lora(model, task, spec.peft)
+        model = modeling.add_lora(model, spec.task, spec.peft)
 
     tokenized = data.tokenize(splits, spec, tokenizer, labels,
                               first=lambda: targs.main_process_first(local=False, desc="tokenize"))
+    return Prepared(targs, save_total_limit, tokenizer, model, tokenized, labels)
 
-    with targs.main_process_first(local=False, desc="find checkpoint"):
+
+def train(ctx: JobContext, stop: StopRequest) -> Outcome:
+    from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
+
+    from . import checkpoints, data, metrics
+    from .callbacks import CheckpointMarkerCallback
+    from .progress import ProgressCallback
+    from .reporters import NullReporter, build_reporter
+    from .stopping import PreemptionCallback
+
+    task = ctx.spec.task
+    p = prepare(ctx)
+    is_zero = p.targs.process_index == 0
+    with p.targs.main_process_first(local=False, desc="find checkpoint"):
         resume = (checkpoints.prepare_resume(ctx.output_dir) if is_zero
                   else checkpoints.latest_complete(ctx.output_dir))
 
@@ -164,14 +183,14 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
     preemption = PreemptionCallback(stop)
     trainer_cls = Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
     trainer = trainer_cls(
-        model=model,
-        args=targs,
-        train_dataset=tokenized.train,
-        eval_dataset=tokenized.eval,
-        processing_class=tokenizer,
-        data_collator=data.collator(task, tokenizer, model),
-        compute_metrics=metrics.classification_metrics if labels else None,
-        callbacks=[CheckpointMarkerCallback(save_total_limit), preemption,
+        model=p.model,
+        args=p.targs,
+        train_dataset=p.splits.train,
+        eval_dataset=p.splits.eval,
+        processing_class=p.tokenizer,
+        data_collator=data.collator(task, p.tokenizer, p.model),
+        compute_metrics=metrics.classification_metrics if p.labels else None,
+        callbacks=[CheckpointMarkerCallback(p.save_total_limit), preemption,
                    ProgressCallback(reporter, ctx.progress_interval)],
     )
     if ctx.reporter == "console":
@@ -183,28 +202,35 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
         # A stop that lands on the last step still finishes: only evaluation is left.
         if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
             return Outcome(trainer.state.global_step, resumed_from, preempted=True)
-
-        final_metrics: dict[str, Any] = dict(result.metrics)
-        if tokenized.eval is not None:
-            final_metrics.update(trainer.evaluate())
-        if tokenized.test is not None:
-            final_metrics.update(trainer.predict(tokenized.test, metric_key_prefix="test").metrics)
-        if task == api.Task.CAUSAL_LM.value:
-            for prefix in ("eval", "test"):
-                metrics.with_perplexity(final_metrics, prefix)
-
-        final_dir = ctx.output_dir / FINAL_DIR
-        trainer.save_model(str(final_dir))  # every rank: DeepSpeed gathers ZeRO-3 shards here
-        if is_zero:
-            if labels is not None:
-                (final_dir / "labels.json").write_text(json.dumps(labels.names))
-            (ctx.output_dir / METRICS_FILE).write_text(
-                json.dumps({"globalStep": trainer.state.global_step, "resumedFromStep": resumed_from,
-                            "metrics": final_metrics}, indent=1, sort_keys=True, default=str))
+        final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
         return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
-                       final_model=str(final_dir))
+                       final_model=str(ctx.output_dir / FINAL_DIR))
     finally:
         reporter.close()
+
+
+def evaluate_and_save(ctx: JobContext, trainer: Any, p: Prepared, final_metrics: dict[str, Any],
+                      resumed_from: int) -> dict[str, Any]:
+    """Eval split, test split, `<output>/final`, `<output>/metrics.json`."""
+    from . import metrics
+
+    if p.splits.eval is not None:
+        final_metrics.update(trainer.evaluate())
+    if p.splits.test is not None:
+        final_metrics.update(trainer.predict(p.splits.test, metric_key_prefix="test").metrics)
+    if ctx.spec.task == api.Task.CAUSAL_LM.value:
+        for prefix in ("eval", "test"):
+            metrics.with_perplexity(final_metrics, prefix)
+
+    final_dir = ctx.output_dir / FINAL_DIR
+    trainer.save_model(str(final_dir))  # every rank: DeepSpeed gathers ZeRO-3 shards here
+    if trainer.is_world_process_zero():
+        if p.labels is not None:
+            (final_dir / "labels.json").write_text(json.dumps(p.labels.names))
+        (ctx.output_dir / METRICS_FILE).write_text(
+            json.dumps({"globalStep": trainer.state.global_step, "resumedFromStep": resumed_from,
+                        "metrics": final_metrics}, indent=1, sort_keys=True, default=str))
+    return final_metrics
 
 
 if __name__ == "__main__":
