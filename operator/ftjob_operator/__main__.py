@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 
 import kopf
 
 from . import handlers  # noqa: F401  (registers the handlers)
 from .settings import SettingsError, from_env
+
+
+def replica_priority() -> int:
+    return random.SystemRandom().randint(1, 2**30)
 
 
 def main() -> int:
@@ -32,6 +37,9 @@ def main() -> int:
     kopf.run(
         standalone=config.peering is None,
         peering_name=config.peering,
+        # kopf pauses every operator that shares the highest priority, so each replica
+        # draws its own: one serves, the others wait and take over when it goes away.
+        priority=replica_priority() if config.peering else None,
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz",

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (python -m benchmarks) or one module at a time."""

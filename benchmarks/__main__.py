@@ -1,0 +1,47 @@
+"""`make bench` / `python -m benchmarks [NAME...]`: run the benchmarks one after another.
+
+Each prints its own figures; docs/benchmarks.md records them. Timings are noisy on shared
+machines, so every benchmark compares ratios measured within one run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+# Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery Docker and the images.
+BENCHMARKS = ["operator_lifecycle", "operator_scale", "trainer_bench", "e2e_recovery", "gpu_paths"]
+
+
+def available(name: str) -> tuple[bool, str]:
+    if name == "gpu_paths":
+        import torch
+
+        return torch.cuda.is_available(), "no CUDA device"
+    if name == "e2e_recovery":
+        ok = subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+        return ok, "no Docker engine (run scripts/docker-setup.sh)"
+    return True, ""
+
+
+def main(argv: list[str]) -> int:
+    names = argv or BENCHMARKS
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}",
+              file=sys.stderr)
+        return 2
+    for name in names:
+        ok, why = available(name)
+        if not ok:
+            print(f"== {name}: not run here ({why})", flush=True)
+            continue
+        print(f"== {name}", flush=True)
+        sys.argv = [f"benchmarks.{name}"]  # each benchmark parses its own options: defaults here
+        importlib.import_module(f"benchmarks.{name}").main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
