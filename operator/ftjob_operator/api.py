@@ -372,6 +372,26 @@ class Scheduling(ApiModel):
     )
 
 
+class VolumeMount(ApiModel):
+    """A PersistentVolumeClaim mounted into every training pod: models, datasets or caches that
+    live in the cluster (air-gapped clusters, pre-downloaded weights)."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Volume name, unique within the job (a DNS label).",
+    )
+    claim_name: str = Field(min_length=1, description="PersistentVolumeClaim in the job's namespace.")
+    mount_path: str = Field(
+        pattern=r"^/",
+        description="Absolute path in the container, e.g. /models; point `model.path` or "
+        "`dataset.files` there.",
+    )
+    sub_path: str | None = Field(default=None, min_length=1, description="Folder of the claim to mount.")
+    read_only: bool = Field(default=True, description="Mount read-only (the default).")
+
+
 class Storage(ApiModel):
     """The volume holding `output_dir`: checkpoints, the final model and metrics."""
 
@@ -470,6 +490,11 @@ class FineTuneJobSpec(ApiModel):
         default_factory=list,
         description="Extra environment variables for the training container. torchrun, NCCL "
         "and ftjob's own variables are reserved.",
+    )
+    volumes: list[VolumeMount] = Field(
+        default_factory=list,
+        description="Extra PersistentVolumeClaims mounted into every training pod (models, "
+        "datasets). The output volume is separate: see `storage`.",
     )
     scheduling: Scheduling = Field(
         default_factory=Scheduling, description="Where the training pods may run."

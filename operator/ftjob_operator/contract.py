@@ -23,11 +23,24 @@ ENV_TERMINATION_LOG = "FTJOB_TERMINATION_LOG"  # default /dev/termination-log
 ENV_REPORTER = "FTJOB_REPORTER"  # "kubernetes" | "console" | "none"
 ENV_PROGRESS_INTERVAL = "FTJOB_PROGRESS_INTERVAL"  # seconds between progress writes
 ENV_METRICS_PORT = "FTJOB_METRICS_PORT"  # Prometheus port on rank 0; unset = off
+ENV_DEEPSPEED_CONFIG = "FTJOB_DEEPSPEED_CONFIG"  # file of spec.deepspeed.configMapRef, mounted
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_OUTPUT_DIR = "/output"
 JOB_FILE_MOUNT_DIR = "/etc/ftjob"
 JOB_FILE_NAME = "job.json"
+DEEPSPEED_CONFIG_MOUNT_DIR = "/etc/ftjob-deepspeed"
+DEEPSPEED_CONFIG_FILE_NAME = "ds_config.json"
+SHM_MOUNT_DIR = "/dev/shm"
+# Volume names the pod already uses (user volumes need other names).
+OUTPUT_VOLUME = "output"
+JOB_FILE_VOLUME = "job-spec"
+SHM_VOLUME = "dshm"
+DEEPSPEED_CONFIG_VOLUME = "deepspeed-config"
+RESERVED_VOLUME_NAMES = (OUTPUT_VOLUME, JOB_FILE_VOLUME, SHM_VOLUME, DEEPSPEED_CONFIG_VOLUME)
+# Paths the pod already uses; user volumes may not be mounted over or under them.
+RESERVED_MOUNT_PATHS = (DEFAULT_OUTPUT_DIR, JOB_FILE_MOUNT_DIR, DEEPSPEED_CONFIG_MOUNT_DIR,
+                        SHM_MOUNT_DIR)
 RDZV_PORT = 29500
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 

@@ -14,9 +14,9 @@ from . import api, contract, naming
 from .settings import Settings
 from .validation import RESERVED_ENV, RESERVED_ENV_PREFIXES
 
-OUTPUT_VOLUME = "output"
-JOB_FILE_VOLUME = "job-spec"
-SHM_VOLUME = "dshm"
+OUTPUT_VOLUME = contract.OUTPUT_VOLUME
+JOB_FILE_VOLUME = contract.JOB_FILE_VOLUME
+SHM_VOLUME = contract.SHM_VOLUME
 HF_HOME = f"{contract.DEFAULT_OUTPUT_DIR}/.cache/huggingface"
 KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
 KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
@@ -212,6 +212,9 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int) -> list[dict[str,
         {"name": contract.ENV_TERMINATION_LOG, "value": contract.DEFAULT_TERMINATION_LOG},
         {"name": "HF_HOME", "value": HF_HOME},
     ]
+    if spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None:
+        config_file = f"{contract.DEEPSPEED_CONFIG_MOUNT_DIR}/{contract.DEEPSPEED_CONFIG_FILE_NAME}"
+        ours.append({"name": contract.ENV_DEEPSPEED_CONFIG, "value": config_file})
     token = spec.model.hf_token_secret_ref
     if token is not None:
         # By reference only: the token never appears in the job, its ConfigMap or status.
@@ -263,6 +266,32 @@ def _output_mount(spec: api.FineTuneJobSpec, job: JobRef) -> dict[str, Any]:
     return mount
 
 
+def _extra_mounts(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
+    """User volumes, and the DeepSpeed config when it comes from a ConfigMap."""
+    mounts = []
+    if spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None:
+        mounts.append({"name": contract.DEEPSPEED_CONFIG_VOLUME, "readOnly": True,
+                       "mountPath": contract.DEEPSPEED_CONFIG_MOUNT_DIR})
+    for volume in spec.volumes:
+        mount = {"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only}
+        if volume.sub_path:
+            mount["subPath"] = volume.sub_path
+        mounts.append(mount)
+    return mounts
+
+
+def _extra_volumes(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
+    volumes = []
+    if spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None:
+        ref = spec.deepspeed.config_map_ref
+        volumes.append({"name": contract.DEEPSPEED_CONFIG_VOLUME, "configMap": {
+            "name": ref.name, "items": [{"key": ref.key, "path": contract.DEEPSPEED_CONFIG_FILE_NAME}]}})
+    for volume in spec.volumes:
+        volumes.append({"name": volume.name, "persistentVolumeClaim": {
+            "claimName": volume.claim_name, "readOnly": volume.read_only}})
+    return volumes
+
+
 def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
                settings: Settings) -> dict[str, Any]:
     name = naming.pod(job.name, attempt, rank)
@@ -289,7 +318,8 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
         "volumeMounts": [
             {"name": JOB_FILE_VOLUME, "mountPath": contract.JOB_FILE_MOUNT_DIR, "readOnly": True},
             _output_mount(spec, job),
-            {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
+            {"name": SHM_VOLUME, "mountPath": contract.SHM_MOUNT_DIR},
+            *_extra_mounts(spec),
         ],
         "terminationMessagePath": contract.DEFAULT_TERMINATION_LOG,
         "terminationMessagePolicy": "File",
@@ -322,6 +352,7 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
             {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": claim_name}},
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory",
                                               "sizeLimit": spec.resources.shm_size}},
+            *_extra_volumes(spec),
         ],
     }
     if sched.node_selector:

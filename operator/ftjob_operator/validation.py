@@ -12,7 +12,7 @@ from typing import Any
 
 import pydantic
 
-from . import api, training_args
+from . import api, contract, training_args
 from .problems import Problem
 
 # Environment variables the operator sets in every training container.
@@ -156,7 +156,34 @@ def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
             )
 
     problems.extend(_check_env(spec))
+    problems.extend(_check_volumes(spec))
     return problems
+
+
+def _check_volumes(spec: api.FineTuneJobSpec) -> list[Problem]:
+    problems = []
+    names: set[str] = set()
+    paths: set[str] = set()
+    for i, volume in enumerate(spec.volumes):
+        if volume.name in contract.RESERVED_VOLUME_NAMES or volume.name in names:
+            why = "used by ftjob" if volume.name in contract.RESERVED_VOLUME_NAMES else "used twice"
+            problems.append(Problem(f"spec.volumes[{i}].name", f"{volume.name!r} is {why}"))
+        names.add(volume.name)
+        path = str(PurePosixPath(volume.mount_path))
+        clash = next((r for r in (*contract.RESERVED_MOUNT_PATHS, *paths)
+                      if _nested(path, r)), None)
+        if clash is not None:
+            owner = "ftjob's" if clash in contract.RESERVED_MOUNT_PATHS else "another volume's"
+            problems.append(Problem(f"spec.volumes[{i}].mountPath",
+                                    f"{path} overlaps {owner} mount at {clash}"))
+        paths.add(path)
+    return problems
+
+
+def _nested(a: str, b: str) -> bool:
+    """True when one path is the other or lies inside it."""
+    pa, pb = PurePosixPath(a), PurePosixPath(b)
+    return pa == pb or pb in pa.parents or pa in pb.parents
 
 
 def _check_data_files(files: api.DataFiles) -> list[Problem]:

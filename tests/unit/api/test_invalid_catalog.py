@@ -162,6 +162,20 @@ CATALOG = [
     ("env-two-values", {"spec": {"env": [{"name": "A", "value": "1",
                                           "secretKeyRef": {"name": "s", "key": "k"}}]}},
      "spec.env[0]", "at most one"),
+    # --- volumes
+    ("volume-reserved-name", {"spec": {"volumes": [{"name": "output", "claimName": "c",
+                                                    "mountPath": "/data"}]}},
+     "spec.volumes[0].name", "used by ftjob"),
+    ("volume-over-output", {"spec": {"volumes": [{"name": "data", "claimName": "c",
+                                                  "mountPath": "/output/data"}]}},
+     "spec.volumes[0].mountPath", "overlaps ftjob's mount at /output"),
+    ("volume-relative-path", {"spec": {"volumes": [{"name": "data", "claimName": "c",
+                                                    "mountPath": "data"}]}},
+     "spec.volumes[0].mountPath", "pattern"),
+    ("volume-nested", {"spec": {"volumes": [
+        {"name": "a", "claimName": "c", "mountPath": "/data"},
+        {"name": "b", "claimName": "d", "mountPath": "/data/models"}]}},
+     "spec.volumes[1].mountPath", "overlaps another volume's mount at /data"),
     # --- envelope
     ("name-uppercase", {"metadata": {"name": "Topics"}}, "metadata.name", "lowercase"),
     ("name-too-long", {"metadata": {"name": "a" * 41}}, "metadata.name", "at most 40"),

@@ -43,8 +43,21 @@ GPU_SPEC: dict[str, Any] = {
 }
 
 
+VOLUMES_SPEC: dict[str, Any] = {
+    "task": "causal-lm",
+    "model": {"path": "/models/llama"},
+    "dataset": {"files": {"train": "/datasets/sft/train.jsonl"}},
+    "deepspeed": {"configMapRef": {"name": "ds-zero3", "key": "zero3.json"}},
+    "volumes": [{"name": "models", "claimName": "model-cache", "mountPath": "/models"},
+                {"name": "datasets", "claimName": "corpora", "mountPath": "/datasets",
+                 "subPath": "sft", "readOnly": False}],
+    "resources": {"gpusPerNode": 2},
+}
+
+
 def _golden_cases() -> dict[str, dict[str, Any]]:
-    return {"cpu-2-nodes": CPU_SPEC, "gpu-4-nodes-kueue": GPU_SPEC}
+    return {"cpu-2-nodes": CPU_SPEC, "gpu-4-nodes-kueue": GPU_SPEC,
+            "gpu-deepspeed-configmap-volumes": VOLUMES_SPEC}
 
 
 @pytest.mark.parametrize("name", list(_golden_cases()))
@@ -179,3 +192,18 @@ def test_config_map_is_created_last():
 def test_rendered_objects_pass_the_kubernetes_schema(name: str) -> None:
     for obj in _all(_golden_cases()[name]):
         kubernetes_validate.validate(obj, "1.30", strict=True)
+
+
+def test_user_volumes_and_deepspeed_config_map_are_mounted():
+    pod = _pod(VOLUMES_SPEC)
+    container = pod["spec"]["containers"][0]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert mounts["models"] == {"name": "models", "mountPath": "/models", "readOnly": True}
+    assert mounts["datasets"]["subPath"] == "sft" and mounts["datasets"]["readOnly"] is False
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "model-cache",
+                                                          "readOnly": True}
+    ds = volumes["deepspeed-config"]["configMap"]
+    assert ds == {"name": "ds-zero3", "items": [{"key": "zero3.json", "path": "ds_config.json"}]}
+    assert _env(pod)["FTJOB_DEEPSPEED_CONFIG"] == "/etc/ftjob-deepspeed/ds_config.json"
+    assert mounts["deepspeed-config"]["mountPath"] == "/etc/ftjob-deepspeed"
