@@ -6,7 +6,7 @@ import math
 import os
 import signal
 
-from conftest import classification_spec, logged_losses, poll, start
+from tests.integration.trainer.helpers import classification_spec, logged_losses, poll, start
 from ftjob_operator.contract import ExitCode
 from ftjob_trainer import checkpoints
 

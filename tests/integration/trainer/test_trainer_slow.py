@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import classification_spec, run_to_end
+from tests.integration.trainer.helpers import classification_spec, run_to_end
 from ftjob_trainer import checkpoints
 
 pytestmark = pytest.mark.slow
@@ -79,7 +79,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tiny, tmp_path):
     """As when only one node of a gang is drained: the ranks agree, all save, all stop."""
     import signal
 
-    from conftest import poll, start
+    from tests.integration.trainer.helpers import poll, start
     from ftjob_operator.contract import ExitCode
 
     spec = classification_spec(tiny)

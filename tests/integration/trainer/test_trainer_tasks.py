@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import classification_spec, run_to_end
+from tests.integration.trainer.helpers import classification_spec, run_to_end
 from ftjob_operator.contract import ExitCode
 
 
