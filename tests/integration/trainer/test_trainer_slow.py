@@ -57,21 +57,40 @@ def test_deepspeed_zero_trains_and_resumes(stage, tiny, tmp_path):
     AutoModelForSequenceClassification.from_pretrained(second.output_dir / "final")
 
 
-def _worker_pid(launcher_pid: int, rank: int) -> int | None:
-    """The pid of the worker with RANK=rank among the launcher's descendants."""
+def _descendants(root: int) -> set[int]:
+    """Pids below `root` in the process tree (from the ppid field of /proc/<pid>/stat)."""
     from pathlib import Path
 
+    parent = {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _worker_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of this run's worker with RANK=rank (only among the launcher's descendants:
+    other trainers may run on the same machine)."""
+    from pathlib import Path
+
+    for pid in sorted(_descendants(launcher_pid)):
+        proc = Path("/proc") / str(pid)
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"ftjob_trainer.entrypoint" in cmdline and f"RANK={rank}".encode() in environ \
-                and b"torch.distributed.run" not in cmdline[:3]:
-            return int(proc.name)
+        if b"ftjob_trainer.entrypoint" in cmdline and b"torch.distributed.run" not in cmdline \
+                and f"RANK={rank}".encode() in environ:
+            return pid
     return None
 
 
