@@ -31,15 +31,26 @@ from e2e.waiting import wait_for  # noqa: E402
 from e2e.backends import EmulatedBackend, wait_ready  # noqa: E402
 
 LOSS_LINE = re.compile(rb"^(\S+) \{'loss'")
+RESUMED = re.compile(rb"resuming from \S+ \(step (\d+)\)")
+
+
+def pod_log(backend: EmulatedBackend, pod: str) -> bytes:
+    logs = list(backend.runner.logs_dir().glob(f"*-{backend.namespace}-{pod}.log"))
+    if not logs:
+        raise SystemExit(f"no saved log for pod {pod} in {backend.runner.logs_dir()}")
+    return logs[0].read_bytes()
+
+
+def resumed_step(backend: EmulatedBackend, pod: str) -> int:
+    """The step the trainer in this pod resumed from (its own log line), 0 if fresh."""
+    match = RESUMED.search(pod_log(backend, pod))
+    return int(match.group(1)) if match else 0
 
 
 def step_times(backend: EmulatedBackend, pod: str) -> list[float]:
     """Epoch seconds at which the pod's rank-0 trainer logged each training step."""
-    logs = list(backend.runner.logs_dir().glob(f"*-{backend.namespace}-{pod}.log"))
-    if not logs:
-        raise SystemExit(f"no saved log for pod {pod} in {backend.runner.logs_dir()}")
     out = []
-    for line in logs[0].read_bytes().splitlines():
+    for line in pod_log(backend, pod).splitlines():
         match = LOSS_LINE.match(line)
         if match:
             stamp = match.group(1).decode().rstrip("Z")
@@ -50,15 +61,18 @@ def step_times(backend: EmulatedBackend, pod: str) -> list[float]:
 
 
 def run_interrupted(backend: EmulatedBackend, name: str, steps: int, save_steps: int,
-                    how: str) -> dict:
+                    how: str, stop_at: int) -> dict:
+    """SIGKILL rank 1 at the first checkpoint >= stop_at, or delete its pod at step >= stop_at."""
     applied = time.time()
     backend.apply(jobs.training_job(name, steps, save_steps))
     if how == "sigkill":
-        ready = kit.wait_status(backend, name, lambda s: kit.checkpoint_step(s) >= save_steps,
-                                "a checkpoint", 600, interval=0.2)
+        ready = kit.wait_status(backend, name, lambda s: kit.checkpoint_step(s) >= stop_at
+                                or kit.finished(s), "a checkpoint", 600, interval=0.2)
     else:
-        ready = kit.wait_status(backend, name, lambda s: kit.step_of(s) >= save_steps // 2,
-                                "some steps", 600, interval=0.2)
+        ready = kit.wait_status(backend, name, lambda s: kit.step_of(s) >= stop_at
+                                or kit.finished(s), f"step {stop_at}", 600, interval=0.2)
+    if kit.finished(ready):
+        raise SystemExit(f"{name} finished before it could be interrupted: use more --steps")
     attempt = ready["attempt"]
     stopped = time.time()
     if how == "sigkill":
@@ -74,8 +88,11 @@ def run_interrupted(backend: EmulatedBackend, name: str, steps: int, save_steps:
     wait_for(lambda: list(backend.runner.logs_dir().glob(
         f"*-{backend.namespace}-{name}-{done['attempt']}-0.log")), 120, "the last logs")
     before = step_times(backend, f"{name}-{attempt}-0")
-    after = step_times(backend, f"{name}-{done['attempt']}-0")
-    resumed = done["checkpoint"]["resumedFromStep"]
+    # The attempt right after the stop (a later one would mean it failed again: reported).
+    after = step_times(backend, f"{name}-{attempt + 1}-0")
+    if not after:
+        raise SystemExit(f"{name}: attempt {attempt + 1} logged no training step")
+    resumed = resumed_step(backend, f"{name}-{attempt + 1}-0")
     return {
         "case": how,
         "apply_to_first_step_s": before[0] - applied,
@@ -83,6 +100,7 @@ def run_interrupted(backend: EmulatedBackend, name: str, steps: int, save_steps:
         "resumed_from_step": resumed,
         "steps_lost": len(before) - resumed,
         "stop_to_first_new_step_s": after[0] - stopped,
+        "attempts": done["attempt"],
         "restarts": done.get("restarts", 0),
         "preemptions": done.get("preemptions", 0),
         "steps_per_s": (len(before) - 1) / (before[-1] - before[0]) if len(before) > 1 else 0,
@@ -99,19 +117,22 @@ def main() -> None:
         wait_ready(backend)
         kit.seed(backend, ["bench-kill", "bench-preempt"])
         results = [
-            run_interrupted(backend, "bench-kill", args.steps, args.save_steps, "sigkill"),
+            run_interrupted(backend, "bench-kill", args.steps, args.save_steps, "sigkill",
+                            stop_at=args.save_steps),
             # Periodic checkpoints off: the resume point is the checkpoint saved on SIGTERM.
-            run_interrupted(backend, "bench-preempt", args.steps, 10 * args.steps, "preempt"),
+            run_interrupted(backend, "bench-preempt", args.steps, 10 * args.steps, "preempt",
+                            stop_at=args.save_steps),
         ]
     finally:
         backend.close()
     print("| case | apply -> first step | steps done before stop | resumed from | steps lost "
-          "| stop -> first new step | restarts | preemptions | steps/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| stop -> first new step | attempts | restarts | preemptions | steps/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['case']} | {r['apply_to_first_step_s']:.1f} s | {r['steps_before_stop']} | "
               f"{r['resumed_from_step']} | {r['steps_lost']} | "
-              f"{r['stop_to_first_new_step_s']:.1f} s | {r['restarts']} | {r['preemptions']} | "
+              f"{r['stop_to_first_new_step_s']:.1f} s | {r['attempts']} | {r['restarts']} | "
+              f"{r['preemptions']} | "
               f"{r['steps_per_s']:.1f} |")
 
 
