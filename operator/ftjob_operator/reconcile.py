@@ -24,6 +24,8 @@ from .problems import errors
 MUTABLE_FIELDS = ("suspend", "restartPolicy", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
 
 # Conditions that mirror the phase; at most one of them is True.
+# How often to look again at a pod someone else deleted (pod events wake the loop sooner).
+DELETED_POD_RECHECK_SECONDS = 5.0
 PHASE_CONDITIONS = ("Running", "Restarting", "Suspended", "Succeeded", "Failed")
 
 
@@ -392,6 +394,16 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
     missing = [r for r in range(nodes) if r not in current]
     deleted = [p for p in current.values() if p.deleting and not p.terminated
                and classify(p) is None]
+    if was_running and deleted and not failures:
+        # Deleted by someone else (kubectl delete, a drain, a preemption) and still stopping:
+        # the trainer checkpoints on SIGTERM and exits Preempted, which makes the restart
+        # free. Judge by that exit code rather than by the deletion itself.
+        plan = plan_of("rank deleted, waiting for it to stop")
+        out.phase(api.Phase.RUNNING, "PodsStopping",
+                  f"pod(s) {', '.join(p.name for p in deleted)} deleted; waiting for them to "
+                  "checkpoint and stop")
+        plan.requeue_after = _min_requeue(deadline_wait, DELETED_POD_RECHECK_SECONDS)
+        return plan
     if was_running:
         failures += [Failure("retryable", "PodDeleted", "pod disappeared while running",
                              pod=f"{job.name}-{attempt}-{r}", rank=r) for r in missing]

@@ -117,6 +117,15 @@ CASES: dict[str, Case] = {
         Case(job(running(restarts=2)), pods=[pod(0), pod(1, phase="Failed", exit_code=21)],
              started=STARTED, case="restart budget exhausted", actions=[DeletePods],
              status={"phase": "Failed"}),
+    "rank deleted by someone else, still stopping -> wait for its exit code":
+        Case(job(running()), pods=[pod(0), pod(1, deleting=True)], started=STARTED,
+             case="rank deleted, waiting for it to stop", requeue=5.0,
+             status={"message": "pod(s) demo-1-1 deleted; waiting for them to checkpoint and "
+                                "stop"}),
+    "deleted rank checkpointed and exited 30, peer gone -> preempted, budget untouched":
+        Case(job(running(restarts=2)), pods=[pod(0, phase="Failed", exit_code=30, deleting=True)],
+             started=STARTED, case="preempted, gang restart",
+             status={"phase": "Restarting", "preemptions": 1}),
     "pod vanished while running -> gang restart":
         Case(job(running()), pods=[pod(0)], started=STARTED,
              case="rank failed, gang restart", actions=[DeletePods]),
