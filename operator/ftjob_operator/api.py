@@ -73,7 +73,8 @@ class ModelSource(ApiModel):
         default=None,
         min_length=1,
         description="Directory holding a saved model (config.json, weights, tokenizer) inside "
-        "the trainer image or on a mounted volume.",
+        "the trainer image or on a volume from `spec.volumes`; `pkg://PACKAGE/SUBDIR` names a "
+        "folder inside an installed Python package.",
     )
     hf_token_secret_ref: SecretKeyRef | None = Field(
         default=None,

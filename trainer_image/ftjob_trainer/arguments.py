@@ -7,6 +7,7 @@ what the system decides is tested without building TrainingArguments.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,4 +88,11 @@ def build(spec: api.FineTuneJobSpec, output_dir: Path, **options: Any):
     try:
         return cls(**kwargs), limit
     except (ValueError, TypeError) as exc:
+        if _ENVIRONMENT_ERROR.search(str(exc)):
+            # TrainingArguments also sets up the device and process group: a node whose GPUs
+            # or NCCL are broken is not a spec error, and another attempt may land elsewhere.
+            raise
         raise InvalidSpec(f"spec.trainingArguments: {str(exc).splitlines()[0][:400]}") from exc
+
+
+_ENVIRONMENT_ERROR = re.compile(r"NCCL|CUDA|cuda|GPU|NVIDIA|driver|ProcessGroup|process group|backend")

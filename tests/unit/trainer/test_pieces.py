@@ -186,3 +186,26 @@ def test_preemption_saves_the_current_step_once_every_rank_agrees(tmp_path):
     assert callback.stopped_at == 3 and control.should_save and control.should_training_stop
     (tmp_path / "stop").touch()
     assert request.requested
+
+
+@pytest.mark.parametrize(("message", "permanent"), [
+    ("--load_best_model_at_end requires the save and eval strategy to match", True),
+    ("ProcessGroupNCCL is only supported with GPUs, no GPUs found!", False),
+    ("Found no NVIDIA driver on your system", False),
+])
+def test_trainingarguments_errors_from_the_node_are_not_spec_errors(monkeypatch, tmp_path,
+                                                                    message, permanent):
+    """TrainingArguments also sets up devices: a broken GPU node must stay retryable."""
+    import transformers
+
+    def refuse(**_kwargs):
+        raise ValueError(message)
+
+    monkeypatch.setattr(transformers, "TrainingArguments", refuse)
+    if permanent:
+        with pytest.raises(InvalidSpec, match="spec.trainingArguments: --load_best"):
+            arguments.build(spec(), tmp_path)
+    else:
+        with pytest.raises(ValueError, match=message[:20]) as caught:
+            arguments.build(spec(), tmp_path)
+        assert not isinstance(caught.value, InvalidSpec)
