@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -35,10 +36,10 @@ RESUMED = re.compile(rb"resuming from \S+ \(step (\d+)\)")
 
 
 def pod_log(backend: EmulatedBackend, pod: str) -> bytes:
-    logs = list(backend.runner.logs_dir().glob(f"*-{backend.namespace}-{pod}.log"))
-    if not logs:
-        raise SystemExit(f"no saved log for pod {pod} in {backend.runner.logs_dir()}")
-    return logs[0].read_bytes()
+    path = backend.runner.logs_dir() / f"{backend.runner.container_name(backend.namespace, pod)}.log"
+    if not path.exists():
+        raise SystemExit(f"no saved log for pod {pod}: {path}")
+    return path.read_bytes()
 
 
 def resumed_step(backend: EmulatedBackend, pod: str) -> int:
@@ -85,8 +86,8 @@ def run_interrupted(backend: EmulatedBackend, name: str, steps: int, save_steps:
     # Logs are saved when a pod's container is removed: wait for the last attempt's too.
     backend.delete("pods", f"{name}-{done['attempt']}-0")
     backend.delete("pods", f"{name}-{done['attempt']}-1")
-    wait_for(lambda: list(backend.runner.logs_dir().glob(
-        f"*-{backend.namespace}-{name}-{done['attempt']}-0.log")), 120, "the last logs")
+    last = backend.runner.container_name(backend.namespace, f"{name}-{done['attempt']}-0")
+    wait_for(lambda: (backend.runner.logs_dir() / f"{last}.log").exists(), 120, "the last logs")
     before = step_times(backend, f"{name}-{attempt}-0")
     # The attempt right after the stop (a later one would mean it failed again: reported).
     after = step_times(backend, f"{name}-{attempt + 1}-0")
@@ -112,7 +113,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--save-steps", type=int, default=20)
     args = parser.parse_args()
-    backend = EmulatedBackend(Path("/tmp/ftjob-e2e/bench"), namespace="bench")
+    work = Path("/tmp/ftjob-e2e/bench")
+    shutil.rmtree(work, ignore_errors=True)
+    backend = EmulatedBackend(work, namespace="bench")
     try:
         wait_ready(backend)
         kit.seed(backend, ["bench-kill", "bench-preempt"])

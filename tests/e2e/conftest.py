@@ -76,7 +76,7 @@ def emulated_api():
             config_file=str(emu.write_kubeconfig(work / "kubeconfig")))
         core = client.CoreV1Api(api_client)
 
-        def make(tmp: Path) -> PodRunner:
+        def make() -> PodRunner:
             runner = PodRunner(core, work / f"r{len(runners)}", namespace="default")
             runner.start()
             runners.append(runner)

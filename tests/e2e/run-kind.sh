@@ -28,7 +28,10 @@ export KUBECONFIG
 KUBECONFIG=$(mktemp)
 kind get kubeconfig --name "$CLUSTER" > "$KUBECONFIG"
 
-DOCKER=$(command -v docker) bash scripts/build-images.sh operator trainer
+# The docker on PATH (the scripts default to Debian's /usr/bin/docker, see docs/e2e.md).
+export DOCKER
+DOCKER=$(command -v docker)
+bash scripts/build-images.sh operator trainer
 kind load docker-image --name "$CLUSTER" "$FTJOB_OPERATOR_IMAGE" "$FTJOB_TRAINER_IMAGE"
 
 helm upgrade --install ftjob charts/ftjob --namespace ftjob-system --create-namespace \

@@ -64,9 +64,9 @@ def terminated(core, name: str) -> dict | None:
 
 
 @pytest.fixture
-def cluster(emulated_api, tmp_path):
+def cluster(emulated_api):
     core, runner_factory = emulated_api
-    runner = runner_factory(tmp_path)
+    runner = runner_factory()
     core.create_namespaced_config_map(NS, {"metadata": {"name": "cfg"},
                                            "data": {"file.txt": "from the config map"}},
                                       _preload_content=False)

@@ -122,6 +122,10 @@ class PodRunner:
         """The host folder that backs a PersistentVolumeClaim, shared by all its pods."""
         return self.work_dir / "claims" / namespace / claim
 
+    def container_name(self, namespace: str, pod: str) -> str:
+        """The Docker name of a pod's container (and of its saved log, `<name>.log`)."""
+        return f"ftjob-e2e-{self.runner_id}-{namespace}-{pod}"
+
     def container_of(self, namespace: str, pod: str) -> str | None:
         with self._lock:
             tracked = self._tracked.get(f"{namespace}/{pod}")
@@ -224,7 +228,7 @@ class PodRunner:
         work = self.work_dir / "pods" / namespace / f"{name}-{(uid or uuid.uuid4().hex)[:8]}"
         tracked = Tracked(
             namespace=namespace, name=name, uid=uid, pod=pod,
-            container=f"ftjob-e2e-{self.runner_id}-{namespace}-{name}",
+            container=self.container_name(namespace, name),
             address=self.addresses.address(namespace, name),
             ports=translate.host_ports(pod), rendezvous=translate.rendezvous(pod),
             grace=translate.grace_period_seconds(pod),
