@@ -123,12 +123,6 @@ def test_graceful_pod_deletion_checkpoints_on_sigterm_and_loses_no_step(preempte
     assert step_of(done) == MAX_STEPS
 
 
-# strict: the day the operator waits for a deleted pod's exit code, this passes and the
-# marker must go.
-@pytest.mark.xfail(strict=True, reason=(
-    "operator: a pod with a deletionTimestamp that still runs is counted at once as a "
-    "retryable PodDeleted failure (reconcile.py), before its container exits 30 "
-    "(Preempted) after the SIGTERM checkpoint; so restarts becomes 1, preemptions 0"))
 def test_graceful_pod_deletion_leaves_the_restart_budget_alone(preempted):
     _, done = preempted
     assert done.get("restarts", 0) == 0, "a preemption must not use the restart budget"
