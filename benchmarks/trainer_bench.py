@@ -7,7 +7,7 @@ Runs alternate (plain, ftjob, plain, ftjob, ...) so drifting machine load hits b
 
     .venv/bin/python benchmarks/trainer_bench.py [--repeats 2] [--max-steps 60]
 
-Figures go in docs/benchmarks-trainer.md; nothing here is asserted by a test.
+Figures go in docs/benchmarks.md; nothing here is asserted by a test.
 """
 
 from __future__ import annotations
