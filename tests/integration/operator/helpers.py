@@ -69,6 +69,16 @@ def run_all(kube: Emulator, name: str = "demo", attempt: int | None = None) -> N
         kube.kubelet.run(NS, pod["metadata"]["name"])
 
 
+def bring_up(kube: Emulator, attempt: int = 1) -> None:
+    """Play the kubelet for one attempt: wait for its 2 pods, run them, wait for Running."""
+    from tests.conftest import wait_for
+
+    wait_for(lambda: len(pods(kube, attempt=attempt)) == 2, what=f"attempt {attempt} pods")
+    run_all(kube, attempt=attempt)
+    wait_for(lambda: status(kube).get("phase") == "Running"
+             and status(kube).get("attempt") == attempt, what=f"attempt {attempt} running")
+
+
 def objects(kube: Emulator, plural: str, group: str = "") -> list[dict[str, Any]]:
     return kube.store.list(kube.store.type_of(group, plural), NS)[0]
 

@@ -6,27 +6,20 @@ import pytest
 
 from ftjob_operator import naming
 from tests.conftest import wait_for
-from tests.integration.operator.helpers import (NS, wait_event, condition, create_job, delete_job,
+from tests.integration.operator.helpers import (NS, bring_up, wait_event, condition, create_job, delete_job,
                                                 get_job, manifest, objects, patch_spec,
                                                 phase_is, pods, run_all, status, summary)
-
-
-def _running(kube, attempt: int = 1):
-    wait_for(lambda: len(pods(kube, attempt=attempt)) == 2, what=f"attempt {attempt} pods")
-    run_all(kube, attempt=attempt)
-    wait_for(lambda: status(kube).get("phase") == "Running"
-             and status(kube).get("attempt") == attempt, what=f"attempt {attempt} running")
 
 
 def test_suspend_then_resume_starts_a_new_attempt(kube, run_operator):
     with run_operator():
         create_job(kube, manifest())
-        _running(kube)
+        bring_up(kube)
         patch_spec(kube, {"suspend": True})
         wait_for(phase_is(kube, "Suspended"), what="Suspended")
         wait_for(lambda: not pods(kube), what="pods deleted")
         patch_spec(kube, {"suspend": False})
-        _running(kube, attempt=2)
+        bring_up(kube, attempt=2)
         st = status(kube)
         assert st.get("restarts", 0) == 0 and st.get("preemptions", 0) == 0
         wait_event(kube, "Suspended")
@@ -36,7 +29,7 @@ def test_suspend_then_resume_starts_a_new_attempt(kube, run_operator):
 def test_spec_edit_is_reported_not_applied(kube, run_operator):
     with run_operator():
         create_job(kube, manifest())
-        _running(kube)
+        bring_up(kube)
         patch_spec(kube, {"trainingArguments": {"max_steps": 500}})
         cond = wait_for(lambda: condition(status(kube), "SpecChangeIgnored"),
                         what="SpecChangeIgnored")
@@ -53,7 +46,7 @@ def test_delete_cleans_up_and_claim_follows_policy(kube, run_operator, policy):
     with run_operator():
         create_job(kube, manifest(storage={"accessModes": ["ReadWriteMany"],
                                            "reclaimPolicy": policy}))
-        _running(kube)
+        bring_up(kube)
         delete_job(kube)
         wait_for(lambda: get_job(kube) is None, what="job gone (finalizer released)")
         wait_for(lambda: not pods(kube), what="pods collected")

@@ -6,22 +6,15 @@ import time
 
 from ftjob_operator import contract, naming
 from tests.conftest import wait_for
-from tests.integration.operator.helpers import (NS, PodCreations, wait_event, condition, create_job, manifest,
-                                                objects, phase_is, pod_names, pods, run_all,
+from tests.integration.operator.helpers import (NS, bring_up, PodCreations, wait_event, condition, create_job, manifest,
+                                                objects, phase_is, pod_names, pods,
                                                 status, summary)
-
-
-def _running(kube, attempt: int = 1):
-    wait_for(lambda: len(pods(kube, attempt=attempt)) == 2, what=f"attempt {attempt} pods")
-    run_all(kube, attempt=attempt)
-    wait_for(lambda: status(kube).get("phase") == "Running"
-             and status(kube).get("attempt") == attempt, what=f"attempt {attempt} running")
 
 
 def test_permanent_failure_fails_without_restart(kube, run_operator):
     with run_operator():
         create_job(kube, manifest())
-        _running(kube)
+        bring_up(kube)
         message = summary(status="failed", exitCode=11, reason="InvalidData",
                           message="column 'label' not found in /data/train.jsonl")
         kube.kubelet.terminate(NS, naming.pod("demo", 1, 0), contract.ExitCode.INVALID_DATA,
@@ -37,12 +30,12 @@ def test_permanent_failure_fails_without_restart(kube, run_operator):
 def test_preemption_restarts_without_using_budget(kube, run_operator):
     with run_operator():
         create_job(kube, manifest(restartPolicy={"maxRestarts": 0, "backoffSeconds": 0}))
-        _running(kube)
+        bring_up(kube)
         kube.kubelet.disrupt(NS, naming.pod("demo", 1, 1))
         kube.kubelet.terminate(NS, naming.pod("demo", 1, 1), contract.ExitCode.PREEMPTED)
         # The peer sees its rendezvous break; that must not be charged to the budget either.
         kube.kubelet.terminate(NS, naming.pod("demo", 1, 0), contract.ExitCode.DISTRIBUTED_TIMEOUT)
-        _running(kube, attempt=2)
+        bring_up(kube, attempt=2)
         st = status(kube)
         assert st.get("restarts", 0) == 0
         assert st["preemptions"] == 1
@@ -52,9 +45,9 @@ def test_preemption_restarts_without_using_budget(kube, run_operator):
 def test_budget_exhausted_fails_naming_last_failure(kube, run_operator):
     with run_operator():
         create_job(kube, manifest(restartPolicy={"maxRestarts": 1, "backoffSeconds": 0}))
-        _running(kube)
+        bring_up(kube)
         kube.kubelet.terminate(NS, naming.pod("demo", 1, 0), 1)
-        _running(kube, attempt=2)
+        bring_up(kube, attempt=2)
         kube.kubelet.terminate(NS, naming.pod("demo", 2, 1), 137, reason="OOMKilled")
         st = wait_for(phase_is(kube, "Failed"), what="phase Failed")
         assert st["restarts"] == 1
@@ -116,9 +109,9 @@ def test_restart_waits_for_the_backoff(kube, run_operator):
     kube.store.hooks.append(hook)
     with run_operator():
         create_job(kube, manifest(restartPolicy={"maxRestarts": 2, "backoffSeconds": 2}))
-        _running(kube)
+        bring_up(kube)
         kube.kubelet.evict(NS, naming.pod("demo", 1, 0))
-        _running(kube, attempt=2)
+        bring_up(kube, attempt=2)
     since, st = restarting[0]
     assert created_at["demo-2-0"] - since >= 2.0
     assert st["restarts"] == 1
