@@ -355,6 +355,8 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
             *_extra_volumes(spec),
         ],
     }
+    if settings.trainer_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.trainer_image_pull_secrets]
     if sched.node_selector:
         pod_spec["nodeSelector"] = dict(sched.node_selector)
     if sched.tolerations:

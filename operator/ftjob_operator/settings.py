@@ -20,6 +20,7 @@ class SettingsError(ValueError):
 class Settings:
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     trainer_image_pull_policy: str = "IfNotPresent"
+    trainer_image_pull_secrets: tuple[str, ...] = ()  # Secrets the training pods pull with
     storage_class: str | None = None  # default StorageClass of created claims
     storage_size: str | None = None  # default claim size when the spec leaves the default
     namespaces: tuple[str, ...] = ()  # empty: every namespace
@@ -51,6 +52,11 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     return value
 
 
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of names; empty entries are ignored."""
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Build settings from an environment mapping (pass `os.environ`)."""
     pull = env.get("FTJOB_TRAINER_IMAGE_PULL_POLICY", "").strip() or "IfNotPresent"
@@ -72,12 +78,11 @@ def from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"FTJOB_RESYNC_SECONDS: expected seconds, got {resync_raw!r}") from None
     if resync <= 0:
         raise SettingsError(f"FTJOB_RESYNC_SECONDS: must be positive, got {resync_raw!r}")
-    namespaces = tuple(
-        ns.strip() for ns in env.get("FTJOB_NAMESPACES", "").split(",") if ns.strip()
-    )
+    namespaces = _names(env, "FTJOB_NAMESPACES")
     return Settings(
         trainer_image=env.get("FTJOB_TRAINER_IMAGE", "").strip() or DEFAULT_TRAINER_IMAGE,
         trainer_image_pull_policy=pull,
+        trainer_image_pull_secrets=_names(env, "FTJOB_TRAINER_IMAGE_PULL_SECRETS"),
         storage_class=env.get("FTJOB_STORAGE_CLASS", "").strip() or None,
         storage_size=env.get("FTJOB_STORAGE_SIZE", "").strip() or None,
         namespaces=namespaces,

@@ -135,3 +135,14 @@ match that page and cover every API call the operator's integration tests record
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- end }}
+
+{{/*
+Names of the Secrets training pods pull their image with, comma-separated (FTJOB_TRAINER_IMAGE_PULL_SECRETS).
+*/}}
+{{- define "ftjob.trainerPullSecrets" -}}
+{{- $names := list -}}
+{{- range .Values.trainer.imagePullSecrets -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}

@@ -18,7 +18,8 @@ VALUE_SETS = {"defaults": {}, "non-default": NON_DEFAULT_VALUES}
 # The only variables the operator reads (see operator/ftjob_operator); anything else set on
 # its container would be dead configuration.
 OPERATOR_ENV = {
-    "FTJOB_TRAINER_IMAGE", "FTJOB_TRAINER_IMAGE_PULL_POLICY", "FTJOB_STORAGE_CLASS",
+    "FTJOB_TRAINER_IMAGE", "FTJOB_TRAINER_IMAGE_PULL_POLICY", "FTJOB_TRAINER_IMAGE_PULL_SECRETS",
+    "FTJOB_STORAGE_CLASS",
     "FTJOB_STORAGE_SIZE", "FTJOB_NAMESPACES", "FTJOB_LOG_LEVEL", "FTJOB_LOG_FORMAT",
     "FTJOB_PEERING", "FTJOB_LIVENESS_PORT", "FTJOB_METRICS_PORT",
 }
@@ -168,6 +169,7 @@ def test_operator_env_defaults():
     assert env == {
         "FTJOB_TRAINER_IMAGE": "ghcr.io/ftjob/trainer:" + chart().metadata["appVersion"],
         "FTJOB_TRAINER_IMAGE_PULL_POLICY": "IfNotPresent",
+        "FTJOB_TRAINER_IMAGE_PULL_SECRETS": "",
         "FTJOB_STORAGE_CLASS": "",
         "FTJOB_STORAGE_SIZE": "20Gi",
         "FTJOB_NAMESPACES": "",
@@ -184,6 +186,7 @@ def test_operator_env_follows_values():
     assert set(env) <= OPERATOR_ENV
     assert env["FTJOB_TRAINER_IMAGE"] == "{repository}:{tag}".format(**v["trainer"]["image"])
     assert env["FTJOB_TRAINER_IMAGE_PULL_POLICY"] == v["trainer"]["image"]["pullPolicy"]
+    assert env["FTJOB_TRAINER_IMAGE_PULL_SECRETS"] == "regcred,mirror-creds"
     assert env["FTJOB_STORAGE_CLASS"] == v["storage"]["storageClassName"]
     assert env["FTJOB_STORAGE_SIZE"] == v["storage"]["size"]
     assert env["FTJOB_NAMESPACES"].split(",") == v["watchNamespaces"]
@@ -288,6 +291,8 @@ def test_operator_accepts_the_rendered_environment(values):
     trainer = merged["trainer"]["image"]
     assert settings.trainer_image == f"{trainer['repository']}:{trainer['tag'] or chart().metadata['appVersion']}"
     assert settings.trainer_image_pull_policy == trainer["pullPolicy"]
+    assert settings.trainer_image_pull_secrets == tuple(
+        s["name"] for s in merged["trainer"]["imagePullSecrets"])
     assert settings.storage_class == (merged["storage"]["storageClassName"] or None)
     assert settings.storage_size == merged["storage"]["size"]
     assert settings.namespaces == tuple(merged["watchNamespaces"])

@@ -207,3 +207,12 @@ def test_user_volumes_and_deepspeed_config_map_are_mounted():
     assert ds == {"name": "ds-zero3", "items": [{"key": "zero3.json", "path": "ds_config.json"}]}
     assert _env(pod)["FTJOB_DEEPSPEED_CONFIG"] == "/etc/ftjob-deepspeed/ds_config.json"
     assert mounts["deepspeed-config"]["mountPath"] == "/etc/ftjob-deepspeed"
+
+
+def test_training_pods_pull_with_the_configured_secrets():
+    settings = Settings(trainer_image="registry.example/ftjob/trainer:1.0",
+                        trainer_image_pull_secrets=("regcred", "mirror"))
+    spec = api.parse_spec(CPU_SPEC)
+    pod = render.render_pod(JOB, spec, 1, 0, settings)
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert "imagePullSecrets" not in _pod(CPU_SPEC)["spec"]  # none configured: none set

@@ -19,12 +19,13 @@ def test_all_variables():
         "FTJOB_NAMESPACES": "team-a, team-b,", "FTJOB_LOG_LEVEL": "debug",
         "FTJOB_LOG_FORMAT": "json", "FTJOB_PEERING": "ftjob", "FTJOB_LIVENESS_PORT": "9000",
         "FTJOB_METRICS_PORT": "9090", "FTJOB_RESYNC_SECONDS": "5",
+        "FTJOB_TRAINER_IMAGE_PULL_SECRETS": "regcred, mirror",
     })
     assert s == Settings(trainer_image="r/t:1", trainer_image_pull_policy="Always",
                          storage_class="fast", storage_size="50Gi",
                          namespaces=("team-a", "team-b"), log_level="DEBUG", log_format="json",
                          peering="ftjob", liveness_port=9000, metrics_port=9090,
-                         resync_seconds=5.0)
+                         resync_seconds=5.0, trainer_image_pull_secrets=("regcred", "mirror"))
 
 
 @pytest.mark.parametrize("env,needle", [
