@@ -112,9 +112,8 @@ def training_specs():
 
 
 def rendered_training_objects():
-    render_mod = pytest.importorskip("ftjob_operator.render",
-                                     reason="operator pod rendering not available")
     from ftjob_operator import api
+    from ftjob_operator import render as render_mod
     from ftjob_operator.settings import Settings
 
     settings = Settings(trainer_image="ghcr.io/ftjob/trainer:0.1.0")

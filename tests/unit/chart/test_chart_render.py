@@ -285,7 +285,8 @@ def test_notes_tell_the_next_command():
 def test_operator_accepts_the_rendered_environment(values):
     # The operator's own parser reads the Deployment's env: a value the chart renders but
     # the operator rejects (or reads differently) fails here, not at pod start.
-    settings_mod = pytest.importorskip("ftjob_operator.settings")
+    from ftjob_operator import settings as settings_mod
+
     merged = chart().merge_values(values)
     settings = settings_mod.from_env(container_env(operator_container(values)))
     trainer = merged["trainer"]["image"]
