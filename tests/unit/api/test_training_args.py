@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from ftjob_operator import training_args
 from ftjob_operator.training_args import check_cross_fields, check_keys_and_types
 
