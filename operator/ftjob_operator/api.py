@@ -506,6 +506,12 @@ class FineTuneJobSpec(ApiModel):
     restart_policy: RestartPolicy = Field(
         default_factory=RestartPolicy, description="How failures are retried."
     )
+    clean_pod_policy: Literal["None", "Running", "All"] = Field(
+        default="Running",
+        description="Pods to delete once the job has succeeded or failed: `Running` (default) "
+        "deletes ranks still running, `All` deletes every pod, `None` keeps them all (their "
+        "logs stay readable either way until the pods are deleted).",
+    )
     suspend: bool = Field(
         default=False,
         description="`true` stops the pods (they checkpoint first); `false` resumes from the "

@@ -21,7 +21,8 @@ from .problems import errors
 
 # Spec fields that take effect while a job runs; edits to any other field are ignored
 # (the job keeps running the spec in its ConfigMap) and reported in a condition.
-MUTABLE_FIELDS = ("suspend", "restartPolicy", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
+MUTABLE_FIELDS = ("suspend", "restartPolicy", "activeDeadlineSeconds", "ttlSecondsAfterFinished",
+                  "cleanPodPolicy")
 
 # Conditions that mirror the phase; at most one of them is True.
 # How often to look again at a pod someone else deleted (pod events wake the loop sooner).
@@ -507,9 +508,7 @@ def _on_failure(job: JobState, spec: api.FineTuneJobSpec, pods: list[PodView],
 def _fail(job: JobState, pods: list[PodView], out: _Status, reason: str, message: str,
           case: str) -> Plan:
     plan = Plan(case)
-    alive = tuple(p.name for p in pods if not p.terminated and not p.deleting)
-    if alive:
-        plan.actions.append(DeletePods(alive))
+    _clean_up_pods(job, pods, plan)
     out.phase(api.Phase.FAILED, reason, message)
     out.set(completionTime=rfc3339(out.now))
     plan.events.append(Event("Warning", reason, message))
@@ -519,8 +518,20 @@ def _fail(job: JobState, pods: list[PodView], out: _Status, reason: str, message
     return plan
 
 
+def _clean_up_pods(job: JobState, pods: list[PodView], plan: Plan) -> None:
+    """Delete the pods `spec.cleanPodPolicy` names once the job has finished."""
+    policy = job.spec.get("cleanPodPolicy", "Running")
+    if policy == "None":
+        return
+    doomed = tuple(p.name for p in pods if not p.deleting
+                   and (policy == "All" or not p.terminated))
+    if doomed:
+        plan.actions.append(DeletePods(doomed))
+
+
 def _succeed(job: JobState, rank0: PodView, pods: list[PodView], out: _Status) -> Plan:
     plan = Plan("succeeded")
+    _clean_up_pods(job, pods, plan)
     summary = success_summary(rank0)
     step = summary["globalStep"]
     model = summary["finalModel"]

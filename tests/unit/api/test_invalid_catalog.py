@@ -147,6 +147,8 @@ CATALOG = [
      "did you mean alpha?"),
     ("restart-negative", {"spec": {"restartPolicy": {"maxRestarts": -1}}},
      "spec.restartPolicy.maxRestarts", "greater than or equal to 0"),
+    ("clean-pod-policy", {"spec": {"cleanPodPolicy": "Finished"}}, "spec.cleanPodPolicy",
+     "'None', 'Running' or 'All'"),
     ("deadline-zero", {"spec": {"activeDeadlineSeconds": 0}}, "spec.activeDeadlineSeconds",
      "greater than or equal to 1"),
     ("toleration-effect", {"spec": {"scheduling": {"tolerations": [{"key": "gpu",

@@ -93,6 +93,16 @@ CASES: dict[str, Case] = {
              started=STARTED, case="succeeded",
              status={"phase": "Succeeded", "metrics": {"eval_accuracy": 0.9},
                      "completionTime": rfc3339(NOW)}),
+    "succeeded with cleanPodPolicy All -> every pod deleted":
+        Case(job(running(), cleanPodPolicy="All"),
+             pods=[pod(0, phase="Succeeded", exit_code=0, termination_message=OK),
+                   pod(1, phase="Succeeded", exit_code=0)],
+             started=STARTED, case="succeeded", actions=[DeletePods],
+             status={"phase": "Succeeded"}),
+    "permanent failure with cleanPodPolicy None -> the running rank is kept":
+        Case(job(running(), cleanPodPolicy="None"),
+             pods=[pod(0, phase="Failed", exit_code=11), pod(1)],
+             started=STARTED, case="permanent failure", status={"phase": "Failed"}),
     "rank failed retryable -> gang restart, restarts+1":
         Case(job(running()), pods=[pod(0), pod(1, phase="Failed", exit_code=1)],
              started=STARTED, case="rank failed, gang restart", actions=[DeletePods],
