@@ -15,6 +15,10 @@ from ftjob_operator import api
 
 from .exits import InvalidSpec
 
+# Trainer multiplies the loss by the number of processes when this is on (its default) and
+# the model's forward takes **kwargs: right only for a loss divided by the all-ranks item count.
+AVERAGE_TOKENS_KEY = "average_tokens_across_devices"
+
 # Trainer's own rotation would delete an old checkpoint before the new one is known to be
 # complete; ftjob rotates after the completion marker instead (callbacks.py).
 OWN_ROTATION_KEY = "save_total_limit"
@@ -75,6 +79,21 @@ def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, world_size: int = 1
         # peft wraps the model; Trainer must not drop the `labels` column by signature.
         kwargs.setdefault("label_names", ["labels"])
     return kwargs, save_total_limit
+
+
+def average_tokens_across_devices(spec: api.FineTuneJobSpec, loss_divides_by_item_count: bool) -> bool:
+    """The value ftjob gives `average_tokens_across_devices` (pure).
+
+    The user's value when they set one. Otherwise on only where the model's loss divides a
+    sum by Trainer's item count (causal LMs with `ForCausalLMLoss`): there it makes the loss
+    the mean over every rank's tokens. A per-example or per-rank mean (classification, T5,
+    BART) keeps the key off, or the loss and gradients grow with the number of processes.
+    """
+    if AVERAGE_TOKENS_KEY in spec.training_arguments:
+        return bool(spec.training_arguments[AVERAGE_TOKENS_KEY])
+    if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value:
+        return False
+    return loss_divides_by_item_count
 
 
 def build(spec: api.FineTuneJobSpec, output_dir: Path, **options: Any):

@@ -211,26 +211,50 @@ def _text(values: list[Any]) -> list[str]:
     return ["" if v is None else str(v) for v in values]
 
 
+# Tokenizers that know no limit report a huge sentinel (transformers' VERY_LARGE_INTEGER).
+UNKNOWN_MODEL_MAX_LENGTH = 10**9
+
+
+def clamp_max_length(requested: int, model_max_length: int | None,
+                     field: str) -> tuple[int, str | None]:
+    """(the length to tokenize to, a warning or None) (pure).
+
+    Longer than the tokenizer's `model_max_length` would give position ids the model has no
+    embedding for (an index error mid-training, or a CUDA assert on a GPU)."""
+    if (model_max_length is None or model_max_length <= 0
+            or model_max_length >= UNKNOWN_MODEL_MAX_LENGTH or requested <= model_max_length):
+        return requested, None
+    return model_max_length, (f"{field} {requested} is longer than the tokenizer's "
+                              f"model_max_length {model_max_length}; using {model_max_length}")
+
+
 def tokenize(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any,
              labels: Labels | None, first=contextlib.nullcontext) -> Splits:
     """Tokenize every split for the task; keeps only the model's input columns."""
     ds = spec.dataset
     task = spec.task
+    limit = getattr(tokenizer, "model_max_length", None)
+    max_length, warning = clamp_max_length(ds.max_length, limit, "spec.dataset.maxLength")
+    max_target_length, target_warning = clamp_max_length(
+        ds.max_target_length or ds.max_length, limit,
+        "spec.dataset.maxTargetLength" if ds.max_target_length else "spec.dataset.maxLength")
+    for text in {warning, target_warning if task == api.Task.SEQ2SEQ.value else None} - {None}:
+        log.warning("%s", text)
 
     def classification(batch):
         pair = _text(batch[ds.text_pair_column]) if ds.text_pair_column else None
-        out = tokenizer(_text(batch[ds.text_column]), pair, truncation=True, max_length=ds.max_length)
+        out = tokenizer(_text(batch[ds.text_column]), pair, truncation=True, max_length=max_length)
         raw = batch[ds.label_column]
         out["labels"] = [labels.encode[v] for v in raw] if labels.encode is not None else list(raw)
         return out
 
     def causal(batch):
-        return tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=ds.max_length)
+        return tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=max_length)
 
     def seq2seq(batch):
-        out = tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=ds.max_length)
+        out = tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=max_length)
         targets = tokenizer(text_target=_text(batch[ds.target_column]), truncation=True,
-                            max_length=ds.max_target_length or ds.max_length)
+                            max_length=max_target_length)
         out["labels"] = targets["input_ids"]
         return out
 

@@ -154,6 +154,11 @@ def prepare(ctx: JobContext) -> Prepared:
     set_seed(targs.seed)  # before the model: a fresh head is initialised from this seed
     model = modeling.load_model(spec.task, source, kwargs, field_name, tokenizer,
                                 labels.id2label if labels else None)
+    targs.average_tokens_across_devices = arguments.average_tokens_across_devices(
+        spec, modeling.loss_divides_by_item_count(model))
+    log.info("average_tokens_across_devices=%s (%s)", targs.average_tokens_across_devices,
+             "set in the spec" if arguments.AVERAGE_TOKENS_KEY in spec.training_arguments
+             else f"{type(model).__name__}'s loss")
     if spec.peft is not None:
         model = modeling.add_lora(model, spec.task, spec.peft)
 
@@ -189,7 +194,7 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
         eval_dataset=p.splits.eval,
         processing_class=p.tokenizer,
         data_collator=data.collator(task, p.tokenizer, p.model),
-        compute_metrics=metrics.classification_metrics if p.labels else None,
+        compute_metrics=metrics.classification_metrics(len(p.labels.names)) if p.labels else None,
         callbacks=[CheckpointMarkerCallback(p.save_total_limit), preemption,
                    ProgressCallback(reporter, ctx.progress_interval)],
     )
@@ -209,18 +214,31 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
         reporter.close()
 
 
-def evaluate_and_save(ctx: JobContext, trainer: Any, p: Prepared, final_metrics: dict[str, Any],
+def evaluate_and_save(ctx: JobContext, trainer: Any, p: Prepared, train_metrics: dict[str, Any],
                       resumed_from: int) -> dict[str, Any]:
-    """Eval split, test split, `<output>/final`, `<output>/metrics.json`."""
+    """Eval split, test split, Hugging Face's result files, `<output>/final`, `metrics.json`.
+
+    As the Hugging Face example scripts (run_glue, run_clm) do: `train_results.json`,
+    `eval_results.json`, `test_results.json`, their union `all_results.json` and
+    `trainer_state.json` in the output folder, and the metrics logged (world rank 0 only:
+    Trainer's save_* and log_metrics check that themselves).
+    """
     from . import metrics
 
+    results = {"train": {**train_metrics, "train_samples": len(p.splits.train)}}
     if p.splits.eval is not None:
-        final_metrics.update(trainer.evaluate())
+        results["eval"] = {**trainer.evaluate(), "eval_samples": len(p.splits.eval)}
     if p.splits.test is not None:
-        final_metrics.update(trainer.predict(p.splits.test, metric_key_prefix="test").metrics)
-    if ctx.spec.task == api.Task.CAUSAL_LM.value:
-        for prefix in ("eval", "test"):
-            metrics.with_perplexity(final_metrics, prefix)
+        results["test"] = {**trainer.predict(p.splits.test, metric_key_prefix="test").metrics,
+                           "test_samples": len(p.splits.test)}
+    final_metrics: dict[str, Any] = {}
+    for split, values in results.items():
+        if ctx.spec.task == api.Task.CAUSAL_LM.value and split != "train":
+            metrics.with_perplexity(values, split)
+        trainer.log_metrics(split, values)
+        trainer.save_metrics(split, values)
+        final_metrics.update(values)
+    trainer.save_state()
 
     final_dir = ctx.output_dir / FINAL_DIR
     trainer.save_model(str(final_dir))  # every rank: DeepSpeed gathers ZeRO-3 shards here

@@ -98,6 +98,29 @@ def load_model(task: str, source: str, kwargs: dict[str, Any], field: str, token
     return model
 
 
+def loss_divides_by_item_count(model: Any) -> bool:
+    """Whether the model's loss is a sum divided by Trainer's `num_items_in_batch`.
+
+    Only then is Trainer's `average_tokens_across_devices` right: it counts the label tokens
+    of every rank and multiplies the loss by the number of processes, which cancels the
+    division by the all-ranks count. A model whose loss is a plain mean (sequence
+    classification, and seq2seq models such as T5, BART and Marian, which call
+    `CrossEntropyLoss()` themselves) would report and train on world size x its loss.
+    True when `forward` calls `self.loss_function` and that function takes the count (e.g.
+    GPT-2 and Llama with `ForCausalLMLoss`); False when the source cannot be read.
+    """
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        source = inspect.getsource(type(base).forward)
+        loss_function = base.loss_function
+        takes_count = "num_items_in_batch" in inspect.signature(loss_function).parameters
+    except (OSError, TypeError, ValueError, AttributeError):
+        return False
+    return "self.loss_function(" in source and takes_count
+
+
 _PEFT_TASK = {
     api.Task.SEQUENCE_CLASSIFICATION.value: "SEQ_CLS",
     api.Task.CAUSAL_LM.value: "CAUSAL_LM",

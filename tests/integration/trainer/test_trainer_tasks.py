@@ -68,6 +68,8 @@ def test_seq2seq_trains_evaluates_predicts_and_saves(tiny, tmp_path):
     assert run.proc.returncode == 0, run.log()
     metrics = run.metrics()["metrics"]
     assert "eval_loss" in metrics and "test_loss" in metrics
+    test_results = json.loads((run.output_dir / "test_results.json").read_text())
+    assert test_results["test_samples"] == 64 and test_results["test_loss"] == metrics["test_loss"]
     from transformers import AutoModelForSeq2SeqLM
 
     AutoModelForSeq2SeqLM.from_pretrained(run.output_dir / "final")
