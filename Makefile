@@ -9,7 +9,8 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DS_ACCELERATOR := cpu
 
-.PHONY: venv demo test test-fast test-slow crds catalog lint images e2e e2e-kind bench clean
+.PHONY: venv demo test test-fast test-slow crds catalog lint images e2e e2e-kind bench clean \
+	control-plane cluster-up cluster-down
 
 venv: $(STAMP)
 
@@ -25,6 +26,8 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/ftjob validate examples/demo-local.yaml
 	$(BIN)/ftjob run examples/demo-local.yaml --local
+	@echo "report of the run (loss, learning rate, eval metrics):"
+	@$(BIN)/ftjob report ftjob-runs/demo-headlines
 
 test: venv
 	$(BIN)/python -m pytest tests -m "not e2e" -q
@@ -47,8 +50,20 @@ catalog: venv
 images:
 	bash scripts/build-images.sh
 
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, helm and kwok at the
+# pinned releases, built with Go into ~/.cache/ftjob/control-plane (once per pin).
+control-plane:
+	bash scripts/build-control-plane.sh
+
+# A local control plane on 127.0.0.1:6443; admin kubeconfig in .cache/cluster/kubeconfig.
+cluster-up: venv control-plane
+	$(BIN)/python -m tests.controlplane up --dir .cache/cluster
+
+cluster-down: venv
+	$(BIN)/python -m tests.controlplane down --dir .cache/cluster
+
 e2e: venv
-	bash tests/e2e/run-emulated.sh
+	bash tests/e2e/run-local.sh
 
 e2e-kind:
 	bash tests/e2e/run-kind.sh

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from ftjob_operator import api  # noqa: E402
 from ftjob_operator.crd import build_crd  # noqa: E402
 from tests.kubeemu import Emulator  # noqa: E402
+from tests.polling import wait_for  # noqa: E402,F401 - re-exported for the benchmarks
 
 NS = "bench"
 SPEC: dict[str, Any] = {
@@ -41,17 +42,6 @@ def manifest(name: str, nodes: int = 2) -> dict[str, Any]:
     spec["resources"]["nodes"] = nodes
     return {"apiVersion": api.API_VERSION, "kind": api.KIND,
             "metadata": {"name": name, "namespace": NS}, "spec": spec}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _free_port() -> int:

@@ -1,70 +1,155 @@
-"""Shared fixtures: the in-process Kubernetes API (tests/kubeemu) and the operator on it."""
+"""Shared fixtures: a real Kubernetes control plane (tests/controlplane) with the operator on
+it, and the in-process API emulator (tests/kubeemu) for the few tests that inject API faults.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
-import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# `tests.kubeemu` and the suites' helpers import as `tests.*`: make that work however
-# pytest was started (`python -m pytest` adds the checkout; the `pytest` script does not).
+# `tests.*` imports work however pytest was started (`python -m pytest` adds the checkout;
+# the `pytest` script does not).
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from ftjob_operator.crd import build_crd  # noqa: E402
 from tests.kubeemu import Emulator, Faults  # noqa: E402
+from tests.polling import never, wait_for  # noqa: E402
+
+TEST_NODE = "ftjob-test-node"
+OPERATOR_NAMESPACE = "ftjob-system"
+TRAINER_IMAGE = "ftjob/trainer:test"
+
+
+# --------------------------------------------------------------------------- real cluster
+
+
+@dataclass
+class ClusterSession:
+    """The session's control plane with the CRD, the chart's RBAC, a node and volumes."""
+
+    plane: Any  # tests.controlplane.ControlPlane
+    api_client: Any
+    kubelet: Any  # tests.controlplane.kubelet.Kubelet
+    operator_account: str  # system:serviceaccount:<ns>:<name> the operator runs as
+    operator_kubeconfig: Path
+
+
+def _chart_rbac() -> list[dict[str, Any]]:
+    """The operator's ServiceAccount and RBAC exactly as `helm template` renders them."""
+    from tests.unit.chart.rendering import render
+
+    return [o for o in render() if o["kind"] in
+            ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory) -> Iterator[ClusterSession]:
+    """etcd, kube-apiserver, controller-manager and scheduler, started once per session."""
+    from kubernetes import client, config
+
+    from tests.controlplane import ControlPlane
+    from tests.controlplane.install import (apply, create_namespace,
+                                            service_account_kubeconfig, wait_established)
+    from tests.controlplane.kubelet import Kubelet
+    from tests.controlplane.nodes import NodeHeartbeat
+    from tests.controlplane.volumes import LocalVolumes
+
+    root = tmp_path_factory.mktemp("cluster")
+    plane = ControlPlane(root / "state").start()
+    api_client = config.new_client_from_config(config_file=str(plane.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    node = NodeHeartbeat(core, client.CoordinationV1Api(api_client), TEST_NODE).start()
+    volumes = LocalVolumes(core, root / "volumes").start()
+    kubelet = Kubelet(core, TEST_NODE)
+    try:
+        crd = build_crd()
+        apply(plane, [crd])
+        wait_established(plane, crd["metadata"]["name"])
+        create_namespace(plane, OPERATOR_NAMESPACE, restricted=True)
+        rbac = _chart_rbac()
+        apply(plane, rbac)
+        account = next(o["metadata"] for o in rbac if o["kind"] == "ServiceAccount")
+        kubeconfig = service_account_kubeconfig(plane, account["namespace"], account["name"],
+                                                root / "operator.kubeconfig")
+        yield ClusterSession(plane, api_client, kubelet,
+                             f"system:serviceaccount:{account['namespace']}:{account['name']}",
+                             kubeconfig)
+    finally:
+        kubelet.stop()
+        volumes.stop()
+        node.stop()
+        api_client.close()
+        plane.stop()
+
+
+@dataclass
+class Cluster:
+    """One test's view of the session cluster: its own restricted namespace."""
+
+    session: ClusterSession
+    ns: str
+
+    @property
+    def kubelet(self):
+        return self.session.kubelet
+
+    @property
+    def plane(self):
+        return self.session.plane
+
+    @property
+    def core(self):
+        from kubernetes import client
+
+        return client.CoreV1Api(self.session.api_client)
+
+    @property
+    def custom(self):
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.session.api_client)
 
 
 @pytest.fixture
-def kube() -> Iterator[Emulator]:
-    """A fresh emulated cluster with the FineTuneJob CRD installed."""
-    with Emulator(crds=[build_crd()]) as emu:
-        yield emu
+def cluster(control_plane: ClusterSession) -> Iterator[Cluster]:
+    """A fresh namespace under Pod Security `restricted` on the session's control plane;
+    deleted afterwards (FineTuneJob finalizers of a stopped operator are cleared first)."""
+    from tests.controlplane.install import create_namespace, kubectl
+
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    create_namespace(control_plane.plane, ns)
+    yield Cluster(control_plane, ns)
+    jobs = kubectl(control_plane.plane, "get", "finetunejobs", "-n", ns, "-o", "json",
+                   check=False)
+    if jobs.returncode == 0:
+        for item in json.loads(jobs.stdout).get("items") or []:
+            kubectl(control_plane.plane, "patch", "finetunejob", item["metadata"]["name"],
+                    "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+                    check=False)
+    kubectl(control_plane.plane, "delete", "namespace", ns, "--wait=false", check=False)
 
 
 @pytest.fixture
-def kubeconfig(kube: Emulator, tmp_path, monkeypatch) -> str:
-    path = kube.write_kubeconfig(tmp_path / "kubeconfig")
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    return str(path)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def never(predicate: Callable[[], Any], seconds: float, what: str,
-          interval: float = 0.05) -> None:
-    """Fail if `predicate()` becomes truthy within `seconds` (a window for a wrong action)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        assert not value, f"{what} happened: {value!r}"
-        time.sleep(interval)
-
-
-@pytest.fixture
-def run_operator(kubeconfig: str, monkeypatch) -> Callable[..., contextlib.AbstractContextManager]:
-    """Context manager factory: the real operator (kopf) in a thread against `kube`."""
+def run_operator(cluster: Cluster, monkeypatch) -> Callable[..., contextlib.AbstractContextManager]:
+    """Context manager factory: the real operator (kopf) in a thread, authenticated as the
+    chart's ServiceAccount (so a rule missing from the chart's RBAC fails the test), watching
+    all namespaces as the chart installs it by default (the `cluster` fixture deletes each
+    test's namespace, so earlier tests leave nothing behind to handle)."""
     from kopf.testing import KopfRunner
 
+    monkeypatch.setenv("KUBECONFIG", str(cluster.session.operator_kubeconfig))
     monkeypatch.setenv("FTJOB_RESYNC_SECONDS", "2")
-    monkeypatch.setenv("FTJOB_TRAINER_IMAGE", "ftjob/trainer:test")
+    monkeypatch.setenv("FTJOB_TRAINER_IMAGE", TRAINER_IMAGE)
 
     @contextlib.contextmanager
     def start(**env: str) -> Iterator[KopfRunner]:
@@ -78,4 +163,42 @@ def run_operator(kubeconfig: str, monkeypatch) -> Callable[..., contextlib.Abstr
     return start
 
 
-__all__ = ["Faults", "never", "wait_for"]
+# --------------------------------------------------------------------------- emulator
+
+
+@pytest.fixture
+def kube() -> Iterator[Emulator]:
+    """A fresh emulated cluster with the FineTuneJob CRD installed (fault injection only)."""
+    with Emulator(crds=[build_crd()]) as emu:
+        yield emu
+
+
+@pytest.fixture
+def kubeconfig(kube: Emulator, tmp_path, monkeypatch) -> str:
+    path = kube.write_kubeconfig(tmp_path / "kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    return str(path)
+
+
+@pytest.fixture
+def run_emulated_operator(kubeconfig: str, monkeypatch
+                          ) -> Callable[..., contextlib.AbstractContextManager]:
+    """Context manager factory: the real operator (kopf) in a thread against `kube`."""
+    from kopf.testing import KopfRunner
+
+    monkeypatch.setenv("FTJOB_RESYNC_SECONDS", "2")
+    monkeypatch.setenv("FTJOB_TRAINER_IMAGE", TRAINER_IMAGE)
+
+    @contextlib.contextmanager
+    def start(**env: str) -> Iterator[KopfRunner]:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        args = ["run", "--standalone", "--all-namespaces", "-m", "ftjob_operator.handlers"]
+        with KopfRunner(args, timeout=60) as runner:
+            yield runner
+        assert runner.exception is None, runner.output
+
+    return start
+
+
+__all__ = ["Cluster", "Faults", "never", "wait_for"]

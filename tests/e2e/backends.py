@@ -6,8 +6,8 @@ Both backends answer the same small interface, so the scenarios are written once
     kill_container(pod)     SIGKILL the pod's container from outside, as a crash would
     diagnostics()           what to print when a scenario fails
 
-`EmulatedBackend`: the in-process API emulator (tests/kubeemu), the operator image run as
-a container with host networking, and the pod runner playing the kubelet.
+`LocalBackend`: a real control plane built from upstream on this machine, the chart
+installed with helm, and the Docker pod runner registered as the one Node.
 `ClusterBackend`: whatever KUBECONFIG points at, with the operator already installed
 (tests/e2e/run-kind.sh does that on kind).
 """
@@ -27,11 +27,11 @@ import yaml
 
 from .podrunner.docker import Docker
 from .podrunner.runner import PodRunner
-from .waiting import wait_for
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "finetune.dev_finetunejobs.yaml"
-KUBECTL = os.environ.get("KUBECTL", "kubectl")
+KUBECTL = os.environ.get("KUBECTL", "kubectl")  # LocalBackend uses the pinned build
 OPERATOR_IMAGE = os.environ.get("FTJOB_OPERATOR_IMAGE", "ftjob-operator:dev")
 TRAINER_IMAGE = os.environ.get("FTJOB_TRAINER_IMAGE", "ftjob-trainer:dev")
 
@@ -45,6 +45,8 @@ API_PATHS = {"pods": "/api/v1", "configmaps": "/api/v1", "persistentvolumeclaims
 class Backend:
     name = "base"
 
+    kubectl_binary = KUBECTL
+
     def __init__(self, namespace: str, kubeconfig: Path, trainer_image: str) -> None:
         self.namespace = namespace
         self.kubeconfig = kubeconfig
@@ -52,23 +54,19 @@ class Backend:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        cmd = [KUBECTL, f"--kubeconfig={self.kubeconfig}", f"--namespace={self.namespace}",
-               *self.kubectl_extra(args), *args]
+        cmd = [self.kubectl_binary, f"--kubeconfig={self.kubeconfig}",
+               f"--namespace={self.namespace}", *args]
         done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
             raise AssertionError(f"{' '.join(cmd[3:])} failed ({done.returncode}):\n"
                                  f"{done.stderr}{done.stdout}")
         return done
 
-    def kubectl_extra(self, args: tuple[str, ...]) -> list[str]:
-        return []
-
     def apply(self, *objects: dict[str, Any]) -> None:
         """`kubectl apply` (FineTuneJobs: the user's way in)."""
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
 
-    # Core objects go through `kubectl ... --raw`: the same requests on every backend, and
-    # no discovery (the emulator's core discovery is not good enough for kubectl's mapper).
+    # Core objects go through `kubectl ... --raw`: the same requests on every backend.
 
     def path(self, resource: str, name: str = "") -> str:
         group = API_PATHS[resource]
@@ -121,56 +119,79 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class EmulatedBackend(Backend):
-    name = "emulated"
+class LocalBackend(Backend):
+    """A real control plane on this machine (tests/controlplane), the chart installed with
+    the real `helm`, and the Docker pod runner as the one Node: the operator runs as the
+    chart's Deployment (controller-manager -> ReplicaSet -> Pod -> scheduler -> runner) with
+    its ServiceAccount's token, and training namespaces enforce Pod Security `restricted`.
+    """
+
+    name = "local"
+    NODE = "ftjob-e2e-node"
+    RELEASE, RELEASE_NAMESPACE = "ftjob", "ftjob-system"
 
     def __init__(self, work_dir: Path, namespace: str = "ftjob-e2e") -> None:
-        from kubeemu import Emulator  # tests/ is on sys.path under pytest
         from kubernetes import client, config
+        from tests.controlplane import ControlPlane
+        from tests.controlplane.install import create_namespace
+        from tests.controlplane.nodes import NodeHeartbeat
+        from tests.controlplane.volumes import LocalVolumes
 
         work_dir.mkdir(parents=True, exist_ok=True)
-        crd = yaml.safe_load(CRD_FILE.read_text())
-        self.emulator = Emulator(crds=[crd]).start()
-        kubeconfig = self.emulator.write_kubeconfig(work_dir / "kubeconfig", namespace)
-        kubeconfig.chmod(0o644)  # read by the non-root operator and trainer containers
-        super().__init__(namespace, kubeconfig, TRAINER_IMAGE)
+        self.plane = ControlPlane(work_dir / "cluster")
         self.docker = Docker()
-        self.run_id = uuid.uuid4().hex[:8]
-        # No Namespace object: the emulator serves namespaced objects without one (and kmock
-        # 0.8 cannot parse POST /api/v1/namespaces).
-        self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
-        self.runner = PodRunner(client.CoreV1Api(self.api_client), work_dir / "pods",
-                                namespace=namespace, pod_kubeconfig=kubeconfig)
+        for image in (OPERATOR_IMAGE, TRAINER_IMAGE):
+            if not self.docker.image_exists(image):
+                raise AssertionError(f"image {image} missing: run scripts/build-images.sh")
+        self.plane.start()
+        super().__init__(namespace, self.plane.kubeconfig, TRAINER_IMAGE)
+        self.kubectl_binary = str(self.plane.binary("kubectl"))
+        self.api_client = config.new_client_from_config(config_file=str(self.plane.kubeconfig))
+        core = client.CoreV1Api(self.api_client)
+        self.node = NodeHeartbeat(core, client.CoordinationV1Api(self.api_client), self.NODE,
+                                  capacity={"cpu": "16", "memory": "64Gi", "pods": "110",
+                                            "ephemeral-storage": "100Gi"}).start()
+        self.volumes = LocalVolumes(core, work_dir / "volumes").start()
+        port = int(self.plane.server.rsplit(":", 1)[1])
+        self.runner = PodRunner(core, work_dir / "pods", node=self.NODE,
+                                api_server=("127.0.0.1", port))
         self.runner.start()
-        self.operator = f"ftjob-e2e-operator-{self.run_id}"
-        self._start_operator()
+        self._install_chart()
+        create_namespace(self.plane, namespace, restricted=True)
 
-    def _start_operator(self) -> None:
-        # Cluster-wide, as the chart installs it by default (the emulator holds nothing else).
-        if not self.docker.image_exists(OPERATOR_IMAGE):
-            raise AssertionError(f"image {OPERATOR_IMAGE} missing: run scripts/build-images.sh")
-        self.docker.run([
-            "run", "--detach", f"--name={self.operator}", "--network=host",
-            "--mount", f"type=bind,source={self.kubeconfig},target=/etc/ftjob-e2e/kubeconfig,"
-                       "readonly",
-            "--env", "KUBECONFIG=/etc/ftjob-e2e/kubeconfig",
-            "--env", f"FTJOB_TRAINER_IMAGE={self.trainer_image}",
-            "--env", "FTJOB_TRAINER_IMAGE_PULL_POLICY=Never",
+    def _install_chart(self) -> None:
+        """`helm install` as a platform team would, with the images built here."""
+        repo, tag = OPERATOR_IMAGE.rsplit(":", 1)
+        trainer_repo, trainer_tag = TRAINER_IMAGE.rsplit(":", 1)
+        done = subprocess.run([
+            str(self.plane.binary("helm")), "install", self.RELEASE, str(REPO / "charts" / "ftjob"),
+            f"--kubeconfig={self.plane.kubeconfig}", f"--namespace={self.RELEASE_NAMESPACE}",
+            "--create-namespace", "--wait", "--timeout=180s",
+            f"--set=image.repository={repo}", f"--set=image.tag={tag}",
+            "--set=image.pullPolicy=Never",
+            f"--set=trainer.image.repository={trainer_repo}",
+            f"--set=trainer.image.tag={trainer_tag}", "--set=trainer.image.pullPolicy=Never",
             # Host network: the liveness port must not clash with anything on this host.
-            "--env", f"FTJOB_LIVENESS_PORT={_free_port()}",
-            OPERATOR_IMAGE,
-        ])
+            f"--set=livenessPort={_free_port()}",
+        ], capture_output=True, text=True, timeout=240)
+        if done.returncode != 0:
+            raise AssertionError(f"helm install failed:\n{done.stderr}{done.stdout}\n"
+                                 f"{self.diagnostics()}")
 
-    def kubectl_extra(self, args: tuple[str, ...]) -> list[str]:
-        # The emulator serves no OpenAPI document, which client-side validation needs.
-        return ["--validate=false"] if args and args[0] in ("apply", "create") else []
+    def operator_pod(self) -> dict[str, Any] | None:
+        query = urllib.parse.urlencode({"labelSelector": "app.kubernetes.io/name=ftjob"})
+        done = self.kubectl("get", "--raw",
+                            f"/api/v1/namespaces/{self.RELEASE_NAMESPACE}/pods?{query}",
+                            check=False)
+        items = json.loads(done.stdout).get("items") if done.returncode == 0 else []
+        return next(iter(items or []), None)
 
     def check(self) -> None:
-        state = self.docker.state(self.operator)
-        if not state or not state.get("Running"):
-            raise AssertionError(f"the operator container exited:\n{self.diagnostics()}")
         if self.runner.errors:
             raise AssertionError(f"the pod runner failed:\n{self.diagnostics()}")
+        pod = self.operator_pod()
+        if pod and (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+            raise AssertionError(f"the operator pod ended:\n{self.diagnostics()}")
 
     def kill_container(self, pod: str) -> None:
         container = self.runner.container_of(self.namespace, pod)
@@ -178,24 +199,31 @@ class EmulatedBackend(Backend):
             raise AssertionError(f"pod {pod} has no running container to kill")
         self.docker.kill(container, "KILL")
 
-    def claim_dir(self, claim: str) -> Path:
-        return self.runner.claim_dir(self.namespace, claim)
+    def operator_log(self, tail: int | None = 60) -> str:
+        pod = self.operator_pod()
+        if pod is None:
+            return "(no operator pod)"
+        container = self.runner.container_of(self.RELEASE_NAMESPACE, pod["metadata"]["name"])
+        if container is None:
+            return "(the operator pod has no container)"
+        return self.docker.logs(container, tail=tail).decode(errors="replace")
 
     def diagnostics(self) -> str:
-        parts = [f"--- operator log (tail)\n{self.docker.logs(self.operator, tail=60).decode(errors='replace')}"]
+        parts = [f"--- operator log (tail)\n{self.operator_log()}"]
         if self.runner.errors:
             parts.append("--- pod runner errors\n" + "\n".join(self.runner.errors[-10:]))
-        parts.append(f"--- pod logs in {self.runner.logs_dir()}")
+        parts.append(f"--- pod logs in {self.runner.logs_dir()}; control plane logs in "
+                     f"{self.plane.logs_dir}")
         return "\n".join(parts)
 
     def close(self) -> None:
-        logs = self.docker.logs(self.operator)
         self.runner.logs_dir().mkdir(parents=True, exist_ok=True)
-        (self.runner.logs_dir() / "operator.log").write_bytes(logs)
-        self.docker.remove(self.operator)
+        (self.runner.logs_dir() / "operator.log").write_text(self.operator_log(tail=None))
         self.runner.stop()
+        self.volumes.stop()
+        self.node.stop()
         self.api_client.close()
-        self.emulator.stop()
+        self.plane.stop()
 
 
 class ClusterBackend(Backend):

@@ -1,6 +1,6 @@
-"""e2e fixtures: the backend the scenarios run on, and an emulated API for runner tests.
+"""e2e fixtures: the backend the scenarios run on.
 
-Backend: `--e2e-backend emulated|cluster` (or FTJOB_E2E_BACKEND). The scenario module is
+Backend: `--e2e-backend local|cluster` (or FTJOB_E2E_BACKEND). The scenario module is
 parameterised with the chosen backend only, so a run reports exactly what it ran.
 """
 
@@ -14,13 +14,13 @@ import pytest
 
 from .podrunner.docker import Docker
 
-BACKENDS = ("emulated", "cluster")
+BACKENDS = ("local", "cluster")
 
 
 def pytest_addoption(parser):
     parser.addoption("--e2e-backend", choices=BACKENDS,
-                     default=os.environ.get("FTJOB_E2E_BACKEND", "emulated"),
-                     help="where e2e scenarios run (default: emulated)")
+                     default=os.environ.get("FTJOB_E2E_BACKEND", "local"),
+                     help="where e2e scenarios run (default: local)")
 
 
 def pytest_generate_tests(metafunc):
@@ -46,11 +46,11 @@ def _work_dir(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def backend(request):
-    from .backends import ClusterBackend, EmulatedBackend, wait_ready
+    from .backends import ClusterBackend, LocalBackend, wait_ready
 
-    if request.param == "emulated":
+    if request.param == "local":
         _require_docker()
-        chosen = EmulatedBackend(_work_dir("emulated"))
+        chosen = LocalBackend(_work_dir("local"))
     else:
         chosen = ClusterBackend()
     try:
@@ -58,33 +58,3 @@ def backend(request):
         yield chosen
     finally:
         chosen.close()
-
-
-@pytest.fixture
-def emulated_api():
-    """(CoreV1Api, runner factory) on a fresh emulator; the runners stop at teardown."""
-    _require_docker()
-    from kubeemu import Emulator
-    from kubernetes import client, config
-
-    from .podrunner.runner import PodRunner
-
-    runners: list[PodRunner] = []
-    with Emulator() as emu:
-        work = _work_dir("runner")
-        api_client = config.new_client_from_config(
-            config_file=str(emu.write_kubeconfig(work / "kubeconfig")))
-        core = client.CoreV1Api(api_client)
-
-        def make() -> PodRunner:
-            runner = PodRunner(core, work / f"r{len(runners)}", namespace="default")
-            runner.start()
-            runners.append(runner)
-            return runner
-
-        try:
-            yield core, make
-        finally:
-            for runner in runners:
-                runner.stop()
-            api_client.close()

@@ -12,6 +12,12 @@ SHARED_CLAIM = "e2e-shared"
 INPUTS = "/output/inputs"  # the job's folder on the shared claim is its /output
 
 
+# What Pod Security `restricted` demands of every pod (the e2e namespaces enforce it).
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def shared_claim() -> dict[str, Any]:
     """One claim for every job: each job mounts its own sub-folder (`existingClaim`)."""
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -30,9 +36,10 @@ def seed_objects(name: str, image: str, jobs: list[str]) -> list[dict[str, Any]]
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
-            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+            "securityContext": {**RESTRICTED_POD, "fsGroup": 1000},
             "containers": [{
                 "name": "seed", "image": image, "imagePullPolicy": "IfNotPresent",
+                "securityContext": RESTRICTED_CONTAINER,
                 "command": ["python", "/seed/seed.py", "/claim", *jobs],
                 "env": [{"name": "HF_HUB_OFFLINE", "value": "1"},
                         {"name": "HF_HOME", "value": "/tmp/hf"}],
@@ -53,9 +60,10 @@ def probe_pod(name: str, image: str, job: str, script: str) -> dict[str, Any]:
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
-            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+            "securityContext": RESTRICTED_POD,
             "containers": [{
                 "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
+                "securityContext": RESTRICTED_CONTAINER,
                 "workingDir": f"/claim/{job}",
                 "command": ["sh", "-c", f"({script}) > /dev/termination-log 2>&1"],
                 "volumeMounts": [{"name": "claim", "mountPath": "/claim", "readOnly": True}],

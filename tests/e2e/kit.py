@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from . import jobs
-from .waiting import wait_for
+from tests.polling import wait_for
 
 
 def job_status(backend, name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The pod runner against Docker and the API emulator, with small shell pods.
+"""The pod runner against Docker and the real API server, with small shell pods.
 
 Checks the kubelet duties the scenarios rely on, each in seconds: env and ConfigMap
 files reach the container, the claim is one folder shared by pods, exit code and
@@ -13,12 +13,12 @@ import json
 import pytest
 
 from .podrunner.docker import Docker
-from .waiting import wait_for
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 
 BASE_IMAGE = "local/ftjob-base:bookworm"
-NS = "default"
+NS = "podrunner-tests"
 
 
 def shell_pod(name: str, script: str, grace: int | None = None, **spec) -> dict:
@@ -64,19 +64,34 @@ def terminated(core, name: str) -> dict | None:
 
 
 @pytest.fixture
-def cluster(emulated_api):
-    core, runner_factory = emulated_api
-    runner = runner_factory()
+def cluster(backend):
+    """(CoreV1Api, the runner) of the local backend, in a namespace of its own."""
+    if backend.name != "local":
+        pytest.skip("the pod runner is the local backend's node; other clusters have kubelets")
+    from kubernetes import client
+
+    from tests.controlplane.install import create_namespace
+
+    core = client.CoreV1Api(backend.api_client)
+    create_namespace(backend.plane, NS, restricted=False)
     core.create_namespaced_config_map(NS, {"metadata": {"name": "cfg"},
                                            "data": {"file.txt": "from the config map"}},
                                       _preload_content=False)
-    yield core, runner
-    for pod in ("writer", "reader", "stubborn", "polite"):
-        try:
-            core.delete_namespaced_pod(pod, NS, _preload_content=False)
-        except Exception:  # noqa: BLE001
-            pass
-    core.delete_namespaced_config_map("cfg", NS, _preload_content=False)
+    core.create_namespaced_persistent_volume_claim(NS, {
+        "metadata": {"name": "shared"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }, _preload_content=False)
+    yield core, backend.runner
+    core.delete_namespace(NS, _preload_content=False)
+    wait_for(lambda: read_namespace_gone(core), 60, f"namespace {NS} to be deleted")
+
+
+def read_namespace_gone(core) -> bool:
+    try:
+        core.read_namespace(NS, _preload_content=False)
+    except Exception as exc:  # noqa: BLE001
+        return getattr(exc, "status", None) == 404
+    return False
 
 
 def test_files_env_claim_exit_code_and_message(cluster):
@@ -122,7 +137,7 @@ def test_delete_is_sigterm_then_grace_then_sigkill(cluster):
     wait_for(lambda: (claim / "stubborn-term").exists(), 10, "SIGTERM to reach the stubborn pod")
     state = docker.state(containers["stubborn"])
     assert state is not None and state["Running"], "killed without waiting for the grace period"
-    # Like the API server, the emulated one keeps the pod while its container stops.
+    # The API server keeps the pod (deletionTimestamp set) while its container stops.
     assert (read_pod(core, "stubborn") or {}).get("metadata", {}).get("deletionTimestamp")
     wait_for(lambda: docker.state(containers["stubborn"]) is None, 30,
              "the stubborn container to be killed after its 3s grace")

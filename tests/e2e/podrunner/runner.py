@@ -1,9 +1,14 @@
-"""The loop: Pods in the API -> containers in Docker -> Pod status back in the API.
+"""The loop: Pods bound to our Node -> containers in Docker -> Pod status back in the API.
 
-Each step lists the Pods (a list every half second is simpler and sturdier than a watch
-against the emulator), starts containers for new ones, stops containers of deleted ones
-(SIGTERM, the grace period, then SIGKILL, as the kubelet does) and writes each change of
-a container's state into the Pod's status.
+The runner plays the kubelet of one Node (registered and kept Ready by
+`tests.controlplane.nodes.NodeHeartbeat`): the real scheduler binds pods to that node, and
+each step lists the pods bound to it (a list every half second is simpler and sturdier than
+a watch), starts containers for new ones, stops containers of deleted ones (SIGTERM, the
+grace period, then SIGKILL, as the kubelet does), writes each change of a container's state
+into the Pod's status, and finishes a graceful deletion (delete with grace 0) once the
+container is gone. Like the kubelet, it mounts the pod's projected ServiceAccount token
+(from the TokenRequest API, bound to the pod) and the cluster CA at the standard in-cluster
+path, and sets KUBERNETES_SERVICE_HOST/PORT to the API server.
 """
 
 from __future__ import annotations
@@ -27,12 +32,6 @@ from .docker import Docker, DockerError
 
 log = logging.getLogger("podrunner")
 
-KUBECONFIG_IN_POD = "/etc/ftjob-e2e/kubeconfig"
-# The emulator removes a deleted Pod at once; a real API server keeps it (with a
-# deletionTimestamp) until the kubelet has stopped its containers and reported how they
-# ended. This finalizer gives the emulated pods that life: the runner adds it before
-# starting the container and removes it once the container is gone.
-KUBELET_FINALIZER = "e2e.ftjob.dev/kubelet"
 LABEL_RUNNER = "ftjob-e2e.runner"
 LABEL_POD = "ftjob-e2e.pod"
 MERGE_PATCH = "application/merge-patch+json"
@@ -69,20 +68,18 @@ class Tracked:
 
 
 class PodRunner:
-    """Runs the Pods of `namespace` (None: all namespaces) as Docker containers.
+    """Runs the Pods bound to Node `node` as Docker containers.
 
-    `core` is a kubernetes `CoreV1Api`. `pod_kubeconfig`, when given, is mounted into every
-    container with KUBECONFIG pointing at it, so processes in the pods reach the API the
-    way in-cluster clients would.
+    `core` is a kubernetes `CoreV1Api` with the kubelet's rights (here: admin).
+    `api_server` is the (host, port) processes in the pods reach the API server at.
     """
 
-    def __init__(self, core: Any, work_dir: Path, namespace: str | None = None,
-                 pod_kubeconfig: Path | None = None, docker: Docker | None = None,
-                 poll_seconds: float = 0.5) -> None:
+    def __init__(self, core: Any, work_dir: Path, node: str, api_server: tuple[str, int],
+                 docker: Docker | None = None, poll_seconds: float = 0.5) -> None:
         self.core = core
         self.work_dir = Path(work_dir)
-        self.namespace = namespace
-        self.pod_kubeconfig = pod_kubeconfig
+        self.node = node
+        self.api_server = api_server
         self.docker = docker or Docker()
         self.poll_seconds = poll_seconds
         self.runner_id = uuid.uuid4().hex[:8]
@@ -119,8 +116,18 @@ class PodRunner:
         self._log_handler.close()
 
     def claim_dir(self, namespace: str, claim: str) -> Path:
-        """The host folder that backs a PersistentVolumeClaim, shared by all its pods."""
-        return self.work_dir / "claims" / namespace / claim
+        """The host folder that backs a bound PersistentVolumeClaim (its hostPath volume)."""
+        pvc = json.loads(self.core.read_namespaced_persistent_volume_claim(
+            claim, namespace, _preload_content=False).data)
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        if not volume or (pvc.get("status") or {}).get("phase") != "Bound":
+            raise translate.UnsupportedPod(f"claim {namespace}/{claim} is not bound")
+        pv = json.loads(self.core.read_persistent_volume(volume, _preload_content=False).data)
+        host_path = (pv.get("spec") or {}).get("hostPath") or {}
+        if not host_path.get("path"):
+            raise translate.UnsupportedPod(f"volume {volume} of claim {namespace}/{claim} "
+                                           "is not a hostPath volume")
+        return Path(host_path["path"])
 
     def container_name(self, namespace: str, pod: str) -> str:
         """The Docker name of a pod's container (and of its saved log, `<name>.log`)."""
@@ -181,10 +188,8 @@ class PodRunner:
     # ------------------------------------------------------------------ API side
 
     def _list_pods(self) -> list[dict[str, Any]]:
-        if self.namespace:
-            resp = self.core.list_namespaced_pod(self.namespace, _preload_content=False)
-        else:
-            resp = self.core.list_pod_for_all_namespaces(_preload_content=False)
+        resp = self.core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={self.node}", _preload_content=False)
         return json.loads(resp.data).get("items") or []
 
     def _patch_status(self, tracked: Tracked, body: dict[str, Any]) -> None:
@@ -278,7 +283,6 @@ class PodRunner:
             return
         log.info("pod %s: starting container %s at %s", tracked.key, tracked.container,
                  tracked.address)
-        self._set_finalizer(tracked, pod, present=True)
         try:
             self.docker.run(args)
         except DockerError as exc:
@@ -296,10 +300,11 @@ class PodRunner:
         env = translate.resolve_env(
             pod, tracked.address,
             lambda kind, name, key: self._read_key(tracked.namespace, kind, name, key))
-        extra_mounts: list[tuple[Path, str]] = []
-        if self.pod_kubeconfig is not None:
-            env.append(("KUBECONFIG", KUBECONFIG_IN_POD))
-            extra_mounts.append((self.pod_kubeconfig, KUBECONFIG_IN_POD))
+        # What the kubelet gives every container: where the `kubernetes` Service is. Its
+        # ClusterIP is not routable here, so it points at the API server itself.
+        host, port = self.api_server
+        env += [("KUBERNETES_SERVICE_HOST", host), ("KUBERNETES_SERVICE_PORT", str(port)),
+                ("KUBERNETES_PORT", f"tcp://{host}:{port}")]
         volumes = self._volumes(tracked, pod)
         for mount in translate.the_container(pod).get("volumeMounts") or []:
             host = volumes.get(mount["name"])
@@ -317,7 +322,6 @@ class PodRunner:
             hosts=self._hosts(tracked, pod),
             termination_file=termination,
             labels={LABEL_RUNNER: self.runner_id, LABEL_POD: tracked.key},
-            extra_mounts=extra_mounts,
         )
 
     def _hosts(self, tracked: Tracked, pod: dict[str, Any]) -> dict[str, str]:
@@ -338,8 +342,9 @@ class PodRunner:
             if "persistentVolumeClaim" in volume:
                 path = self.claim_dir(tracked.namespace, volume["persistentVolumeClaim"]["claimName"])
                 path.mkdir(parents=True, exist_ok=True)
-                path.chmod(0o777)  # a fresh volume is writable by the pod's non-root user
                 out[name] = translate.HostVolume(path=path)
+            elif "projected" in volume:
+                out[name] = translate.HostVolume(path=self._projected(tracked, pod, volume))
             elif "configMap" in volume or "secret" in volume:
                 kind = "configMap" if "configMap" in volume else "secret"
                 ref = volume[kind]
@@ -373,6 +378,62 @@ class PodRunner:
                 kinds = sorted(k for k in volume if k != "name")
                 raise translate.UnsupportedPod(f"{where}: type {kinds} is not supported")
         return out
+
+    def _projected(self, tracked: Tracked, pod: dict[str, Any], volume: dict[str, Any]) -> Path:
+        """Write a projected volume: ServiceAccount token, ConfigMap keys, downward API."""
+        where = f"pod {tracked.key}: volume {volume['name']}"
+        path = tracked.work / "volumes" / volume["name"]
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        files: dict[str, str] = {}
+        for source in volume["projected"].get("sources") or []:
+            if "serviceAccountToken" in source:
+                files[source["serviceAccountToken"]["path"]] = self._token(
+                    pod, source["serviceAccountToken"])
+            elif "configMap" in source:
+                ref = source["configMap"]
+                data = self._read_data(tracked.namespace, "configMap", ref["name"]) or {}
+                for item in ref.get("items") or [{"key": k, "path": k} for k in data]:
+                    if item["key"] not in data:
+                        if ref.get("optional"):
+                            continue
+                        raise translate.UnsupportedPod(f"{where}: configMap {ref['name']!r} "
+                                                       f"has no key {item['key']!r} (yet)")
+                    files[item["path"]] = data[item["key"]]
+            elif "downwardAPI" in source:
+                for item in source["downwardAPI"].get("items") or []:
+                    field_path = (item.get("fieldRef") or {}).get("fieldPath")
+                    value = translate.pod_field(pod, field_path, tracked.address)
+                    if value is None:
+                        raise translate.UnsupportedPod(f"{where}: downwardAPI {field_path} "
+                                                       "is not supported")
+                    files[item["path"]] = value
+            else:
+                raise translate.UnsupportedPod(f"{where}: projected source {sorted(source)} "
+                                               "is not supported")
+        for relative, text in files.items():
+            target = path / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            target.chmod(0o644)  # the kubelet's default mode is 0644 (fsGroup aside)
+        return path
+
+    def _token(self, pod: dict[str, Any], projection: dict[str, Any]) -> str:
+        """A ServiceAccount token bound to the pod, from the TokenRequest API."""
+        meta = pod["metadata"]
+        spec: dict[str, Any] = {
+            "expirationSeconds": int(projection.get("expirationSeconds") or 3607),
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
+                               "uid": meta["uid"]},
+        }
+        if projection.get("audience"):
+            spec["audiences"] = [projection["audience"]]
+        account = pod["spec"].get("serviceAccountName") or "default"
+        done = self.core.create_namespaced_service_account_token(
+            account, meta["namespace"], {"apiVersion": "authentication.k8s.io/v1",
+                                         "kind": "TokenRequest", "spec": spec},
+            _preload_content=False)
+        return json.loads(done.data)["status"]["token"]
 
     # ------------------------------------------------------------------ observe / stop
 
@@ -430,28 +491,16 @@ class PodRunner:
             tracked.reported = "removed"
             del self._tracked[tracked.key]
 
-    def _set_finalizer(self, tracked: Tracked, pod: dict[str, Any], present: bool) -> None:
-        finalizers = [f for f in pod["metadata"].get("finalizers") or [] if f != KUBELET_FINALIZER]
-        if present:
-            finalizers.append(KUBELET_FINALIZER)
-        elif finalizers == (pod["metadata"].get("finalizers") or []):
-            return
-        try:
-            # JSON merge patch replaces the whole list; the test-and-set of a real client
-            # is not needed here because nothing else edits a pod's finalizers.
-            self.core.patch_namespaced_pod(tracked.name, tracked.namespace,
-                                           {"metadata": {"finalizers": finalizers or None}},
-                                           _content_type=MERGE_PATCH, _preload_content=False)
-            pod["metadata"]["finalizers"] = finalizers
-        except Exception as exc:  # noqa: BLE001
-            if getattr(exc, "status", None) != 404:
-                raise
-            tracked.gone = True
-
     def _delete_now(self, tracked: Tracked) -> None:
-        """Finish a graceful deletion: the container is gone, the object may go too."""
-        self._set_finalizer(tracked, tracked.pod, present=False)
+        """Finish a graceful deletion: the container is gone, so the object may go too."""
         tracked.gone = True
+        try:
+            self.core.delete_namespaced_pod(
+                tracked.name, tracked.namespace, grace_period_seconds=0,
+                body={"preconditions": {"uid": tracked.uid}}, _preload_content=False)
+        except Exception as exc:  # noqa: BLE001
+            if getattr(exc, "status", None) not in (404, 409):
+                raise
 
     def _save_logs(self, container: str) -> None:
         self.logs_dir().mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,6 @@ class RunInputs:
     hosts: dict[str, str]  # /etc/hosts entries, name -> address
     termination_file: Path
     labels: dict[str, str] = field(default_factory=dict)
-    extra_mounts: list[tuple[Path, str]] = field(default_factory=list)  # read-only (src, dst)
 
 
 # Used for /dev/shm when an in-memory emptyDir gives no sizeLimit (kubelet: half of RAM).
@@ -93,6 +92,21 @@ def grace_period_seconds(pod: dict[str, Any]) -> float:
     return 30.0 if value is None else float(value)
 
 
+def pod_field(pod: dict[str, Any], path: str | None, pod_ip: str) -> str | None:
+    """A downward-API `fieldRef` value of the pod, or None when the runner does not know it."""
+    meta, spec = pod["metadata"], pod["spec"]
+    fields = {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta.get("namespace", "default"),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+        "status.podIP": pod_ip,
+        "status.hostIP": "127.0.0.1",
+    }
+    return fields.get(path or "")
+
+
 def resolve_env(pod: dict[str, Any], pod_ip: str,
                 lookup: Callable[[str, str, str], str | None]) -> list[tuple[str, str]]:
     """The container's env with every `valueFrom` resolved.
@@ -101,16 +115,6 @@ def resolve_env(pod: dict[str, Any], pod_ip: str,
     and answers None when it is missing; a missing non-optional key fails like the kubelet
     (CreateContainerConfigError), with the variable named.
     """
-    meta, spec = pod["metadata"], pod["spec"]
-    fields = {
-        "metadata.name": meta["name"],
-        "metadata.namespace": meta.get("namespace", "default"),
-        "metadata.uid": meta.get("uid", ""),
-        "spec.nodeName": spec.get("nodeName", "emulated-node"),
-        "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
-        "status.podIP": pod_ip,
-        "status.hostIP": "127.0.0.1",
-    }
     out: list[tuple[str, str]] = []
     for var in the_container(pod).get("env") or []:
         name = var["name"]
@@ -121,9 +125,10 @@ def resolve_env(pod: dict[str, Any], pod_ip: str,
         where = f"pod {pod_key(pod)}: env {name}"
         if "fieldRef" in source:
             path = source["fieldRef"]["fieldPath"]
-            if path not in fields:
+            value = pod_field(pod, path, pod_ip)
+            if value is None:
                 raise UnsupportedPod(f"{where}: fieldRef {path} is not supported")
-            out.append((name, fields[path]))
+            out.append((name, value))
             continue
         for kind in ("configMapKeyRef", "secretKeyRef"):
             if kind in source:
@@ -185,6 +190,8 @@ def _security_args(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
         args.append(f"--cap-add={cap}")
     if sc.get("allowPrivilegeEscalation") is False:
         args += ["--security-opt", "no-new-privileges"]
+    if sc.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
     return args
 
 
@@ -217,8 +224,6 @@ def docker_run_args(pod: dict[str, Any], inputs: RunInputs) -> list[str]:
     args += _mount_args(pod, container, inputs.volumes)
     args += ["--mount", f"type=bind,source={inputs.termination_file},"
                         f"target={termination_message_path(container)}"]
-    for source, target in inputs.extra_mounts:
-        args += ["--mount", f"type=bind,source={source},target={target},readonly"]
     args += _security_args(pod, container)
     args += _resource_args(container)
     if container.get("workingDir"):

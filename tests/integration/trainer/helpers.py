@@ -16,19 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.polling import wait_for
+
 PYTHON = sys.executable
 
 
 def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Call `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(check, timeout, what, interval)
 
 
 @dataclass
