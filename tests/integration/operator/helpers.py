@@ -1,15 +1,28 @@
-"""Helpers for the operator integration tests: a job manifest, API shortcuts, polling."""
+"""Helpers for the operator integration tests: a job manifest, and the few verbs the tests
+use (create a job, read its status, children and events, play the kubelet, bring an attempt
+up) on the real control plane (`Real`, every test that can) and on the API emulator
+(`Emulated`, only the tests that inject API faults). The module-level functions take either.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+import threading
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, Protocol
 
 from ftjob_operator import api, naming
-from tests.kubeemu import Emulator
 
-NS = "team-a"
+from tests.polling import wait_for
+
+NAME = "demo"
+# Deadlines, not speeds: generous, since the control plane, the operator and the tests share
+# two cores with whatever else runs on the machine.
+TIMEOUT = 90.0
+MANAGED = f"{naming.LABEL_MANAGED_BY}={naming.MANAGER}"
+EMULATED_NS = "team-a"
 
 BASE_SPEC: dict[str, Any] = {
     "task": "sequence-classification",
@@ -22,111 +35,308 @@ BASE_SPEC: dict[str, Any] = {
 }
 
 
-def manifest(name: str = "demo", **overrides: Any) -> dict[str, Any]:
+def manifest(name: str = NAME, **overrides: Any) -> dict[str, Any]:
+    """A FineTuneJob; the backend puts it into its namespace."""
     spec = copy.deepcopy(BASE_SPEC)
-    for key, value in overrides.items():
-        spec[key] = value
-    return {"apiVersion": api.API_VERSION, "kind": api.KIND,
-            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+    spec.update(overrides)
+    return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name},
+            "spec": spec}
 
 
-def job_type(kube: Emulator):
-    return kube.store.type_of(api.GROUP, api.PLURAL)
+class Kubelet(Protocol):
+    def run(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def terminate(self, namespace: str, name: str, exit_code: int, reason: str | None = None,
+                  message: str | None = None) -> dict[str, Any]: ...
+    def disrupt(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def evict(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def remove(self, namespace: str, name: str) -> None: ...
 
 
-def create_job(kube: Emulator, body: dict[str, Any]) -> dict[str, Any]:
-    return kube.store.create(job_type(kube), NS, body)
+class Backend(Protocol):
+    ns: str
+    kubelet: Kubelet
+
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def get_job(self, name: str = NAME) -> dict[str, Any] | None: ...
+    def patch_spec(self, patch: dict[str, Any], name: str = NAME) -> dict[str, Any]: ...
+    def delete_job(self, name: str = NAME) -> None: ...
+    def list(self, plural: str, group: str = "", selector: str | None = None
+             ) -> list[dict[str, Any]]: ...
 
 
-def get_job(kube: Emulator, name: str = "demo") -> dict[str, Any] | None:
-    try:
-        return kube.store.get(job_type(kube), NS, name)
-    except Exception:
-        return None
+# --------------------------------------------------------------------------- backends
 
 
-def status(kube: Emulator, name: str = "demo") -> dict[str, Any]:
-    return (get_job(kube, name) or {}).get("status") or {}
+class Real:
+    """The session's control plane, in the test's namespace (the `cluster` fixture). Reads and
+    writes as admin; the operator under test runs as the chart's ServiceAccount."""
+
+    def __init__(self, cluster: Any):
+        self.cluster = cluster
+        self.ns: str = cluster.ns
+        self.kubelet = cluster.kubelet
+        self.api_client = cluster.session.api_client
+        self.custom = cluster.custom
+
+    def _args(self) -> tuple[str, str, str, str]:
+        return api.GROUP, api.VERSION, self.ns, api.PLURAL
+
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = copy.deepcopy(body)
+        body["metadata"]["namespace"] = self.ns
+        return self.custom.create_namespaced_custom_object(*self._args(), body)
+
+    def get_job(self, name: str = NAME) -> dict[str, Any] | None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(*self._args(), name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_spec(self, patch: dict[str, Any], name: str = NAME) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(
+            *self._args(), name, {"spec": patch}, _content_type="application/merge-patch+json")
+
+    def delete_job(self, name: str = NAME) -> None:
+        self.custom.delete_namespaced_custom_object(*self._args(), name)
+
+    def list(self, plural: str, group: str = "", selector: str | None = None
+             ) -> list[dict[str, Any]]:
+        from kubernetes import client
+
+        core, rbac = client.CoreV1Api(self.api_client), client.RbacAuthorizationV1Api(
+            self.api_client)
+        listing = {("", "pods"): core.list_namespaced_pod,
+                   ("", "services"): core.list_namespaced_service,
+                   ("", "configmaps"): core.list_namespaced_config_map,
+                   ("", "serviceaccounts"): core.list_namespaced_service_account,
+                   ("", "persistentvolumeclaims"): core.list_namespaced_persistent_volume_claim,
+                   ("", "events"): core.list_namespaced_event,
+                   ("rbac.authorization.k8s.io", "roles"): rbac.list_namespaced_role,
+                   ("rbac.authorization.k8s.io", "rolebindings"):
+                       rbac.list_namespaced_role_binding}[(group, plural)]
+        kwargs = {"label_selector": selector} if selector else {}
+        response = listing(self.ns, _preload_content=False, _request_timeout=30, **kwargs)
+        return json.loads(response.data).get("items") or []
 
 
-def phase_is(kube: Emulator, phase: str, name: str = "demo"):
-    return lambda: status(kube, name) if status(kube, name).get("phase") == phase else None
+class Emulated:
+    """The in-process API emulator (the `kube` fixture), namespace `team-a`."""
+
+    def __init__(self, kube: Any):
+        self.kube = kube
+        self.ns = EMULATED_NS
+        self.kubelet = kube.kubelet
+        self.store = kube.store
+        self.jobs = kube.store.type_of(api.GROUP, api.PLURAL)
+
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = copy.deepcopy(body)
+        body["metadata"]["namespace"] = self.ns
+        return self.store.create(self.jobs, self.ns, body)
+
+    def get_job(self, name: str = NAME) -> dict[str, Any] | None:
+        from tests.kubeemu import ApiError
+
+        try:
+            return self.store.get(self.jobs, self.ns, name)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_spec(self, patch: dict[str, Any], name: str = NAME) -> dict[str, Any]:
+        return self.store.patch(self.jobs, self.ns, name, {"spec": patch},
+                                "application/merge-patch+json")
+
+    def delete_job(self, name: str = NAME) -> None:
+        self.store.delete(self.jobs, self.ns, name)
+
+    def list(self, plural: str, group: str = "", selector: str | None = None
+             ) -> list[dict[str, Any]]:
+        return self.store.list(self.store.type_of(group, plural), self.ns, selector)[0]
 
 
-def pods(kube: Emulator, name: str = "demo", attempt: int | None = None) -> list[dict[str, Any]]:
-    selector = f"{naming.LABEL_JOB}={name}"
-    if attempt is not None:
-        selector += f",{naming.LABEL_ATTEMPT}={attempt}"
-    return kube.kubelet.pods(NS, selector)
+# --------------------------------------------------------------------------- reading
 
 
-def pod_names(kube: Emulator, name: str = "demo") -> list[str]:
-    return sorted(p["metadata"]["name"] for p in pods(kube, name))
+def get_job(h: Backend, name: str = NAME) -> dict[str, Any] | None:
+    return h.get_job(name)
 
 
-def run_all(kube: Emulator, name: str = "demo", attempt: int | None = None) -> None:
-    for pod in pods(kube, name, attempt):
-        kube.kubelet.run(NS, pod["metadata"]["name"])
+def status(h: Backend, name: str = NAME) -> dict[str, Any]:
+    return (h.get_job(name) or {}).get("status") or {}
 
 
-def bring_up(kube: Emulator, attempt: int = 1) -> None:
-    """Play the kubelet for one attempt: wait for its 2 pods, run them, wait for Running."""
-    from tests.conftest import wait_for
-
-    wait_for(lambda: len(pods(kube, attempt=attempt)) == 2, what=f"attempt {attempt} pods")
-    run_all(kube, attempt=attempt)
-    wait_for(lambda: status(kube).get("phase") == "Running"
-             and status(kube).get("attempt") == attempt, what=f"attempt {attempt} running")
-
-
-def objects(kube: Emulator, plural: str, group: str = "") -> list[dict[str, Any]]:
-    return kube.store.list(kube.store.type_of(group, plural), NS)[0]
-
-
-def events(kube: Emulator, name: str = "demo") -> list[dict[str, Any]]:
-    return [e for e in objects(kube, "events")
-            if (e.get("involvedObject") or {}).get("name") == name]
-
-
-def summary(**fields: Any) -> str:
-    return json.dumps(fields)
-
-
-def patch_spec(kube: Emulator, patch: dict[str, Any], name: str = "demo") -> dict[str, Any]:
-    return kube.store.patch(job_type(kube), NS, name, {"spec": patch},
-                            "application/merge-patch+json")
-
-
-def delete_job(kube: Emulator, name: str = "demo") -> None:
-    kube.store.delete(job_type(kube), NS, name)
-
-
-class PodCreations:
-    """Counts every pod ever created, by name (a duplicate shows up as a count of 2)."""
-
-    def __init__(self, kube: Emulator):
-        self.names: list[str] = []
-        kube.store.hooks.append(self._hook)
-
-    def _hook(self, etype, rtype, obj) -> None:
-        if etype == "ADDED" and rtype.key == "pods":
-            self.names.append(obj["metadata"]["name"])
-
-    def duplicates(self) -> list[str]:
-        return sorted({n for n in self.names if self.names.count(n) > 1})
+def phase_is(h: Backend, phase: str, name: str = NAME):
+    """A probe for wait_for: the status once its phase is `phase`."""
+    return lambda: (st := status(h, name)).get("phase") == phase and st
 
 
 def condition(st: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in st.get("conditions") or [] if c["type"] == type_), None)
 
 
-def event_reasons(kube: Emulator, name: str = "demo") -> list[str]:
-    return [e["reason"] for e in events(kube, name)]
+def pods(h: Backend, name: str = NAME, attempt: int | None = None) -> list[dict[str, Any]]:
+    selector = f"{naming.LABEL_JOB}={name}"
+    if attempt is not None:
+        selector += f",{naming.LABEL_ATTEMPT}={attempt}"
+    return h.list("pods", selector=selector)
 
 
-def wait_event(kube: Emulator, reason: str, name: str = "demo") -> list[str]:
+def pod_names(h: Backend, name: str = NAME) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in pods(h, name))
+
+
+def objects(h: Backend, plural: str, group: str = "") -> list[dict[str, Any]]:
+    """The operator's objects of one kind in the namespace (not what the cluster itself puts
+    into every namespace: the `default` ServiceAccount, the `kube-root-ca.crt` ConfigMap)."""
+    return h.list(plural, group, MANAGED)
+
+
+def events(h: Backend, name: str = NAME) -> list[dict[str, Any]]:
+    return [e for e in h.list("events")
+            if (e.get("involvedObject") or {}).get("kind") == api.KIND
+            and (e.get("involvedObject") or {}).get("name") == name]
+
+
+def event_reasons(h: Backend, name: str = NAME) -> list[str]:
+    return [e["reason"] for e in events(h, name)]
+
+
+def wait_event(h: Backend, reason: str, name: str = NAME) -> list[str]:
     """Events are posted in the background: poll until one with `reason` lands."""
-    from tests.conftest import wait_for
+    return wait_for(lambda: (r := event_reasons(h, name)) and reason in r and r, TIMEOUT,
+                    what=f"a {reason} event", describe=lambda: str(event_reasons(h, name)))
 
-    return wait_for(lambda: (r := event_reasons(kube, name)) and reason in r and r,
-                    what=f"a {reason} event")
+
+def describe(h: Backend, name: str = NAME) -> str:
+    """What a failing wait shows: the job's status and its pods' phases."""
+    return json.dumps({"status": status(h, name),
+                       "pods": {p["metadata"]["name"]: [
+                           (p.get("status") or {}).get("phase"),
+                           bool(p["metadata"].get("deletionTimestamp")),
+                           p["spec"].get("nodeName")] for p in pods(h, name)}}, indent=1)
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------- acting
+
+
+def summary(**fields: Any) -> str:
+    """The trainer's one-line termination message."""
+    return json.dumps(fields)
+
+
+def run_all(h: Backend, name: str = NAME, attempt: int | None = None) -> None:
+    for pod in pods(h, name, attempt):
+        h.kubelet.run(h.ns, pod["metadata"]["name"])
+
+
+def bring_up(h: Backend, attempt: int = 1, name: str = NAME, nodes: int = 2,
+             timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Play the kubelet for one attempt: wait for its pods, run them, wait for the job to be
+    Running in that attempt; returns that status."""
+    wait_for(lambda: len(pods(h, name, attempt)) == nodes, timeout,
+             what=f"attempt {attempt}: {nodes} pods", describe=lambda: describe(h, name))
+    run_all(h, name, attempt)
+    return wait_for(lambda: (st := status(h, name)).get("phase") == "Running"
+                    and st.get("attempt") == attempt and st, timeout,
+                    what=f"attempt {attempt} Running", describe=lambda: describe(h, name))
+
+
+def succeed(h: Backend, attempt: int, name: str = NAME, **fields: Any) -> None:
+    """Rank 1 exits 0, then rank 0 with the trainer's success summary."""
+    h.kubelet.terminate(h.ns, naming.pod(name, attempt, 1), 0)
+    h.kubelet.terminate(h.ns, naming.pod(name, attempt, 0), 0, message=summary(
+        status="succeeded", **({"globalStep": 5, "metrics": {}} | fields)))
+
+
+# --------------------------------------------------------------------------- pod creations
+
+
+class PodCreations:
+    """Every pod created in the namespace, by name, from a watch (the emulator: a store hook).
+    A name created twice shows up twice; `created_at` / `deleted_at` are monotonic times of
+    the first sighting."""
+
+    def __init__(self, h: Backend):
+        import time
+
+        self._clock = time.monotonic
+        self._uids: dict[str, list[str]] = defaultdict(list)
+        self.created_at: dict[str, float] = {}
+        self.deleted_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if isinstance(h, Emulated):
+            h.store.hooks.append(self._hook)
+            self._thread = None
+        else:
+            self._start_watch(h)
+
+    @property
+    def names(self) -> list[str]:
+        with self._lock:
+            return [n for n, uids in self._uids.items() for _ in uids]
+
+    def duplicates(self) -> list[str]:
+        with self._lock:
+            return sorted(n for n, uids in self._uids.items() if len(uids) > 1)
+
+    def _seen(self, etype: str, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        with self._lock:
+            if etype == "DELETED":
+                self.deleted_at.setdefault(meta["name"], self._clock())
+            elif meta["uid"] not in self._uids[meta["name"]]:
+                self._uids[meta["name"]].append(meta["uid"])
+                self.created_at.setdefault(meta["name"], self._clock())
+
+    def _hook(self, etype: str, rtype: Any, obj: dict[str, Any]) -> None:
+        if rtype.key == "pods" and obj["metadata"].get("namespace") == EMULATED_NS:
+            self._seen(etype, obj)
+
+    def _start_watch(self, h: Real) -> None:
+        from kubernetes import client
+
+        core = client.CoreV1Api(h.api_client)
+        listed = json.loads(core.list_namespaced_pod(h.ns, _preload_content=False).data)
+        for pod in listed.get("items") or []:
+            self._seen("ADDED", pod)
+        version = listed["metadata"]["resourceVersion"]
+
+        def loop(version: str = version) -> None:
+            from kubernetes import watch
+
+            while not self._stop.is_set():
+                stream = watch.Watch()
+                try:
+                    for event in stream.stream(core.list_namespaced_pod, h.ns,
+                                               resource_version=version, timeout_seconds=5,
+                                               allow_watch_bookmarks=True,
+                                               _preload_content=False):
+                        obj = event["raw_object"]
+                        version = obj["metadata"]["resourceVersion"]
+                        if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                            self._seen(event["type"], obj)
+                        if self._stop.is_set():
+                            break
+                except Exception:  # noqa: BLE001 - the next pass resumes from `version`
+                    self._stop.wait(0.2)
+                finally:
+                    stream.stop()
+
+        self._thread = threading.Thread(target=loop, name="pod-creations", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,69 +1,92 @@
-"""Suspend/resume, spec edits, deletion and reclaim policy, TTL."""
+"""Suspend/resume, spec edits, deletion and reclaim policy, TTL, on the real control plane."""
 
 from __future__ import annotations
 
 import pytest
-
 from ftjob_operator import naming
-from tests.conftest import wait_for
-from tests.integration.operator.helpers import (NS, bring_up, wait_event, condition, create_job, delete_job,
-                                                get_job, manifest, objects, patch_spec,
-                                                phase_is, pods, run_all, status, summary)
+
+from tests.integration.operator.helpers import (TIMEOUT, Real, bring_up, condition, describe,
+                                                get_job, manifest, objects, phase_is, pods,
+                                                run_all, status, summary, wait_event)
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.cluster
 
 
-def test_suspend_then_resume_starts_a_new_attempt(kube, run_operator):
+@pytest.fixture
+def h(cluster) -> Real:
+    return Real(cluster)
+
+
+def test_suspend_then_resume_starts_a_new_attempt(h, run_operator):
     with run_operator():
-        create_job(kube, manifest())
-        bring_up(kube)
-        patch_spec(kube, {"suspend": True})
-        wait_for(phase_is(kube, "Suspended"), what="Suspended")
-        wait_for(lambda: not pods(kube), what="pods deleted")
-        patch_spec(kube, {"suspend": False})
-        bring_up(kube, attempt=2)
-        st = status(kube)
+        h.create_job(manifest())
+        bring_up(h)
+        h.patch_spec({"suspend": True})
+        wait_for(phase_is(h, "Suspended"), TIMEOUT, what="Suspended")
+        wait_for(lambda: not pods(h), TIMEOUT, what="pods deleted", describe=lambda: describe(h))
+        h.patch_spec({"suspend": False})
+        st = bring_up(h, attempt=2)
         assert st.get("restarts", 0) == 0 and st.get("preemptions", 0) == 0
-        wait_event(kube, "Suspended")
-        wait_event(kube, "Resumed")
+        wait_event(h, "Suspended")
+        wait_event(h, "Resumed")
 
 
-def test_spec_edit_is_reported_not_applied(kube, run_operator):
+def test_spec_edit_is_reported_not_applied(h, run_operator):
     with run_operator():
-        create_job(kube, manifest())
-        bring_up(kube)
-        patch_spec(kube, {"trainingArguments": {"max_steps": 500}})
-        cond = wait_for(lambda: condition(status(kube), "SpecChangeIgnored"),
+        h.create_job(manifest())
+        bring_up(h)
+        h.patch_spec({"trainingArguments": {"max_steps": 500}})
+        cond = wait_for(lambda: condition(status(h), "SpecChangeIgnored"), TIMEOUT,
                         what="SpecChangeIgnored")
         assert cond["status"] == "True" and "trainingArguments" in cond["message"]
         assert cond["observedGeneration"] == 2
         # The pods and the ConfigMap still carry the spec the job started with.
-        cm = next(o for o in objects(kube, "configmaps"))
+        cm = next(o for o in objects(h, "configmaps"))
         assert '"max_steps": 5' in cm["data"]["job.json"]
-        assert status(kube)["phase"] == "Running"
+        assert status(h)["phase"] == "Running"
+
+
+CHILDREN = (("services", ""), ("configmaps", ""), ("serviceaccounts", ""),
+            ("roles", "rbac.authorization.k8s.io"), ("rolebindings", "rbac.authorization.k8s.io"))
 
 
 @pytest.mark.parametrize("policy", ["Retain", "Delete"])
-def test_delete_cleans_up_and_claim_follows_policy(kube, run_operator, policy):
+def test_delete_cleans_up_and_claim_follows_policy(h, run_operator, policy):
     with run_operator():
-        create_job(kube, manifest(storage={"accessModes": ["ReadWriteMany"],
-                                           "reclaimPolicy": policy}))
-        bring_up(kube)
-        delete_job(kube)
-        wait_for(lambda: get_job(kube) is None, what="job gone (finalizer released)")
-        wait_for(lambda: not pods(kube), what="pods collected")
-        for plural, group in (("services", ""), ("configmaps", ""), ("serviceaccounts", ""),
-                              ("roles", "rbac.authorization.k8s.io"),
-                              ("rolebindings", "rbac.authorization.k8s.io")):
-            assert not objects(kube, plural, group), plural
-        claims = [c["metadata"]["name"] for c in objects(kube, "persistentvolumeclaims")]
-        assert claims == (["demo-output"] if policy == "Retain" else [])
+        h.create_job(manifest(storage={"accessModes": ["ReadWriteMany"],
+                                       "reclaimPolicy": policy}))
+        bring_up(h)
+        h.delete_job()
+        wait_for(lambda: get_job(h) is None, TIMEOUT, what="job gone (finalizer released)",
+                 describe=lambda: describe(h))
+    # The controller-manager's garbage collector removes what the job owned, in its own time.
+    wait_for(lambda: not pods(h), TIMEOUT, what="pods collected", describe=lambda: describe(h))
+    for plural, group in CHILDREN:
+        wait_for(lambda: not objects(h, plural, group), TIMEOUT, what=f"{plural} collected")
+
+    def claims() -> list[str]:
+        return [c["metadata"]["name"] for c in objects(h, "persistentvolumeclaims")
+                if not c["metadata"].get("deletionTimestamp")]
+
+    want = ["demo-output"] if policy == "Retain" else []
+    wait_for(lambda: claims() == want, TIMEOUT, what=f"claims {want}",
+             describe=lambda: str(claims()))
+    if policy == "Retain":  # ... and it stays: nothing owns it
+        claim = objects(h, "persistentvolumeclaims")[0]
+        assert not claim["metadata"].get("ownerReferences")
 
 
-def test_ttl_deletes_finished_job(kube, run_operator):
+def test_ttl_deletes_finished_job(h, run_operator):
     with run_operator():
-        create_job(kube, manifest(ttlSecondsAfterFinished=1, resources={"nodes": 1}))
-        wait_for(lambda: len(pods(kube)) == 1)
-        run_all(kube)
-        kube.kubelet.terminate(NS, naming.pod("demo", 1, 0), 0,
-                               message=summary(status="succeeded", globalStep=5, metrics={}))
-        wait_for(phase_is(kube, "Succeeded"))
-        wait_for(lambda: get_job(kube) is None, timeout=15, what="job deleted by TTL")
+        h.create_job(manifest(ttlSecondsAfterFinished=1, resources={"nodes": 1}))
+        wait_for(lambda: len(pods(h)) == 1, TIMEOUT, what="one pod")
+        run_all(h)
+        h.kubelet.terminate(h.ns, naming.pod("demo", 1, 0), 0,
+                            message=summary(status="succeeded", globalStep=5, metrics={}))
+        # A second after Succeeded the job may be gone already: wait for that, then check
+        # from its Events that it did succeed first.
+        wait_for(lambda: get_job(h) is None, TIMEOUT, what="job deleted by TTL",
+                 describe=lambda: describe(h))
+        wait_event(h, "Succeeded")
+

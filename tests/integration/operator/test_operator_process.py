@@ -1,4 +1,5 @@
-"""`python -m ftjob_operator` as a process: settings from the environment, liveness, a job."""
+"""`python -m ftjob_operator` as a process on the real control plane, as the chart's
+ServiceAccount: settings from the environment, liveness, metrics, a job."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.conftest import wait_for
-from tests.integration.operator.helpers import create_job, manifest, pods, status
+import pytest
+
+from tests.controlplane.install import audit_events
+from tests.integration.operator.helpers import (TIMEOUT, Real, describe, manifest,
+                                                parse_time, pods, status)
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -26,13 +32,17 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT / "operator"), **extra}
 
 
-def test_module_runs_the_operator_with_liveness_and_metrics(kube, kubeconfig, tmp_path):
+@pytest.mark.cluster
+def test_module_runs_the_operator_with_liveness_and_metrics(cluster, tmp_path):
+    h = Real(cluster)
     port, metrics_port = _free_port(), _free_port()
-    log = open(tmp_path / "operator.log", "w")
+    log = open(tmp_path / "operator.log", "w")  # noqa: SIM115 - closed in finally
+    started = datetime.now(UTC)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ftjob_operator"], stdout=log, stderr=subprocess.STDOUT,
-        env=_env(KUBECONFIG=kubeconfig, FTJOB_LIVENESS_PORT=str(port), FTJOB_LOG_FORMAT="json",
-                 FTJOB_TRAINER_IMAGE="example/trainer:7", FTJOB_NAMESPACES="team-a",
+        env=_env(KUBECONFIG=str(cluster.session.operator_kubeconfig),
+                 FTJOB_LIVENESS_PORT=str(port), FTJOB_LOG_FORMAT="json",
+                 FTJOB_TRAINER_IMAGE="example/trainer:7", FTJOB_NAMESPACES=h.ns,
                  FTJOB_METRICS_PORT=str(metrics_port)))
     try:
         def healthy() -> bool:
@@ -42,22 +52,28 @@ def test_module_runs_the_operator_with_liveness_and_metrics(kube, kubeconfig, tm
             except OSError:
                 return False
 
-        wait_for(lambda: healthy() or proc.poll() is not None, what="/healthz")
+        wait_for(lambda: healthy() or proc.poll() is not None, TIMEOUT, what="/healthz")
         assert proc.poll() is None, (tmp_path / "operator.log").read_text()
-        create_job(kube, manifest())
-        wait_for(lambda: len(pods(kube)) == 2, what="pods from the operator process")
-        image = pods(kube)[0]["spec"]["containers"][0]["image"]
+        h.create_job(manifest())
+        wait_for(lambda: len(pods(h)) == 2, TIMEOUT, what="pods from the operator process",
+                 describe=lambda: describe(h) + (tmp_path / "operator.log").read_text()[-3000:])
+        image = pods(h)[0]["spec"]["containers"][0]["image"]
         assert image == "example/trainer:7"
-        assert wait_for(lambda: status(kube).get("phase") == "Pending")
+        assert wait_for(lambda: status(h).get("phase") == "Pending", TIMEOUT, what="Pending")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
             text = r.read().decode()
         assert 'ftjob_operator_decisions_total{case="start"} 1.0' in text
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
         log.close()
-    # Namespaced mode: the operator listed jobs in its namespace only.
-    assert {c.namespace for c in kube.calls if c.resource == "finetunejobs"} == {"team-a"}
+    # Namespaced mode: the operator (as the chart's ServiceAccount) touched jobs in its
+    # namespace only; the API server's audit log says so.
+    calls = [e for e in audit_events(cluster.plane, user=cluster.session.operator_account)
+             if (e.get("objectRef") or {}).get("resource") == "finetunejobs"
+             and parse_time(e["requestReceivedTimestamp"]) >= started]
+    assert calls, "no FineTuneJob request by the operator's ServiceAccount in the audit log"
+    assert {e["objectRef"].get("namespace") for e in calls} == {h.ns}
 
 
 def test_bad_setting_stops_with_the_variable_named():
