@@ -68,6 +68,11 @@ def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, world_size: int = 1
     if world_size > 1:
         # Only under torchrun: naming a backend outside it asks for a process group.
         kwargs["ddp_backend"] = "nccl" if on_gpu else "gloo"
+    # The built-in tasks use every trainable parameter in each forward, so DDP's search for
+    # unused ones (HF's default without gradient checkpointing) is an extra autograd
+    # traversal per step and a warning at start. A model that does leave some unused makes
+    # DDP fail with a message naming this key; the user's value is kept.
+    kwargs.setdefault("ddp_find_unused_parameters", False)
     if deepspeed is not None:
         kwargs["deepspeed"] = deepspeed
     if spec.dataset.has_eval_data is False:

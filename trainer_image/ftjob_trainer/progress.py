@@ -115,7 +115,10 @@ class ProgressCallback(TrainerCallback):
         self._emit(args, state)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        # When Trainer is about to log, evaluate or save at this step, that event reports
+        # (with the new loss): reporting here too would show the step twice.
+        follows = control.should_log or control.should_evaluate or control.should_save
+        if state.is_world_process_zero and not follows:
             self._emit(args, state)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):

@@ -97,7 +97,8 @@ class KubernetesReporter:
 
 
 class ConsoleReporter:
-    """A progress bar on a terminal; one compact line per report otherwise (CI logs)."""
+    """A progress bar on a terminal; otherwise (CI logs, `make demo` piped) one line per
+    step reported, plus a line when evaluation results or a checkpoint arrive."""
 
     def __init__(self, stream=None) -> None:
         from rich.console import Console
@@ -105,7 +106,7 @@ class ConsoleReporter:
         self.console = Console(file=stream or sys.stderr)
         self._bar = None
         self._task = None
-        self._last_line = ""
+        self._shown: tuple[int, str, int | None] = (-1, "", None)
 
     def _ensure_bar(self, total: int):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -135,22 +136,46 @@ class ConsoleReporter:
             parts.append(f"ckpt {latest['step']}")
         return "  ".join(parts)
 
+    @staticmethod
+    def lines(progress: dict[str, Any], checkpoint: dict[str, Any] | None,
+              shown: tuple[int, str, int | None]) -> tuple[list[str], tuple[int, str, int | None]]:
+        """Log lines for one report, without repeats (pure): a step line the first time a
+        step is reported, then a line for new evaluation results and one for a newly saved
+        checkpoint. `shown` is (step, eval text, checkpoint step) printed so far."""
+        step, total = progress.get("globalStep", 0), progress.get("maxSteps", 0)
+        last_step, last_eval, last_ckpt = shown
+        out = []
+        if step != last_step:
+            parts = [f"step {step}/{total} ({progress.get('percent', 0.0):.0f}%)"]
+            if "loss" in progress:
+                parts.append(f"loss {progress['loss']:.4f}")
+            if "samplesPerSecond" in progress:
+                parts.append(f"{progress['samplesPerSecond']:.1f} samples/s")
+            if progress.get("etaSeconds") is not None:
+                parts.append(f"eta {progress['etaSeconds']:.0f}s")
+            out.append("  ".join(parts))
+        metrics = progress.get("evalMetrics") or {}
+        eval_text = "  ".join(f"{k} {metrics[k]:.4f}" for k in ConsoleReporter.EVAL_KEYS if k in metrics)
+        if eval_text and eval_text != last_eval:
+            out.append(f"step {step}/{total}  {eval_text}")
+        ckpt = ((checkpoint or {}).get("latest") or {}).get("step")
+        if ckpt is not None and ckpt != last_ckpt:
+            out.append(f"step {step}/{total}  checkpoint-{ckpt} complete")
+        return out, (step, eval_text or last_eval, ckpt if ckpt is not None else last_ckpt)
+
+    EVAL_KEYS = ("eval_accuracy", "eval_f1", "eval_loss", "eval_perplexity")
+
     def report(self, progress, checkpoint, final=False) -> None:
-        info = self.describe(progress, checkpoint)
         if self.console.is_terminal:
             bar = self._ensure_bar(progress.get("maxSteps") or 0)
-            bar.update(self._task, completed=progress.get("globalStep", 0), info=info)
+            bar.update(self._task, completed=progress.get("globalStep", 0),
+                       info=self.describe(progress, checkpoint))
             if final:
                 self.close()
-        else:
-            step, total = progress.get("globalStep", 0), progress.get("maxSteps", 0)
-            pct = progress.get("percent", 0.0)
-            eta = progress.get("etaSeconds")
-            eta_text = f"  eta {eta:.0f}s" if eta is not None else ""
-            line = f"step {step}/{total} ({pct:.0f}%)  {info}{eta_text}"
-            if line != self._last_line:  # save, eval and end often land on one step
-                self.console.print(line, highlight=False, soft_wrap=True)
-                self._last_line = line
+            return
+        lines, self._shown = self.lines(progress, checkpoint, self._shown)
+        for line in lines:
+            self.console.print(line, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -102,3 +102,10 @@ def test_max_length_is_clamped_to_the_tokenizer_limit(requested, limit, expected
     assert (warning is not None) is warns
     if warns:
         assert warning.startswith("spec.dataset.maxLength 512") and "128" in warning
+
+
+def test_ddp_does_not_search_for_unused_parameters_unless_asked(tmp_path):
+    kwargs, _ = arguments.settings(spec(), tmp_path, world_size=2)
+    assert kwargs["ddp_find_unused_parameters"] is False
+    kwargs, _ = arguments.settings(spec(ddp_find_unused_parameters=True), tmp_path, world_size=2)
+    assert kwargs["ddp_find_unused_parameters"] is True

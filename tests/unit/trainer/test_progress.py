@@ -130,3 +130,15 @@ def test_build_progress_leaves_out_what_is_unknown():
                               eval_metrics=None, now=0.0)
     assert progress == {"globalStep": 0, "maxSteps": 10, "percent": 0.0,
                         "updatedAt": "1970-01-01T00:00:00Z"}
+
+
+def test_a_step_that_logs_is_reported_by_the_log_with_its_new_loss(tmp_path):
+    callback, args, state, clock, rec = make(tmp_path)
+    callback.on_train_begin(args, state, TrainerControl())
+    clock.now += 10.0
+    state.global_step = 10
+    control = TrainerControl(should_log=True)  # set by DefaultFlowCallback before ours runs
+    callback.on_step_end(args, state, control)
+    callback.on_log(args, state, control, logs={"loss": 0.5, "learning_rate": 1e-4})
+    reported = [(p["globalStep"], p.get("loss")) for p, _, _ in rec.reports]
+    assert reported == [(0, None), (10, 0.5)]  # one report for step 10, with its loss

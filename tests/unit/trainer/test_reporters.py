@@ -72,7 +72,31 @@ def test_console_lines_without_a_terminal_and_no_repeats():
     reporter.report(progress, {"latest": {"step": 5, "path": "/o/checkpoint-5"}})
     reporter.report(progress, {"latest": {"step": 5, "path": "/o/checkpoint-5"}})
     lines = stream.getvalue().splitlines()
-    assert lines == ["step 5/10 (50%)  loss 0.2500  12.5 samples/s  ckpt 5  eta 4s"]
+    assert lines == ["step 5/10 (50%)  loss 0.2500  12.5 samples/s  eta 4s",
+                     "step 5/10  checkpoint-5 complete"]
+
+
+def test_console_prints_the_last_step_once_through_eval_save_end_and_final_eval():
+    """What the end of an epoch sends: the step, its evaluation, its checkpoint, the end of
+    training, then the final evaluation (same figures, other runtimes)."""
+    stream = io.StringIO()
+    reporter = ConsoleReporter(stream=stream)
+    step = {"globalStep": 66, "maxSteps": 66, "percent": 100.0, "loss": 0.5,
+            "samplesPerSecond": 20.0, "etaSeconds": 0.0}
+    evaluated = {**step, "samplesPerSecond": 19.0,
+                 "evalMetrics": {"eval_loss": 0.1, "eval_accuracy": 0.99, "eval_runtime": 2.0}}
+    final_eval = {**evaluated, "evalMetrics": {**evaluated["evalMetrics"], "eval_runtime": 2.5}}
+    saved = {"latest": {"step": 66, "path": "/o/checkpoint-66"}}
+    reporter.report(step, None)
+    reporter.report(evaluated, None)
+    reporter.report(evaluated, saved)
+    reporter.report(evaluated, saved, final=True)
+    reporter.report(final_eval, saved)
+    assert stream.getvalue().splitlines() == [
+        "step 66/66 (100%)  loss 0.5000  20.0 samples/s  eta 0s",
+        "step 66/66  eval_accuracy 0.9900  eval_loss 0.1000",
+        "step 66/66  checkpoint-66 complete",
+    ]
 
 
 def test_prometheus_gauges_follow_the_reports():
