@@ -461,6 +461,23 @@ class RestartPolicy(ApiModel):
     )
 
 
+class EarlyStopping(ApiModel):
+    """Hugging Face `EarlyStoppingCallback`, with what it watches in `trainingArguments`."""
+
+    patience: int = Field(
+        ge=1,
+        le=10000,
+        description="Stop after this many evaluations in a row without improvement of "
+        "`trainingArguments.metric_for_best_model`.",
+    )
+    threshold: float = Field(
+        default=0.0,
+        ge=0,
+        description="Least change of the metric, in its own units, that counts as an "
+        "improvement.",
+    )
+
+
 # --------------------------------------------------------------------------- spec
 
 
@@ -505,6 +522,13 @@ class FineTuneJobSpec(ApiModel):
     )
     restart_policy: RestartPolicy = Field(
         default_factory=RestartPolicy, description="How failures are retried."
+    )
+    early_stopping: EarlyStopping | None = Field(
+        default=None,
+        description="Stop training once the evaluation metric stops improving; the job "
+        "then succeeds with the best model. Needs `load_best_model_at_end: true`, "
+        "`metric_for_best_model` and matching `eval_strategy` and `save_strategy` in "
+        "`trainingArguments`.",
     )
     clean_pod_policy: Literal["None", "Running", "All"] = Field(
         default="Running",

@@ -186,11 +186,14 @@ def success_summary(pod: PodView) -> dict[str, Any]:
     metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
     numeric = {str(k): float(v) for k, v in metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {
+    out = {
         "metrics": numeric,
         "globalStep": summary.get("globalStep"),
         "finalModel": summary.get("finalModel"),
     }
+    if isinstance(summary.get("stoppedEarly"), str):  # spec.earlyStopping ended the run
+        out["stoppedEarly"] = summary["stoppedEarly"]
+    return out
 
 
 def started_spec_from_config_map(cm: dict[str, Any], job_uid: str | None = None

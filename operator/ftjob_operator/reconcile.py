@@ -536,7 +536,9 @@ def _succeed(job: JobState, rank0: PodView, pods: list[PodView], out: _Status) -
     step = summary["globalStep"]
     model = summary["finalModel"]
     message = "training finished"
-    if isinstance(step, int):
+    if summary.get("stoppedEarly"):
+        message += f", {summary['stoppedEarly']}"  # spec.earlyStopping; names the step
+    elif isinstance(step, int):
         message += f" at step {step}"
     if isinstance(model, str):
         message += f"; final model in {model}"

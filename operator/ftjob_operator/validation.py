@@ -157,6 +157,25 @@ def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
 
     problems.extend(_check_env(spec))
     problems.extend(_check_volumes(spec))
+    problems.extend(_check_early_stopping(spec))
+    return problems
+
+
+def _check_early_stopping(spec: api.FineTuneJobSpec) -> list[Problem]:
+    """What EarlyStoppingCallback needs; eval/save strategies that match and evaluation
+    data are checked with load_best_model_at_end (training_args.check_cross_fields)."""
+    if spec.early_stopping is None:
+        return []
+    args = spec.training_arguments
+    root = training_args.ROOT
+    problems = []
+    if args.get("load_best_model_at_end") is not True:
+        problems.append(Problem(f"{root}.load_best_model_at_end", "spec.earlyStopping needs "
+                                "load_best_model_at_end: true (the job ends with the best model, "
+                                "not the last)"))
+    if not args.get("metric_for_best_model"):
+        problems.append(Problem(f"{root}.metric_for_best_model", "spec.earlyStopping needs the "
+                                "metric it watches, e.g. eval_loss or eval_f1"))
     return problems
 
 

@@ -35,6 +35,7 @@ class Outcome:
     preempted: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
     final_model: str | None = None
+    stopped_early: str | None = None  # why training ended before max_steps
 
 
 def main() -> None:
@@ -74,6 +75,7 @@ def run(env) -> int:
             "resumedFromStep": outcome.resumed_from_step,
             "metrics": exits.numeric_metrics(outcome.metrics),
             "finalModel": outcome.final_model,
+            **({"stoppedEarly": outcome.stopped_early} if outcome.stopped_early else {}),
         })
     _finish()
     return 0
@@ -170,7 +172,7 @@ def prepare(ctx: JobContext) -> Prepared:
 def train(ctx: JobContext, stop: StopRequest) -> Outcome:
     from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
 
-    from . import checkpoints, data, metrics
+    from . import checkpoints, data, early_stopping, metrics
     from .callbacks import CheckpointMarkerCallback
     from .progress import ProgressCallback
     from .reporters import NullReporter, build_reporter
@@ -186,6 +188,12 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
     reporter = (build_reporter(ctx.reporter, name=ctx.name, namespace=ctx.namespace,
                                metrics_port=ctx.metrics_port) if is_zero else NullReporter())
     preemption = PreemptionCallback(stop)
+    callbacks = [CheckpointMarkerCallback(p.save_total_limit), preemption,
+                 ProgressCallback(reporter, ctx.progress_interval)]
+    early = None
+    if ctx.spec.early_stopping is not None:
+        early = early_stopping.build(ctx.spec.early_stopping, resume.path if resume else None)
+        callbacks.append(early)
     trainer_cls = Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
     trainer = trainer_cls(
         model=p.model,
@@ -195,8 +203,7 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
         processing_class=p.tokenizer,
         data_collator=data.collator(task, p.tokenizer, p.model),
         compute_metrics=metrics.classification_metrics(len(p.labels.names)) if p.labels else None,
-        callbacks=[CheckpointMarkerCallback(p.save_total_limit), preemption,
-                   ProgressCallback(reporter, ctx.progress_interval)],
+        callbacks=callbacks,
     )
     if ctx.reporter == "console":
         trainer.remove_callback(PrinterCallback)
@@ -207,9 +214,20 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
         # A stop that lands on the last step still finishes: only evaluation is left.
         if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
             return Outcome(trainer.state.global_step, resumed_from, preempted=True)
+        stopped_early = None
+        if early is not None:
+            state = trainer.state
+            stopped_early = early_stopping.stop_message(
+                counter=early.early_stopping_patience_counter,
+                patience=early.early_stopping_patience,
+                threshold=early.early_stopping_threshold, global_step=state.global_step,
+                max_steps=state.max_steps, metric=p.targs.metric_for_best_model,
+                best_metric=state.best_metric, best_checkpoint=state.best_model_checkpoint)
+            if stopped_early:
+                log.info("%s", stopped_early)
         final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
         return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
-                       final_model=str(ctx.output_dir / FINAL_DIR))
+                       final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early)
     finally:
         reporter.close()
 

@@ -112,6 +112,8 @@ def describe(summary: dict[str, Any]) -> str:
                 f"{summary.get('message')}")
     metrics = summary.get("metrics") or {}
     lines = [f"succeeded after {summary.get('globalStep')} steps"]
+    if summary.get("stoppedEarly"):
+        lines.append(f"  {summary['stoppedEarly']}")
     for key in ("eval_accuracy", "eval_f1", "eval_loss", "test_accuracy", "eval_perplexity"):
         if key in metrics:
             lines.append(f"  {key}: {metrics[key]:.4f}")

@@ -89,7 +89,9 @@ def start(workdir: Path, spec: dict[str, Any], *, nproc: int = 2, isolate: bool 
     full_env.update(env or {})
     cmd = [PYTHON, "-m", "ftjob_trainer.launch", "--standalone", f"--nproc-per-node={nproc}"]
     if isolate:
-        cmd = ["unshare", "--pid", "--fork", "--kill-child", *cmd]
+        # --mount-proc: psutil (DeepSpeed's CPU accelerator, imported by accelerate) looks up
+        # its own PID in /proc, which must be the namespace's, not the host's.
+        cmd = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *cmd]
     log_file = workdir / f"run-{time.monotonic_ns()}.log"
     with open(log_file, "w") as log:
         proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
