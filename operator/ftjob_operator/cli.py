@@ -1,4 +1,4 @@
-"""The `ftjob` command: validate manifests, print the CRD, run a job locally."""
+"""The `ftjob` command: validate manifests, print the CRD, run a job locally, draw a run."""
 
 from __future__ import annotations
 
@@ -74,6 +74,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_local(args.file, nproc=args.nproc, output=args.output, job_name=args.name)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    try:
+        from ftjob_trainer.report import report
+    except ImportError as exc:
+        print(f"error: `ftjob report` needs the trainer extra and matplotlib: {exc}",
+              file=sys.stderr)
+        return 2
+    try:
+        path = report(Path(args.dir), Path(args.output) if args.output else None)
+    except ImportError as exc:
+        print(f"error: `ftjob report` needs matplotlib (pip install matplotlib): {exc}",
+              file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftjob", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="output folder (default ./ftjob-runs/<name>)")
     run.add_argument("--name", help="which job, when FILE holds several")
     run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="draw a run's loss, learning rate and eval metrics "
+                            "(PNG)")
+    report.add_argument("dir", metavar="DIR", help="the job's output folder (checkpoints, "
+                        "trainer_state.json)")
+    report.add_argument("-o", "--output", help="PNG to write (default DIR/report.png)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,12 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
         resume = (checkpoints.prepare_resume(ctx.output_dir) if is_zero
                   else checkpoints.latest_complete(ctx.output_dir))
 
+    if is_zero:
+        from .progress import rfc3339
+        from .report import record_attempt
+
+        record_attempt(ctx.output_dir, resume.step if resume else 0, p.targs.world_size,
+                       rfc3339(time.time()))
     reporter = (build_reporter(ctx.reporter, name=ctx.name, namespace=ctx.namespace,
                                metrics_port=ctx.metrics_port) if is_zero else NullReporter())
     preemption = PreemptionCallback(stop)

@@ -1,0 +1,173 @@
+"""`ftjob report DIR`: one PNG of a run (train and eval loss, learning rate, eval metrics
+against the optimizer step, a mark where an attempt resumed from a checkpoint).
+
+Reads what a run leaves in its output folder: Hugging Face's `trainer_state.json` (the
+final one, or the newest complete checkpoint's while the run is going) and ftjob's
+`attempts.jsonl` (one line per attempt with the step it resumed from). Gathering the
+series is pure; only `write_png` draws (matplotlib, Agg backend, no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import checkpoints
+
+ATTEMPTS_FILE = "attempts.jsonl"
+REPORT_FILE = "report.png"
+STATE_FILE = "trainer_state.json"
+# Logged with every evaluation but not model quality: left out of the metrics panel.
+NOT_METRICS = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+
+Points = list[tuple[int, float]]
+
+
+@dataclass
+class Series:
+    train_loss: Points = field(default_factory=list)
+    eval_loss: Points = field(default_factory=list)
+    learning_rate: Points = field(default_factory=list)
+    eval_metrics: dict[str, Points] = field(default_factory=dict)
+    resumed_from: list[int] = field(default_factory=list)
+    max_steps: int | None = None
+    global_step: int | None = None
+
+
+def series(log_history: list[dict[str, Any]], resumed_from: list[int] | None = None,
+           max_steps: int | None = None, global_step: int | None = None) -> Series:
+    """The curves in a trainer_state.json log_history (pure). An evaluation logged twice at
+    one step (the last periodic one and the final one) keeps the later value."""
+    out = Series(resumed_from=sorted(set(s for s in resumed_from or [] if s > 0)),
+                 max_steps=max_steps, global_step=global_step)
+    eval_points: dict[str, dict[int, float]] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if not isinstance(step, int):
+            continue
+        if _number(entry.get("loss")):
+            out.train_loss.append((step, float(entry["loss"])))
+        if _number(entry.get("learning_rate")):
+            out.learning_rate.append((step, float(entry["learning_rate"])))
+        for key, value in entry.items():
+            if key.startswith("eval_") and _number(value) and key not in NOT_METRICS - {"eval_loss"}:
+                eval_points.setdefault(key, {})[step] = float(value)
+    out.eval_loss = sorted(eval_points.pop("eval_loss", {}).items())
+    out.eval_metrics = {k: sorted(v.items()) for k, v in sorted(eval_points.items())}
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def resume_steps(lines: list[str]) -> list[int]:
+    """Steps attempts resumed from, from attempts.jsonl lines (pure; bad lines skipped)."""
+    steps = []
+    for line in lines:
+        try:
+            step = json.loads(line).get("resumedFromStep")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(step, int) and step > 0:
+            steps.append(step)
+    return steps
+
+
+def load(output_dir: Path) -> tuple[Series, Path]:
+    """The run's series and the trainer_state.json they came from (the newer of the final
+    one and the newest complete checkpoint's)."""
+    candidates = [output_dir / STATE_FILE]
+    latest = checkpoints.latest_complete(output_dir)
+    if latest is not None:
+        candidates.append(latest.path / STATE_FILE)
+    states = []
+    for path in candidates:
+        try:
+            states.append((json.loads(path.read_text()), path))
+        except (OSError, ValueError):
+            continue
+    if not states:
+        raise FileNotFoundError(f"{output_dir}: no {STATE_FILE} (neither from a finished run "
+                                f"nor in a complete checkpoint)")
+    state, path = max(states, key=lambda s: s[0].get("global_step") or 0)
+    attempts = output_dir / ATTEMPTS_FILE
+    lines = attempts.read_text().splitlines() if attempts.is_file() else []
+    return series(state.get("log_history") or [], resume_steps(lines), state.get("max_steps"),
+                  state.get("global_step")), path
+
+
+def record_attempt(output_dir: Path, resumed_from_step: int, world_size: int, now: str) -> None:
+    """Append this attempt to attempts.jsonl (world rank 0 calls this once per attempt)."""
+    with open(output_dir / ATTEMPTS_FILE, "a") as out:
+        out.write(json.dumps({"startedAt": now, "resumedFromStep": resumed_from_step,
+                              "worldSize": world_size}) + "\n")
+
+
+def write_png(data: Series, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 3 if data.eval_metrics else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(9, 3.1 * panels), sharex=True,
+                             constrained_layout=True)
+    loss_ax, lr_ax = axes[0], axes[1]
+    if data.train_loss:
+        loss_ax.plot(*zip(*data.train_loss), color="tab:blue", linewidth=1.4, label="train loss")
+    if data.eval_loss:
+        loss_ax.plot(*zip(*data.eval_loss), color="tab:orange", marker="o", linewidth=1.4,
+                     label="eval loss")
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title("Loss")
+    if data.learning_rate:
+        lr_ax.plot(*zip(*data.learning_rate), color="tab:green", linewidth=1.4,
+                   label="learning rate")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_title("Learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if data.eval_metrics:
+        metric_ax = axes[2]
+        for name, points in data.eval_metrics.items():
+            metric_ax.plot(*zip(*points), marker="o", linewidth=1.4, label=name)
+        metric_ax.set_ylabel("metric value")
+        metric_ax.set_title("Evaluation metrics")
+        metric_ax.ticklabel_format(axis="y", useOffset=False)
+        values = [v for points in data.eval_metrics.values() for _, v in points]
+        if all(0.0 <= v <= 1.0 for v in values):  # accuracy, F1: the whole 0..1 scale
+            metric_ax.set_ylim(0.0, 1.05)
+    for ax in axes:
+        for i, step in enumerate(data.resumed_from):
+            ax.axvline(step, color="tab:red", linestyle="--", linewidth=1.2,
+                       label="resumed from checkpoint" if i == 0 else None)
+        if data.max_steps:
+            ax.set_xlim(0, data.max_steps * 1.03)  # room for the marks at the last step
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=9)
+    axes[-1].set_xlabel("optimizer step")
+    fig.suptitle(title, fontsize=12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def job_name(output_dir: Path) -> str:
+    """The job's name from the job file `ftjob run --local` leaves there, else the folder's."""
+    try:
+        return str(json.loads((output_dir / "job.json").read_text())["metadata"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return output_dir.resolve().name
+
+
+def report(output_dir: Path, output: Path | None = None) -> Path:
+    data, source = load(output_dir)
+    name = job_name(output_dir)
+    title = f"{name}: step {data.global_step or 0}" + (f" of {data.max_steps}" if data.max_steps else "")
+    if data.resumed_from:
+        title += f", resumed from step {', '.join(str(s) for s in data.resumed_from)}"
+    return write_png(data, output or output_dir / REPORT_FILE, title)
