@@ -115,6 +115,11 @@ def spec_schema() -> dict[str, Any]:
     args["description"] = (
         api.FineTuneJobSpec.model_fields["training_arguments"].description + " " + args["description"]
     )
+    # Known keys are typed (and `kubectl explain` describes them); unknown ones are kept, not
+    # pruned: a real API server silently drops undeclared fields from clients that do not ask
+    # for strict field validation, and a dropped typo (`lerning_rate`) would train with the
+    # default. Kept, it reaches the operator's validation, which fails the job naming it.
+    args["x-kubernetes-preserve-unknown-fields"] = True
     schema["properties"]["trainingArguments"] = args
     return schema
 

@@ -495,9 +495,11 @@ class PodRunner:
         """Finish a graceful deletion: the container is gone, so the object may go too."""
         tracked.gone = True
         try:
+            # With a body, the API server reads the options from it, not from the query.
             self.core.delete_namespaced_pod(
-                tracked.name, tracked.namespace, grace_period_seconds=0,
-                body={"preconditions": {"uid": tracked.uid}}, _preload_content=False)
+                tracked.name, tracked.namespace,
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": tracked.uid}},
+                _preload_content=False)
         except Exception as exc:  # noqa: BLE001
             if getattr(exc, "status", None) not in (404, 409):
                 raise
