@@ -1,7 +1,8 @@
-"""Play the kubelet (and the scheduler's preemption) on emulated pods.
+"""Play the kubelet on emulated pods: run them, end them with an exit code.
 
-Each method changes a pod's status the way the real component would, which produces the
-watch events the operator reacts to.
+Each method changes a pod's status the way the kubelet would, which produces the watch
+events the operator reacts to. (Preemption, eviction and graceful deletion are played on the
+real control plane: tests/controlplane/kubelet.py.)
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ def _container_ids(pod: str) -> dict[str, str]:
 
 
 class Kubelet:
-    def __init__(self, store: Store, auto_run: bool = False, graceful: bool = False):
+    def __init__(self, store: Store, auto_run: bool = False):
         self.store = store
-        if graceful:
-            store.graceful_kinds.add("Pod")
         self.pods_type: ResourceType = store.type_of("", "pods")
         if auto_run:
             store.hooks.append(self._run_new_pods)
@@ -51,14 +50,6 @@ class Kubelet:
             }]
         return self._set(namespace, name, mutate)
 
-    def pending(self, namespace: str, name: str, message: str) -> dict[str, Any]:
-        """Unschedulable: stays Pending with the scheduler's message."""
-        def mutate(status: dict[str, Any]) -> None:
-            status["phase"] = "Pending"
-            status["conditions"] = [{"type": "PodScheduled", "status": "False",
-                                     "reason": "Unschedulable", "message": message}]
-        return self._set(namespace, name, mutate)
-
     def terminate(self, namespace: str, name: str, exit_code: int, reason: str | None = None,
                   message: str | None = None) -> dict[str, Any]:
         """The container exited: Succeeded on 0, Failed otherwise (restartPolicy Never)."""
@@ -74,26 +65,4 @@ class Kubelet:
             status["containerStatuses"] = [{**_container_ids(name), "ready": False,
                                             "restartCount": 0,
                                             "state": {"terminated": terminated}}]
-        return self._set(namespace, name, mutate)
-
-    def disrupt(self, namespace: str, name: str, reason: str = "PreemptionByScheduler",
-                message: str = "preempted by a higher-priority pod") -> dict[str, Any]:
-        """The DisruptionTarget condition the scheduler/eviction API adds before a kill."""
-        def mutate(status: dict[str, Any]) -> None:
-            conditions = [c for c in status.get("conditions") or []
-                          if c.get("type") != "DisruptionTarget"]
-            conditions.append({"type": "DisruptionTarget", "status": "True", "reason": reason,
-                               "message": message, "lastTransitionTime": now_rfc3339()})
-            status["conditions"] = conditions
-        return self._set(namespace, name, mutate)
-
-    def remove(self, namespace: str, name: str) -> None:
-        """Finish a graceful deletion (`Store.graceful_kinds` holds "Pod")."""
-        self.store.finish_deletion(self.pods_type, namespace, name)
-
-    def evict(self, namespace: str, name: str, message: str = "node had memory pressure"
-              ) -> dict[str, Any]:
-        """Node-pressure eviction by the kubelet: Failed with reason Evicted."""
-        def mutate(status: dict[str, Any]) -> None:
-            status.update(phase="Failed", reason="Evicted", message=message)
         return self._set(namespace, name, mutate)

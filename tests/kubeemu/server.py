@@ -1,7 +1,7 @@
 """The HTTP face of the emulator: a kmock 0.8 `KubernetesEmulator` subclass over `Store`.
 
 kmock gives the aiohttp server, request parsing and API discovery; every request for a
-known resource is served here instead, with the semantics kopf and kubectl depend on
+known resource is served here instead, with the semantics kopf and the operator depend on
 (see README.md for the list, and for what is not emulated).
 """
 
@@ -28,12 +28,6 @@ _PATH = re.compile(
     r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?(?:/(?P<plural>[^/]+))?(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?/?$"
 )
-
-
-# kubectl's short names of the built-in resources (discovery announces them).
-_SHORT_NAMES = {"pods": ["po"], "services": ["svc"], "configmaps": ["cm"],
-                "persistentvolumeclaims": ["pvc"], "serviceaccounts": ["sa"], "events": ["ev"],
-                "namespaces": ["ns"], "customresourcedefinitions.apiextensions.k8s.io": ["crd"]}
 
 
 @dataclass(frozen=True)
@@ -102,19 +96,11 @@ def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
                                 content_type="application/json")
 
 
-def _jsonpath(obj: Any, path: str) -> Any:
-    for part in path.strip(".").split("."):
-        obj = obj.get(part) if isinstance(obj, dict) else None
-    return obj
-
-
 @attrs.define(kw_only=True)
 class KubeEmulator(kmock.KubernetesEmulator):
     store: Store = attrs.field(factory=Store)
     faults: Faults = attrs.field(factory=Faults)
     calls: list[Call] = attrs.field(factory=list)
-    # Columns for `kubectl get` tables, per resource key (from a CRD's printer columns).
-    printer_columns: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -126,27 +112,21 @@ class KubeEmulator(kmock.KubernetesEmulator):
         sub = ["status"] if rtype.status_subresource else []
         self.resources[f"{rtype.group}/{rtype.version}/{rtype.plural}"] = kmock.ResourceInfo(
             kind=rtype.kind, namespaced=rtype.namespaced, verbs=verbs, subresources=sub,
-            singular=rtype.kind.lower(), shortnames=_SHORT_NAMES.get(rtype.key, []))
+            singular=rtype.kind.lower())
 
-    def register(self, rtype: ResourceType, printer_columns: list[dict[str, Any]] | None = None,
-                 short_names: list[str] | None = None) -> None:
+    def register(self, rtype: ResourceType) -> None:
         self.store.register(rtype)
         self._declare(rtype)
-        info = self.resources[f"{rtype.group}/{rtype.version}/{rtype.plural}"]
-        info.shortnames.update(short_names or [])
-        if printer_columns:
-            self.printer_columns[rtype.key] = printer_columns
 
     def register_crd(self, crd: dict[str, Any]) -> ResourceType:
-        """Serve a CustomResourceDefinition's resource (status subresource, printer columns)."""
+        """Serve a CustomResourceDefinition's resource (with its status subresource)."""
         spec = crd["spec"]
         version = next(v for v in spec["versions"] if v.get("storage", True))
         rtype = ResourceType(spec["group"], version["name"], spec["names"]["plural"],
                              spec["names"]["kind"], namespaced=spec.get("scope") == "Namespaced",
                              status_subresource="status" in (version.get("subresources") or {}),
                              has_generation=True)
-        self.register(rtype, version.get("additionalPrinterColumns"),
-                      spec["names"].get("shortNames"))
+        self.register(rtype)
         try:
             self.store.create(self.store.type_of("apiextensions.k8s.io",
                                                  "customresourcedefinitions"), None, crd)
@@ -168,14 +148,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return await super().__call__(raw_request)
 
     async def _serve_version(self, request: rendering.Request) -> Any:
-        # kmock lists short names on subresources too, which kubectl then calls ambiguous.
         listing = await super()._serve_version(request)
         # The core group's version is "v1", not "/v1".
         listing["groupVersion"] = listing.get("groupVersion", "").lstrip("/")
-        for resource in listing.get("resources", []):
-            if "/" in resource["name"]:
-                resource["shortNames"] = []
-                resource["categories"] = []
         return listing
 
     # ------------------------------------------------------------------ request handling
@@ -250,20 +225,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if request.body and "protobuf" not in raw.headers.get("Content-Type", ""):
             body = json.loads(request.body)
         if verb == "get":
-            obj = store.get(rtype, ns, name)
-            return self._maybe_table(rtype, [obj], raw, single=True) or _json(obj)
+            return _json(store.get(rtype, ns, name))
         if verb == "list":
             items, rv = store.list(rtype, ns, params.get("labelSelector"),
                                    params.get("fieldSelector"))
-            table = self._maybe_table(rtype, items, raw, single=False)
-            if table is not None:
-                return table
             return _json({"apiVersion": rtype.api_version, "kind": f"{rtype.kind}List",
                           "metadata": {"resourceVersion": rv}, "items": items})
         if verb == "create":
             if "protobuf" in raw.headers.get("Content-Type", ""):
-                raise ApiError(415, "UnsupportedMediaType", "protobuf is not emulated; send JSON "
-                               "(e.g. kubectl apply -f with a manifest)")
+                raise ApiError(415, "UnsupportedMediaType", "protobuf is not emulated; send JSON")
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "the request body must be an object")
             return _json(store.create(rtype, ns, body), 201)
@@ -280,33 +250,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
                                           params.get("fieldSelector"), propagation)
         return _json({"apiVersion": rtype.api_version, "kind": f"{rtype.kind}List",
                       "metadata": {}, "items": deleted})
-
-    def _maybe_table(self, rtype: ResourceType, items: list[dict[str, Any]],
-                     raw: aiohttp.web.BaseRequest, single: bool) -> aiohttp.web.Response | None:
-        if "as=Table" not in raw.headers.get("Accept", ""):
-            return None
-        columns = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
-                    "description": "Name"}]
-        extra = self.printer_columns.get(rtype.key) or [
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
-        columns += [{"name": c["name"], "type": c.get("type", "string"), "format": "",
-                     "priority": c.get("priority", 0), "description": c.get("description", "")}
-                    for c in extra]
-        rows = []
-        for obj in items:
-            cells: list[Any] = [obj["metadata"]["name"]]
-            for col in extra:
-                value = _jsonpath(obj, col["jsonPath"])
-                if col.get("type") == "date" and value:
-                    value = _age(str(value))
-                cells.append(value)
-            rows.append({"cells": cells, "object": {"kind": "PartialObjectMetadata",
-                                                    "apiVersion": "meta.k8s.io/v1",
-                                                    "metadata": obj["metadata"]}})
-        table = {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
-                 "metadata": {"resourceVersion": self.store.resource_version},
-                 "columnDefinitions": columns, "rows": rows}
-        return _json(table)
 
     async def _serve_watch_stream(self, raw: aiohttp.web.BaseRequest, rtype: ResourceType,
                                   ns: str | None, name: str | None, params: dict[str, str]
@@ -347,25 +290,3 @@ class KubeEmulator(kmock.KubernetesEmulator):
         except (ConnectionResetError, RuntimeError):
             pass
         return response
-
-    # ------------------------------------------------------------------ reading the log
-
-    def rbac_calls(self) -> set[tuple[str, str, str]]:
-        """(verb, group, resource[/subresource]) of every request served so far."""
-        return {(c.verb, c.group, f"{c.resource}/{c.subresource}" if c.subresource
-                 else c.resource) for c in self.calls}
-
-
-def _age(timestamp: str) -> str:
-    """Render a timestamp the way kubectl prints ages (`45s`, `3m`, `2h`, `5d`)."""
-    from datetime import datetime, timezone
-
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
-        return timestamp
-    seconds = int((datetime.now(timezone.utc) - then).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"

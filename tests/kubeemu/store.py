@@ -99,9 +99,6 @@ class Store:
     """All objects of the emulated cluster, keyed by (resource key, namespace, name)."""
 
     history_limit: int = 20000
-    # Kinds whose deletion waits for `finish_deletion` (a kubelet stopping the containers),
-    # like pods with a grace period. Empty: deleted objects vanish at once.
-    graceful_kinds: set[str] = field(default_factory=set)
     types: dict[str, ResourceType] = field(default_factory=dict)
     objects: dict[tuple[str, str | None, str], dict[str, Any]] = field(default_factory=dict)
     # Called (outside the lock) after every stored change: fn(type, resource, object).
@@ -362,8 +359,7 @@ class Store:
                 self._bump(result)
                 key = (rtype.key, namespace if rtype.namespaced else None, name)
                 meta = result["metadata"]
-                released = not meta.get("finalizers") and rtype.kind not in self.graceful_kinds
-                if meta.get("deletionTimestamp") and released:
+                if meta.get("deletionTimestamp") and not meta.get("finalizers"):
                     del self.objects[key]
                     self._emit("DELETED", rtype, result)
                     self._collect_dependents(meta["uid"], "Background")
@@ -402,13 +398,6 @@ class Store:
         uid = meta["uid"]
         if propagation == "Orphan":
             self._orphan_dependents(uid)
-        if rtype.kind in self.graceful_kinds and not meta.get("finalizers"):
-            if not meta.get("deletionTimestamp"):
-                meta["deletionTimestamp"] = now_rfc3339()
-                meta["deletionGracePeriodSeconds"] = 30
-                self._bump(obj)
-                self._emit("MODIFIED", rtype, obj)
-            return copy.deepcopy(obj)
         if meta.get("finalizers") or propagation == "Foreground":
             if propagation == "Foreground":
                 # Dependents go first; the owner waits behind the foregroundDeletion finalizer.
@@ -425,20 +414,6 @@ class Store:
         if propagation != "Orphan":
             self._collect_dependents(uid, propagation)
         return copy.deepcopy(obj)
-
-    def finish_deletion(self, rtype: ResourceType, namespace: str | None, name: str) -> None:
-        """Remove an object held in graceful deletion (what the kubelet does at the end)."""
-        try:
-            with self._lock:
-                obj = self._get_locked(rtype, namespace, name)
-                if not obj["metadata"].get("deletionTimestamp"):
-                    raise ApiError(409, "Conflict", f"{name} is not being deleted")
-                del self.objects[(rtype.key, namespace if rtype.namespaced else None, name)]
-                self._bump(obj)
-                self._emit("DELETED", rtype, obj)
-                self._collect_dependents(obj["metadata"]["uid"], "Background")
-        finally:
-            self._flush_hooks()
 
     def delete_collection(self, rtype: ResourceType, namespace: str | None,
                           label_selector: str | None, field_selector: str | None,
