@@ -1,8 +1,8 @@
-"""Recovery on the emulated cluster: the real operator, trainer image and pod runner.
+"""Recovery on the local control plane: the real operator (the chart), trainer image and pod runner.
 
     python -m benchmarks.e2e_recovery [--steps 120] [--save-steps 20]
 
-Needs Docker and both images (tests/e2e/run-emulated.sh builds them). Measures, for one
+Needs Docker and both images (tests/e2e/run-local.sh builds them). Measures, for one
 2-node x 1-process tiny-BERT job each:
 
 - apply -> first training step;
@@ -25,30 +25,30 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from e2e import jobs, kit  # noqa: E402
-from e2e.waiting import wait_for  # noqa: E402
-from e2e.backends import EmulatedBackend, wait_ready  # noqa: E402
+from tests.e2e import jobs, kit  # noqa: E402
+from tests.e2e.backends import LocalBackend, wait_ready  # noqa: E402
+from tests.polling import wait_for  # noqa: E402
 
 LOSS_LINE = re.compile(rb"^(\S+) \{'loss'")
 RESUMED = re.compile(rb"resuming from \S+ \(step (\d+)\)")
 
 
-def pod_log(backend: EmulatedBackend, pod: str) -> bytes:
+def pod_log(backend: LocalBackend, pod: str) -> bytes:
     path = backend.runner.logs_dir() / f"{backend.runner.container_name(backend.namespace, pod)}.log"
     if not path.exists():
         raise SystemExit(f"no saved log for pod {pod}: {path}")
     return path.read_bytes()
 
 
-def resumed_step(backend: EmulatedBackend, pod: str) -> int:
+def resumed_step(backend: LocalBackend, pod: str) -> int:
     """The step the trainer in this pod resumed from (its own log line), 0 if fresh."""
     match = RESUMED.search(pod_log(backend, pod))
     return int(match.group(1)) if match else 0
 
 
-def step_times(backend: EmulatedBackend, pod: str) -> list[float]:
+def step_times(backend: LocalBackend, pod: str) -> list[float]:
     """Epoch seconds at which the pod's rank-0 trainer logged each training step."""
     out = []
     for line in pod_log(backend, pod).splitlines():
@@ -61,7 +61,7 @@ def step_times(backend: EmulatedBackend, pod: str) -> list[float]:
     return out
 
 
-def run_interrupted(backend: EmulatedBackend, name: str, steps: int, save_steps: int,
+def run_interrupted(backend: LocalBackend, name: str, steps: int, save_steps: int,
                     how: str, stop_at: int) -> dict:
     """SIGKILL rank 1 at the first checkpoint >= stop_at, or delete its pod at step >= stop_at."""
     applied = time.time()
@@ -115,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path("/tmp/ftjob-e2e/bench")
     shutil.rmtree(work, ignore_errors=True)
-    backend = EmulatedBackend(work, namespace="bench")
+    backend = LocalBackend(work, namespace="bench")
     try:
         wait_ready(backend)
         kit.seed(backend, ["bench-kill", "bench-preempt"])

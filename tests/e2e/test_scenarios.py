@@ -116,8 +116,11 @@ def preempted(seeded):
     backend.delete("pods", f"{PREEMPT}-{running['attempt']}-1")
 
     def resumed_and_training(status):
-        resumed = (status.get("checkpoint") or {}).get("resumedFromStep")
-        return (status.get("attempt") == running["attempt"] + 1 and resumed is not None
+        # Until the new attempt's trainer reports, status.progress and .checkpoint are still
+        # the old attempt's (resumedFromStep 0 for a first attempt): wait for a resume point.
+        resumed = (status.get("checkpoint") or {}).get("resumedFromStep") or 0
+        return (status.get("attempt") == running["attempt"] + 1
+                and status.get("phase") == "Running" and resumed > 0
                 and step_of(status) > resumed)
 
     after = wait_status(backend, PREEMPT, resumed_and_training,
