@@ -23,8 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=".cache/cluster", help="state folder")
     parser.add_argument("--port", type=int, default=6443, help="API server port on 127.0.0.1")
     args = parser.parse_args(argv)
-    plane = ControlPlane(Path(args.dir), apiserver_port=args.port)
+    plane = ControlPlane(Path(args.dir), apiserver_port=args.port, detach=True)
     if args.command == "up":
+        if all(plane.running().values()):
+            print(f"control plane already running at {plane.server}")
+            print(f"  export KUBECONFIG={plane.kubeconfig}")
+            return 0
         try:
             plane.start()
         except ControlPlaneError as exc:

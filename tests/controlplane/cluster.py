@@ -15,6 +15,7 @@ this class; the binaries come from scripts/build-control-plane.sh.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -93,6 +94,10 @@ class ControlPlane:
     state_dir: Path
     apiserver_port: int | None = None  # None: any free port
     bin_dir: Path | None = None
+    # False (tests): the processes die with the process that started them, even on SIGKILL,
+    # so an interrupted test run leaves no cluster behind. True (`make cluster-up`): they
+    # outlive it, until `down`.
+    detach: bool = False
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,8 +129,12 @@ class ControlPlane:
         return self.bin_dir / name
 
     def _port(self, name: str) -> int:
-        return int((self.state_dir / "ports.json").exists()
-                   and json.loads((self.state_dir / "ports.json").read_text())[name])
+        """A port chosen by `start()` (kept in ports.json, so `down` in another process
+        finds the same cluster)."""
+        ports = self.state_dir / "ports.json"
+        if not ports.exists():
+            raise ControlPlaneError(f"no control plane was started in {self.state_dir}")
+        return int(json.loads(ports.read_text())[name])
 
     # ------------------------------------------------------------------ start / stop
 
@@ -171,7 +180,7 @@ class ControlPlane:
         for name in reversed(COMPONENTS):
             pid_file = pids_dir / f"{name}.pid"
             process = self.processes.pop(name, None)
-            pid = process.pid if process else _read_pid(pid_file)
+            pid = process.pid if process else _read_pid(pid_file, name)
             if pid:
                 _terminate(pid, process)
             pid_file.unlink(missing_ok=True)
@@ -184,7 +193,7 @@ class ControlPlane:
 
     def running(self) -> dict[str, bool]:
         pids_dir = self.state_dir / "pids"
-        return {name: _alive(_read_pid(pids_dir / f"{name}.pid")) for name in COMPONENTS}
+        return {name: _alive(_read_pid(pids_dir / f"{name}.pid", name)) for name in COMPONENTS}
 
     # ------------------------------------------------------------------ processes
 
@@ -192,7 +201,8 @@ class ControlPlane:
         log = open(self.logs_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen([str(self.binary(name)), *args], stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)  # outlives `make cluster-up`
+                                   start_new_session=self.detach,
+                                   preexec_fn=None if self.detach else _die_with_parent)
         log.close()
         self.processes[name] = process
         (self.state_dir / "pids").mkdir(exist_ok=True)
@@ -303,11 +313,21 @@ class ControlPlane:
                 and self.get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt")[0] == 200)
 
 
-def _read_pid(path: Path) -> int | None:
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent goes (Linux PR_SET_PDEATHSIG). Not
+    SIGTERM: kube-apiserver's graceful shutdown waits long for an etcd that is gone too."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _read_pid(path: Path, name: str) -> int | None:
+    """The pid in `path` if that process is still `name` (a pid file can outlive its
+    process, and the pid be reused by another)."""
     try:
-        return int(path.read_text().strip())
+        pid = int(path.read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
     except (OSError, ValueError):
         return None
+    return pid if Path(command.decode(errors="replace")).name == name else None
 
 
 def _alive(pid: int | None) -> bool:
