@@ -101,6 +101,18 @@ def average_tokens_across_devices(spec: api.FineTuneJobSpec, loss_divides_by_ite
     return loss_divides_by_item_count
 
 
+def average_tokens_reason(spec: api.FineTuneJobSpec, model_name: str,
+                          loss_divides_by_item_count: bool) -> str:
+    """Why average_tokens_across_devices has its value, for the log (pure)."""
+    if AVERAGE_TOKENS_KEY in spec.training_arguments:
+        return "set in spec.trainingArguments"
+    if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value:
+        return "sequence classification: the loss is a per-example mean"
+    if loss_divides_by_item_count:
+        return f"{model_name}'s loss divides by the token count of all ranks"
+    return f"{model_name}'s loss is a mean over each rank's own tokens"
+
+
 def build(spec: api.FineTuneJobSpec, output_dir: Path, **options: Any):
     import os
 

@@ -157,11 +157,10 @@ def prepare(ctx: JobContext) -> Prepared:
     set_seed(targs.seed)  # before the model: a fresh head is initialised from this seed
     model = modeling.load_model(spec.task, source, kwargs, field_name, tokenizer,
                                 labels.id2label if labels else None)
-    targs.average_tokens_across_devices = arguments.average_tokens_across_devices(
-        spec, modeling.loss_divides_by_item_count(model))
+    divides = modeling.loss_divides_by_item_count(model)
+    targs.average_tokens_across_devices = arguments.average_tokens_across_devices(spec, divides)
     log.info("average_tokens_across_devices=%s (%s)", targs.average_tokens_across_devices,
-             "set in the spec" if arguments.AVERAGE_TOKENS_KEY in spec.training_arguments
-             else f"{type(model).__name__}'s loss")
+             arguments.average_tokens_reason(spec, type(model).__name__, divides))
     if spec.peft is not None:
         model = modeling.add_lora(model, spec.task, spec.peft)
 

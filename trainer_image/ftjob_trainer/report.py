@@ -19,8 +19,8 @@ from . import checkpoints
 ATTEMPTS_FILE = "attempts.jsonl"
 REPORT_FILE = "report.png"
 STATE_FILE = "trainer_state.json"
-# Logged with every evaluation but not model quality: left out of the metrics panel.
-NOT_METRICS = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+# Logged with every evaluation but not model quality: left out of the plots.
+EVAL_TIMINGS = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 
 Points = list[tuple[int, float]]
 
@@ -52,7 +52,7 @@ def series(log_history: list[dict[str, Any]], resumed_from: list[int] | None = N
         if _number(entry.get("learning_rate")):
             out.learning_rate.append((step, float(entry["learning_rate"])))
         for key, value in entry.items():
-            if key.startswith("eval_") and _number(value) and key not in NOT_METRICS - {"eval_loss"}:
+            if key.startswith("eval_") and key not in EVAL_TIMINGS and _number(value):
                 eval_points.setdefault(key, {})[step] = float(value)
     out.eval_loss = sorted(eval_points.pop("eval_loss", {}).items())
     out.eval_metrics = {k: sorted(v.items()) for k, v in sorted(eval_points.items())}

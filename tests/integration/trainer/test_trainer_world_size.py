@@ -49,7 +49,10 @@ def first_loss_and_eval(tmp_path, spec: dict, nproc: int) -> tuple[float, float]
     return first, run.metrics()["metrics"]["eval_loss"]
 
 
-@pytest.mark.parametrize("task", ["sequence-classification", "causal-lm", "seq2seq"])
+# Classification (the case users hit first) runs in `make test-fast`; all three in `make test`.
+@pytest.mark.parametrize("task", ["sequence-classification",
+                                  pytest.param("causal-lm", marks=pytest.mark.slow),
+                                  pytest.param("seq2seq", marks=pytest.mark.slow)])
 def test_first_loss_and_eval_loss_do_not_scale_with_world_size(task, tiny, tmp_path):
     spec = task_spec(task, tiny)
     one = first_loss_and_eval(tmp_path, spec, 1)

@@ -109,3 +109,12 @@ def test_ddp_does_not_search_for_unused_parameters_unless_asked(tmp_path):
     assert kwargs["ddp_find_unused_parameters"] is False
     kwargs, _ = arguments.settings(spec(ddp_find_unused_parameters=True), tmp_path, world_size=2)
     assert kwargs["ddp_find_unused_parameters"] is True
+
+
+def test_the_log_says_why():
+    assert "per-example mean" in arguments.average_tokens_reason(spec(), "BertX", False)
+    assert arguments.average_tokens_reason(spec("causal-lm"), "GPT2LMHeadModel", True) == (
+        "GPT2LMHeadModel's loss divides by the token count of all ranks")
+    assert "each rank's own tokens" in arguments.average_tokens_reason(spec("seq2seq"), "T5", False)
+    assert arguments.average_tokens_reason(
+        spec(average_tokens_across_devices=True), "BertX", False) == "set in spec.trainingArguments"
