@@ -118,3 +118,21 @@ def test_the_log_says_why():
     assert "each rank's own tokens" in arguments.average_tokens_reason(spec("seq2seq"), "T5", False)
     assert arguments.average_tokens_reason(
         spec(average_tokens_across_devices=True), "BertX", False) == "set in spec.trainingArguments"
+
+
+def test_tokenize_truncates_to_the_tokenizer_limit_and_warns(tmp_path, caplog):
+    import datasets
+    from tests import tinymodels as tm
+
+    tokenizer = tm.build_tokenizer(tmp_path / "tok")
+    tokenizer.model_max_length = 8
+    long_text = " ".join(["goal"] * 40)
+    rows = datasets.Dataset.from_list([{"text": long_text, "label": "sports"}])
+    splits = data.Splits(rows, None, None, {"train": "rows"})
+    job = api.parse_spec({"task": "sequence-classification", "model": {"path": "/m"},
+                          "dataset": {"files": {"train": "t.jsonl"}, "maxLength": 32}})
+    labels = data.Labels(["sports"], {"sports": 0})
+    with caplog.at_level("WARNING"):
+        out = data.tokenize(splits, job, tokenizer, labels)
+    assert len(out.train[0]["input_ids"]) == 8
+    assert "spec.dataset.maxLength 32 is longer than the tokenizer's model_max_length 8" in caplog.text
