@@ -35,6 +35,10 @@ def manifest(tmp: Path, max_steps: int) -> Path:
         "warmup_steps": 0.1, "weight_decay": 0.01, "eval_strategy": "no",
         "save_strategy": "steps", "save_steps": max_steps // 2, "logging_steps": 10,
         "seed": 42, "disable_tqdm": True,
+        # What ftjob would choose for this model anyway, spelled out so that the plain
+        # script (HF defaults otherwise: loss x world size, unused-parameter search)
+        # trains exactly the same way and the comparison measures overhead only.
+        "average_tokens_across_devices": False, "ddp_find_unused_parameters": False,
     }
     # Data paths stay relative to examples/, where the manifest is written.
     path = REPO / "examples" / f".bench-{os.getpid()}.yaml"
