@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 # Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery Docker and the images.
-BENCHMARKS = ["operator_lifecycle", "operator_scale", "trainer_bench", "trainer_ddp_unused",
-              "e2e_recovery", "gpu_paths"]
+BENCHMARKS = ["operator_lifecycle", "operator_scale", "operator_scale_real", "trainer_bench",
+              "trainer_ddp_unused", "e2e_recovery", "gpu_paths"]
 
 
 def available(name: str) -> tuple[bool, str]:
