@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from . import api
-from .manifests import ManifestError, load_file
+from .manifest_reader import read_manifest
+from .manifests import ManifestError
 from .problems import errors
 from .validation import validate_document
+
+
+# Exit codes of the `ftjob` command (docs/exit-codes.md).
+EXIT_OK = 0
+EXIT_INVALID = 1  # validate: a file is unreadable, not YAML, or holds an invalid FineTuneJob
+EXIT_USAGE = 2  # bad arguments; `run --local`: the manifest cannot be run (message says why)
+EXIT_INTERNAL = 3  # a bug in ftjob: one line on stderr, the traceback with FTJOB_DEBUG=1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -18,7 +27,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     checked = 0
     for path in args.files:
         try:
-            documents = load_file(path)
+            documents = read_manifest(path)
         except ManifestError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed = True
@@ -71,7 +80,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: `ftjob run --local` needs the trainer extra (pip install 'ftjob[trainer]'): "
               f"{exc}", file=sys.stderr)
         return 2
-    return run_local(args.file, nproc=args.nproc, output=args.output, job_name=args.name)
+    try:
+        read_manifest(args.file)  # the strict reader first: one line for any bytes
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run_local(args.file, nproc=args.nproc, output=args.output, job_name=args.name)
+    except OSError as exc:  # e.g. an output folder that cannot be created
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -129,7 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last net: one line, never a traceback
+        if os.environ.get("FTJOB_DEBUG"):
+            raise
+        print(f"error: internal error in ftjob {args.command} ({type(exc).__name__}: {exc}); "
+              "please report it, with FTJOB_DEBUG=1 for the traceback", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ def test_missing_file_and_broken_yaml_are_clear_errors(tmp_path):
     result = ftjob("validate", str(tmp_path / "nope.yaml"), str(broken))
     assert result.returncode == 1
     assert f"{tmp_path / 'nope.yaml'}: cannot read" in result.stderr
-    assert f"{broken}: not valid YAML" in result.stderr
+    assert f"{broken}:3:1: not valid YAML: expected ',' or ']'" in result.stderr
+    assert "(while parsing a flow sequence at line 2)" in result.stderr
 
 
 def test_file_without_finetunejobs_fails(tmp_path):
