@@ -7,6 +7,7 @@ restarting it.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ def _load_files(files: api.DataFiles, base: Path | None) -> tuple[Any, dict[str,
         paths[split] = str(path)
 
     fmt = _FORMATS[Path(paths["train"]).suffix.lower()]
+    for split, path in paths.items():
+        check_file_bytes(Path(path), f"spec.dataset.files.{split}", fmt)
     loaded = {}
     for split, path in paths.items():
         # One file at a time, so a broken file is named in the error.
@@ -95,8 +98,61 @@ def _load_files(files: api.DataFiles, base: Path | None) -> tuple[Any, dict[str,
             loaded[split] = datasets.load_dataset(fmt, data_files={split: path}, split=split)
         except Exception as exc:  # noqa: BLE001 - any parse error is a data problem here
             raise InvalidData(f"spec.dataset.files.{split}: {path}: cannot be read as {fmt}: "
-                              f"{_first_line(exc)}") from exc
+                              f"{_load_error(exc)}") from exc
     return loaded, dict(paths)
+
+
+_CHUNK = 1 << 20
+
+
+def check_file_bytes(path: Path, field: str, fmt: str) -> None:
+    """An empty file, or a json/csv file that is not UTF-8, named with its line (streamed)."""
+    if path.stat().st_size == 0:
+        raise InvalidData(f"{field}: {path}: the file is empty")
+    if fmt == "parquet":
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                # exc.object is the decoder's carried-over bytes (at most 3) + this chunk
+                carried = len(exc.object) - len(chunk)
+                line += chunk.count(b"\n", 0, max(0, exc.start - carried))
+                raise InvalidData(f"{field}: {path}: line {line}: not UTF-8 text (byte "
+                                  f"0x{exc.object[exc.start]:02x}); save the file as "
+                                  "UTF-8") from None
+            if not chunk:
+                return
+            line += chunk.count(b"\n")
+
+
+_GENERIC = ("An error occurred while generating the dataset",)
+
+
+def _load_error(exc: BaseException) -> str:
+    """The cause a user can act on: the outermost exception datasets chained that says more
+    than "An error occurred while generating the dataset" (its JSON loader re-raises Arrow's
+    parse error, which names the row, over pandas' fallback)."""
+    chain: list[BaseException] = []
+    seen = exc
+    while seen is not None and seen not in chain and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for inner in chain:
+        text = str(inner).strip()
+        if isinstance(inner, StopIteration) or not text:
+            continue
+        if "corresponds to no data" in text:
+            return "the file has no rows (only a header?)"
+        if not text.startswith(_GENERIC):
+            return _first_line(inner)
+    if any(isinstance(e, StopIteration) for e in chain):
+        return "no rows could be read (empty, or only whitespace?)"
+    return _first_line(exc)
 
 
 def _load_hub(ds: api.DatasetSource) -> tuple[Any, dict[str, str]]:
@@ -143,8 +199,39 @@ def check_columns(splits: Splits, required: dict[str, str]) -> None:
     for split, dataset in named_splits(splits):
         for field, column in required.items():
             if column not in dataset.column_names:
+                hint = ("; is this JSON in a .csv file?" if any(
+                    c.lstrip().startswith(("{", "[")) for c in dataset.column_names) else "")
                 raise InvalidData(f"{field}: column {column!r} not found in the {split} split "
-                                  f"({splits.origin[split]}); columns: {', '.join(dataset.column_names)}")
+                                  f"({splits.origin[split]}); columns: "
+                                  f"{_clip(', '.join(map(str, dataset.column_names)))}{hint}")
+            if field != "spec.dataset.labelColumn":
+                check_text_column(dataset, column, field, f"{split} split ({splits.origin[split]})")
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_text_column(dataset: Any, column: str, field: str, where: str) -> None:
+    """Text must be strings (numbers pass as their text): no nulls, lists or mappings.
+
+    Reads Arrow metadata only (type, null count), so it stays cheap on large data."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = dataset.data.column(column)
+    kind = values.type
+    if pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        raise InvalidData(f"{field}: column {column!r} of the {where} holds {kind}, not text")
+    if values.null_count:
+        row = pc.index(pc.is_null(values), True).as_py()
+        raise InvalidData(f"{field}: column {column!r} of the {where} has no value in row {row} "
+                          f"({values.null_count} such rows); fill or drop them")
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        empty = pc.sum(pc.equal(pc.utf8_length(values), 0)).as_py() or 0
+        if empty:
+            log.warning("%s: column %r of the %s has %d empty strings", field, column, where,
+                        empty)
 
 
 @dataclass(frozen=True)
@@ -181,13 +268,31 @@ def infer_labels(splits: Splits, column: str) -> Labels:
             labels = Labels([str(i) for i in range(max(values) + 1)], None)
         else:
             raise InvalidData(f"{field}: column {column!r} of the train split "
-                              f"({splits.origin['train']}) must hold integers or strings")
+                              f"({splits.origin['train']}) must hold integers or strings"
+                              f"{_odd_label(values)}")
     for split, dataset in named_splits(splits):
         _check_range(dataset[column], labels, split, splits.origin[split], column)
     if len(labels.names) < 2:
         raise InvalidData(f"{field}: the train split ({splits.origin['train']}) has only "
                           f"{len(labels.names)} class; classification needs at least 2")
     return labels
+
+
+def _odd_label(values: list[Any]) -> str:
+    """`; row 3 holds 'x' (str), row 0 holds 1 (int)`: where a label breaks the pattern."""
+    def kind(v: Any) -> str:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            return "other"
+        return type(v).__name__
+    first = kind(values[0]) if values else "other"
+    for row, value in enumerate(values):
+        if kind(value) != first or first == "other":
+            shown = _clip(repr(value), 60)
+            if row == 0 or first == "other":
+                return f"; row {row} holds {shown} ({type(value).__name__})"
+            return (f"; row {row} holds {shown} ({type(value).__name__}), row 0 holds "
+                    f"{_clip(repr(values[0]), 60)} ({type(values[0]).__name__})")
+    return ""
 
 
 def _check_range(values: list[Any], labels: Labels, split: str, origin: str, column: str) -> None:
@@ -262,13 +367,19 @@ def tokenize(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any,
           api.Task.CAUSAL_LM.value: causal,
           api.Task.SEQ2SEQ.value: seq2seq}[task]
 
-    def apply(dataset):
+    def apply(dataset, split):
         if dataset is None:
             return None
-        return dataset.map(fn, batched=True, remove_columns=dataset.column_names, desc="tokenize")
+        try:
+            return dataset.map(fn, batched=True, remove_columns=dataset.column_names,
+                               desc="tokenize")
+        except UnicodeDecodeError as exc:
+            raise InvalidData(f"spec.dataset: the {split} split ({splits.origin.get(split)}) "
+                              f"holds text that is not UTF-8: {_first_line(exc)}") from exc
 
     with first():
-        return Splits(apply(splits.train), apply(splits.eval), apply(splits.test), splits.origin)
+        return Splits(apply(splits.train, "train"), apply(splits.eval, "eval"),
+                      apply(splits.test, "test"), splits.origin)
 
 
 def required_columns(spec: api.FineTuneJobSpec) -> dict[str, str]:

@@ -101,3 +101,13 @@ def test_invalid_spec_names_the_fields(worker, tmp_path):
     assert "spec.dataset.targetColumn" in failure.message
     assert "spec.dataset.files.train" in failure.message
     assert str(tmp_path / "job.json") in failure.message
+
+
+def test_non_utf8_text_is_permanent_not_a_crash(worker, tmp_path):
+    """Before: a UnicodeDecodeError while tokenizing, exit 1, restarted into the same error."""
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b'{"text": "caf\xe9", "label": 0}\n{"text": "b", "label": 1}\n')
+    code, failure = worker(spec_for(train))
+    assert code == ExitCode.INVALID_DATA
+    assert failure.message == (f"spec.dataset.files.train: {train}: line 1: not UTF-8 text "
+                               "(byte 0xe9); save the file as UTF-8")
