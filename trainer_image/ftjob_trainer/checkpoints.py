@@ -82,20 +82,85 @@ def verify(folder: Path) -> Verdict:
         return Verdict(unverified, False, "no completion marker (the save did not finish)")
     except (OSError, ValueError) as exc:
         return Verdict(unverified, False, f"unreadable completion marker: {exc}")
-    if not isinstance(marker, dict) or marker.get("step") != step:
-        return Verdict(unverified, False, f"marker names step {marker.get('step')!r}, folder {step}")
+    if not isinstance(marker, dict):
+        return Verdict(unverified, False, f"completion marker holds {type(marker).__name__}, "
+                       "not an object")
+    if marker.get("step") != step:
+        return Verdict(unverified, False, f"marker names step {_short(marker.get('step'))}, "
+                       f"folder {step}")
     expected = marker.get("files")
     if not isinstance(expected, dict) or not expected:
         return Verdict(unverified, False, "marker lists no files")
     for rel, size in expected.items():
+        if not _inside(rel):
+            return Verdict(unverified, False, f"marker lists {_short(rel)}, outside the folder")
         path = folder / rel
         try:
             actual = path.stat().st_size
         except OSError:
             return Verdict(unverified, False, f"{rel} is missing")
         if actual != size:
-            return Verdict(unverified, False, f"{rel} has {actual} bytes, marker says {size}")
-    return Verdict(Checkpoint(step, folder, marker.get("savedAt")), True)
+            return Verdict(unverified, False, f"{rel} has {actual} bytes, marker says "
+                           f"{_short(size)}")
+    why = _trainer_state_problem(folder, step)
+    if why:
+        return Verdict(unverified, False, why)
+    saved_at = marker.get("savedAt")
+    return Verdict(Checkpoint(step, folder, saved_at if isinstance(saved_at, str) else None), True)
+
+
+TRAINER_STATE = "trainer_state.json"
+
+
+def _trainer_state_problem(folder: Path, step: int) -> str:
+    """Trainer reads trainer_state.json first on resume; a broken one would crash every attempt."""
+    path = folder / TRAINER_STATE
+    if not path.exists():
+        return ""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        return f"{TRAINER_STATE} is unreadable: {_short(exc)}"
+    if not isinstance(state, dict):
+        return f"{TRAINER_STATE} holds {type(state).__name__}, not an object"
+    global_step = state.get("global_step")
+    if global_step is not None and global_step != step:
+        return f"{TRAINER_STATE} names global_step {_short(global_step)}, folder {step}"
+    return ""
+
+
+def _inside(rel: object) -> bool:
+    if not isinstance(rel, str) or not rel:
+        return False
+    parts = Path(rel).parts
+    return not Path(rel).is_absolute() and ".." not in parts
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = " ".join(str(value).split()) if isinstance(value, BaseException) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def label_mismatch(checkpoint: Checkpoint, id2label: dict[int, str] | None) -> str | None:
+    """Why a classification checkpoint cannot be resumed with these labels, or None.
+
+    Resuming loads the classifier head from the checkpoint: another label count is a
+    `size mismatch` in load_state_dict on every attempt, so the caller fails permanently."""
+    if id2label is None:
+        return None
+    try:
+        config = json.loads((checkpoint.path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # a LoRA/DeepSpeed checkpoint without config.json: nothing to compare
+    saved = config.get("id2label") if isinstance(config, dict) else None
+    if not isinstance(saved, dict):
+        return None
+    if len(saved) == len(id2label):
+        return None
+    names = ", ".join(str(v) for v in list(id2label.values())[:10])
+    return (f"{checkpoint.path} was saved by a model with {len(saved)} labels, but the data "
+            f"now has {len(id2label)} ({names}); resume with the data it was trained on or "
+            "start in a new output folder")
 
 
 # --------------------------------------------------------------------------- discovery
@@ -142,8 +207,10 @@ def prepare_resume(output_dir: Path) -> Checkpoint | None:
 
 def move_aside(folder: Path, aside_root: Path) -> Path:
     """Keep only the newest moved-aside copy: older ones would fill the volume."""
-    if aside_root.exists():
+    if aside_root.is_dir() and not aside_root.is_symlink():
         shutil.rmtree(aside_root)
+    elif aside_root.exists() or aside_root.is_symlink():
+        aside_root.unlink()
     aside_root.mkdir(parents=True)
     target = aside_root / folder.name
     os.replace(folder, target)
