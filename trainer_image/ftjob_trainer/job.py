@@ -9,6 +9,7 @@ field names, not with a traceback.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,21 +49,16 @@ def load_context(env: Mapping[str, str]) -> JobContext:
     job_file = env.get(contract.ENV_JOB_FILE) or str(
         Path(contract.JOB_FILE_MOUNT_DIR) / contract.JOB_FILE_NAME
     )
-    try:
-        document = json.loads(Path(job_file).read_text())
-    except OSError as exc:
-        raise InvalidSpec(f"{job_file}: cannot read the job file: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise InvalidSpec(f"{job_file}: not valid JSON: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("spec"), dict):
-        raise InvalidSpec(f"{job_file}: expected an object with a `spec` mapping")
-
+    document = read_job_file(job_file)
     problems = errors(validate_spec(document["spec"]))
     if problems:
-        raise InvalidSpec(f"{job_file}: " + "; ".join(str(p) for p in problems))
+        raise InvalidSpec(f"{job_file}: " + "; ".join(str(p) for p in problems)
+                          + _newer_operator_hint(problems))
     spec = api.parse_spec(document["spec"])
 
-    metadata = document.get("metadata") or {}
+    metadata = document.get("metadata")
+    metadata = {k: v for k, v in metadata.items() if isinstance(v, str) and v} \
+        if isinstance(metadata, dict) else {}
     return JobContext(
         name=env.get(contract.ENV_JOB_NAME) or metadata.get("name") or "job",
         namespace=env.get(contract.ENV_NAMESPACE) or metadata.get("namespace"),
@@ -77,6 +73,37 @@ def load_context(env: Mapping[str, str]) -> JobContext:
         result_dir=_path(env, ENV_RESULT_DIR),
         deepspeed_config=_path(env, ENV_DEEPSPEED_CONFIG),
     )
+
+
+def read_job_file(job_file: str) -> dict:
+    """The mounted job document, or InvalidSpec naming the file and what is wrong with it."""
+    try:
+        raw = Path(job_file).read_bytes()
+    except OSError as exc:
+        raise InvalidSpec(f"{job_file}: cannot read the job file: {exc.strerror}") from exc
+    if not raw.strip():
+        raise InvalidSpec(f"{job_file}: the job file is empty")
+    try:
+        document = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidSpec(f"{job_file}: not UTF-8 JSON: {exc.reason} at byte {exc.start}") from exc
+    except ValueError as exc:  # json.JSONDecodeError: message, line and column
+        raise InvalidSpec(f"{job_file}: not valid JSON (truncated?): {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidSpec(f"{job_file}: not valid JSON: nested too deeply") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("spec"), dict):
+        raise InvalidSpec(f"{job_file}: expected an object with a `spec` mapping")
+    return document
+
+
+def _newer_operator_hint(problems: list) -> str:
+    """Unknown fields in a file the operator wrote: the operator is newer than this image."""
+    if not any(p.message.startswith("unknown field") for p in problems):
+        return ""
+    from ftjob_operator import __version__
+
+    return (f" (this trainer image knows the FineTuneJob fields of ftjob {__version__}; a newer "
+            "operator wrote this job: use the trainer image of the operator's release)")
 
 
 def _reporter(env: Mapping[str, str]) -> str:
@@ -101,9 +128,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise InvalidSpec(f"{name}={raw!r}: expected a number of seconds") from exc
+    if not math.isfinite(value) or value < 0:
+        raise InvalidSpec(f"{name}={raw!r}: expected a number of seconds")
+    return value
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
