@@ -5,7 +5,6 @@ it, and the in-process API emulator (tests/kubeemu) for the few tests that injec
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -122,21 +121,17 @@ class Cluster:
 
 @pytest.fixture
 def cluster(control_plane: ClusterSession) -> Iterator[Cluster]:
-    """A fresh namespace under Pod Security `restricted` on the session's control plane;
-    deleted afterwards (FineTuneJob finalizers of a stopped operator are cleared first)."""
-    from tests.controlplane.install import create_namespace, kubectl
+    """A fresh namespace under Pod Security `restricted` on the session's control plane.
+
+    Afterwards the namespace is deleted and awaited: the operator of a later test watches all
+    namespaces, and would otherwise take on this test's leftovers (and put its finalizer on
+    them, which no operator removes once that test ends)."""
+    from tests.controlplane.install import create_namespace, delete_namespace
 
     ns = f"t-{uuid.uuid4().hex[:8]}"
     create_namespace(control_plane.plane, ns)
     yield Cluster(control_plane, ns)
-    jobs = kubectl(control_plane.plane, "get", "finetunejobs", "-n", ns, "-o", "json",
-                   check=False)
-    if jobs.returncode == 0:
-        for item in json.loads(jobs.stdout).get("items") or []:
-            kubectl(control_plane.plane, "patch", "finetunejob", item["metadata"]["name"],
-                    "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
-                    check=False)
-    kubectl(control_plane.plane, "delete", "namespace", ns, "--wait=false", check=False)
+    delete_namespace(control_plane.plane, ns)
 
 
 @pytest.fixture

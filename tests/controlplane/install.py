@@ -67,6 +67,22 @@ def create_namespace(plane: ControlPlane, name: str, restricted: bool = True,
         time.sleep(0.1)
 
 
+def delete_namespace(plane: ControlPlane, name: str, timeout: float = 120) -> None:
+    """Delete a namespace and wait until it is gone, clearing the finalizers of the
+    FineTuneJobs in it (the operator that put them there may be stopped)."""
+    kubectl(plane, "delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    deadline = time.monotonic() + timeout
+    while plane.get(f"/api/v1/namespaces/{name}")[0] != 404:
+        code, body = plane.get(f"/apis/finetune.dev/v1alpha1/namespaces/{name}/finetunejobs")
+        for item in (json.loads(body).get("items") or []) if code == 200 else []:
+            if item["metadata"].get("finalizers"):
+                kubectl(plane, "patch", "finetunejob", item["metadata"]["name"], "-n", name,
+                        "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"namespace {name} still exists after {timeout}s")
+        time.sleep(0.2)
+
+
 def service_account_kubeconfig(plane: ControlPlane, namespace: str, account: str, path: Path,
                                seconds: int = 24 * 3600) -> Path:
     """A kubeconfig that authenticates as a ServiceAccount (a TokenRequest token)."""
