@@ -9,6 +9,7 @@ cluster (status, pods, the ConfigMap), so a restarted operator picks up where it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -157,12 +158,22 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
     config: Settings = memo.config
     kube: k8s.Kube = memo.kube
     failures = 0
+    ignored: list[str] = []
     try:
         while not stopped:
             waker.clear()
             if meta.get("deletionTimestamp"):
                 return
             job = JobState.from_body(dict(body))
+            status, dropped = observe.sane_status(job.status)
+            if dropped:
+                job = dataclasses.replace(job, status=status)
+            if dropped != ignored:  # log once per change, not at every wake-up
+                if dropped:
+                    logger.warning("status fields %s hold values the operator cannot read "
+                                   "(written by another client?); deciding without them",
+                                   ", ".join(dropped))
+                ignored = dropped
             started = time.monotonic()
             plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs),
                           datetime.now(timezone.utc))

@@ -8,11 +8,14 @@ kubelet's reason and the `DisruptionTarget` condition.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from . import contract, naming
+import pydantic
+
+from . import api, contract, naming
 
 FailureKind = Literal["permanent", "retryable", "preempted"]
 
@@ -20,7 +23,7 @@ MESSAGE_LIMIT = 1024
 
 
 def parse_time(value: str | None) -> datetime | None:
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -73,49 +76,63 @@ class Observed:
 
 
 def _int_label(labels: dict[str, str], key: str) -> int | None:
-    try:
-        return int(labels[key])
-    except (KeyError, ValueError):
-        return None
+    value = labels.get(key)
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) \
+            or len(value) > 9:
+        return None  # not a label ftjob wrote (ftjob writes small non-negative numbers)
+    return int(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list_of_dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def pod_view(pod: dict[str, Any]) -> PodView | None:
     """Summarise a pod; None for a pod without ftjob's attempt/rank labels."""
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
+    meta = _dict(_dict(pod).get("metadata"))
+    labels = _dict(meta.get("labels"))
     attempt = _int_label(labels, naming.LABEL_ATTEMPT)
     rank = _int_label(labels, naming.LABEL_RANK)
-    job = labels.get(naming.LABEL_JOB)
+    job = _str(labels.get(naming.LABEL_JOB))
     if attempt is None or rank is None or not job:
         return None
-    owner_uid = next((o.get("uid") for o in meta.get("ownerReferences") or []
-                      if o.get("controller")), None)
-    status = pod.get("status") or {}
+    owner_uid = next((_str(o.get("uid")) for o in _list_of_dicts(meta.get("ownerReferences"))
+                      if o.get("controller") is True), None)
+    status = _dict(pod.get("status"))
     exit_code = reason = message = None
-    for cs in status.get("containerStatuses") or []:
+    for cs in _list_of_dicts(status.get("containerStatuses")):
         if cs.get("name") != naming.TRAINER_CONTAINER:
             continue
-        term = (cs.get("state") or {}).get("terminated") or {}
+        term = _dict(_dict(cs.get("state")).get("terminated"))
         if term:
-            exit_code = term.get("exitCode")
-            reason = term.get("reason")
-            message = term.get("message")
-    disruption = next((c.get("reason") or "DisruptionTarget"
-                       for c in status.get("conditions") or []
+            code = term.get("exitCode")
+            exit_code = code if isinstance(code, int) and not isinstance(code, bool) else None
+            reason = _str(term.get("reason"))
+            message = _str(term.get("message"))
+    disruption = next((_str(c.get("reason")) or "DisruptionTarget"
+                       for c in _list_of_dicts(status.get("conditions"))
                        if c.get("type") == "DisruptionTarget" and c.get("status") == "True"), None)
     return PodView(
-        name=meta.get("name", ""),
+        name=_str(meta.get("name")) or "",
         job=job,
         attempt=attempt,
         rank=rank,
         owner_uid=owner_uid,
-        phase=status.get("phase") or "Pending",
+        phase=_str(status.get("phase")) or "Pending",
         created_at=parse_time(meta.get("creationTimestamp")),
         deleting=bool(meta.get("deletionTimestamp")),
         exit_code=exit_code,
         container_reason=reason,
-        pod_reason=status.get("reason"),
-        pod_message=status.get("message") or _unscheduled_message(status),
+        pod_reason=_str(status.get("reason")),
+        pod_message=_str(status.get("message")) or _unscheduled_message(status),
         termination_message=message,
         disruption=disruption,
     )
@@ -123,19 +140,19 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
 
 def _unscheduled_message(status: dict[str, Any]) -> str | None:
     """The scheduler's reason a pod is not placed (e.g. `0/3 nodes are available: ...`)."""
-    for cond in status.get("conditions") or []:
+    for cond in _list_of_dicts(status.get("conditions")):
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            return cond.get("message") or cond.get("reason")
+            return _str(cond.get("message")) or _str(cond.get("reason"))
     return None
 
 
 def parse_termination(message: str | None) -> dict[str, Any] | None:
     """The trainer's one-line JSON summary, or None when missing or not a JSON object."""
-    if not message:
+    if not message or not isinstance(message, str):
         return None
     try:
         doc = json.loads(message.strip().splitlines()[-1] if message.strip() else "")
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):  # RecursionError: "[[[[..." 4 kB deep
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -184,30 +201,67 @@ def success_summary(pod: PodView) -> dict[str, Any]:
     """Metrics and final model from rank 0's termination message (empty when absent)."""
     summary = parse_termination(pod.termination_message) or {}
     metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
-    numeric = {str(k): float(v) for k, v in metrics.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numeric = {str(k): v for k, v in ((k, _finite(v)) for k, v in metrics.items())
+               if v is not None}
+    step = summary.get("globalStep")
     out = {
         "metrics": numeric,
-        "globalStep": summary.get("globalStep"),
-        "finalModel": summary.get("finalModel"),
+        "globalStep": step if isinstance(step, int) and not isinstance(step, bool) else None,
+        "finalModel": _str(summary.get("finalModel")),
     }
     if isinstance(summary.get("stoppedEarly"), str):  # spec.earlyStopping ended the run
         out["stoppedEarly"] = summary["stoppedEarly"]
     return out
 
 
+def _finite(value: Any) -> float | None:
+    """A number the status can hold (JSON has no NaN; a 400-digit int overflows float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def sane_status(status: Any) -> tuple[dict[str, Any], list[str]]:
+    """(the status fields the operator can read, the names of those it cannot).
+
+    The operator wrote the status, but any client with access to the status subresource can
+    write it too. A field of the wrong shape is left out of the view (and named, to be logged)
+    so that the decision rewrites it, instead of the job loop failing on it at every wake-up.
+    Fields the API does not define are kept: they are someone else's."""
+    if not isinstance(status, dict):
+        return {}, ([] if status in (None, {}) else ["status"])
+    clean: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in status.items():
+        try:
+            api.FineTuneJobStatus.model_validate({key: value})
+        except pydantic.ValidationError as exc:
+            if not all(e["type"] == "extra_forbidden" for e in exc.errors()):
+                dropped.append(str(key))
+                continue
+        except (TypeError, ValueError, RecursionError):
+            dropped.append(str(key))
+            continue
+        clean[key] = value
+    return clean, dropped
+
+
 def started_spec_from_config_map(cm: dict[str, Any], job_uid: str | None = None
                                  ) -> dict[str, Any] | None:
     """The spec stored in a job's ConfigMap; None if unreadable or from another job uid."""
-    raw = (cm.get("data") or {}).get(contract.JOB_FILE_NAME)
-    if not raw:
+    raw = _dict(_dict(cm).get("data")).get(contract.JOB_FILE_NAME)
+    if not raw or not isinstance(raw, str):
         return None
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict):
         return None
-    if job_uid is not None and (doc.get("metadata") or {}).get("uid") != job_uid:
+    if job_uid is not None and _dict(doc.get("metadata")).get("uid") != job_uid:
         return None
     return doc["spec"]
