@@ -49,7 +49,7 @@ from ftjob_operator import api, naming
 from ftjob_operator.crd import build_crd
 from tests.controlplane import ControlPlane
 from tests.controlplane.cluster import _die_with_parent
-from tests.controlplane.install import (apply, audit_events, create_namespace,
+from tests.controlplane.install import (apply, audit_events, chart_rbac, create_namespace,
                                         service_account_kubeconfig, wait_established)
 from tests.controlplane.kwok import USER as KWOK_USER
 from tests.controlplane.kwok import Kwok
@@ -58,14 +58,6 @@ from tests.controlplane.volumes import LocalVolumes
 SCHEDULER_USER = "system:kube-scheduler"
 POD_RESOURCES = {"cpu": "1", "memory": "1Gi"}
 # kwok's default node (64 CPU, 256 GiB, 110 pods): 800 such pods fit 20 nodes (40 each).
-
-
-def chart_rbac() -> list[dict[str, Any]]:
-    """The operator's ServiceAccount and RBAC exactly as `helm template` renders them."""
-    from tests.unit.chart.rendering import render
-
-    return [o for o in render() if o["kind"] in
-            ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
 
 
 # --------------------------------------------------------------------------- watching

@@ -43,21 +43,13 @@ class ClusterSession:
     operator_kubeconfig: Path
 
 
-def _chart_rbac() -> list[dict[str, Any]]:
-    """The operator's ServiceAccount and RBAC exactly as `helm template` renders them."""
-    from tests.unit.chart.rendering import render
-
-    return [o for o in render() if o["kind"] in
-            ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
-
-
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory) -> Iterator[ClusterSession]:
     """etcd, kube-apiserver, controller-manager and scheduler, started once per session."""
     from kubernetes import client, config
 
     from tests.controlplane import ControlPlane
-    from tests.controlplane.install import (apply, create_namespace,
+    from tests.controlplane.install import (apply, chart_rbac, create_namespace,
                                             service_account_kubeconfig, wait_established)
     from tests.controlplane.kubelet import Kubelet
     from tests.controlplane.nodes import NodeHeartbeat
@@ -75,7 +67,7 @@ def control_plane(tmp_path_factory) -> Iterator[ClusterSession]:
         apply(plane, [crd])
         wait_established(plane, crd["metadata"]["name"])
         create_namespace(plane, OPERATOR_NAMESPACE, restricted=True)
-        rbac = _chart_rbac()
+        rbac = chart_rbac()
         apply(plane, rbac)
         account = next(o["metadata"] for o in rbac if o["kind"] == "ServiceAccount")
         kubeconfig = service_account_kubeconfig(plane, account["namespace"], account["name"],

@@ -18,6 +18,14 @@ RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/enforce-version": "latest"}
 
 
+def chart_rbac() -> list[dict[str, Any]]:
+    """The operator's ServiceAccount and RBAC exactly as `helm template` renders them."""
+    from tests.unit.chart.rendering import render
+
+    return [o for o in render() if o["kind"] in
+            ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+
+
 def kubectl(plane: ControlPlane, *args: str, input: str | None = None,
             kubeconfig: Path | None = None, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
