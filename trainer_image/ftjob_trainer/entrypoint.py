@@ -184,6 +184,11 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
     with p.targs.main_process_first(local=False, desc="find checkpoint"):
         resume = (checkpoints.prepare_resume(ctx.output_dir) if is_zero
                   else checkpoints.latest_complete(ctx.output_dir))
+    # Another label count is a size mismatch in the classifier head on every attempt:
+    # permanent, and said in words instead of load_state_dict's.
+    mismatch = resume and p.labels and checkpoints.label_mismatch(resume, p.labels.id2label)
+    if mismatch:
+        raise exits.InvalidData(mismatch)
 
     if is_zero:
         from .progress import rfc3339

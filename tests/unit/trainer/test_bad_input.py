@@ -111,3 +111,26 @@ def test_non_utf8_text_is_permanent_not_a_crash(worker, tmp_path):
     assert code == ExitCode.INVALID_DATA
     assert failure.message == (f"spec.dataset.files.train: {train}: line 1: not UTF-8 text "
                                "(byte 0xe9); save the file as UTF-8")
+
+
+def test_checkpoint_of_another_label_count_is_permanent(worker, tmp_path):
+    """Resuming a 2-label checkpoint on 3-label data would fail load_state_dict on every
+    attempt: it is refused before training, naming the checkpoint and the label counts."""
+    from ftjob_trainer import checkpoints
+
+    from tests.tinymodels import build_bert
+
+    model = build_bert(tmp_path / "model")
+    train = write_rows(tmp_path / "train.jsonl", [{"text": t, "label": label} for t, label in
+                                                  (("a b", 0), ("c d", 1), ("e f", 2))])
+    saved = tmp_path / "out" / "checkpoint-5"
+    saved.mkdir(parents=True)
+    (saved / "config.json").write_text(json.dumps({"id2label": {"0": "x", "1": "y"}}))
+    (saved / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
+    checkpoints.write_marker(saved, 5)
+    assert checkpoints.verify(saved).complete, "the test's checkpoint must be one to resume"
+
+    code, failure = worker(spec_for(train, model_path=str(model)))
+    assert code == ExitCode.INVALID_DATA, failure
+    assert "saved by a model with 2 labels" in failure.message
+    assert "now has 3" in failure.message and str(saved) in failure.message
