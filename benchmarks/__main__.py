@@ -12,7 +12,7 @@ import sys
 
 # Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery Docker and the images.
 BENCHMARKS = ["operator_lifecycle", "operator_scale", "operator_scale_real", "trainer_bench",
-              "trainer_ddp_unused", "e2e_recovery", "gpu_paths"]
+              "trainer_ddp_unused", "fuzz_manifests", "e2e_recovery", "gpu_paths"]
 
 
 def available(name: str) -> tuple[bool, str]:
@@ -20,6 +20,10 @@ def available(name: str) -> tuple[bool, str]:
         import torch
 
         return torch.cuda.is_available(), "no CUDA device"
+    if name == "fuzz_manifests":
+        import importlib.util
+
+        return importlib.util.find_spec("atheris") is not None, "atheris not installed"
     if name == "e2e_recovery":
         ok = subprocess.run(["docker", "info"], capture_output=True).returncode == 0
         return ok, "no Docker engine (run scripts/docker-setup.sh)"
