@@ -2,7 +2,7 @@
 chart's RBAC test.
 
 The operator runs as the chart's ServiceAccount in the chart's default mode (all namespaces,
-one ClusterRole; see conftest.py), so the API server itself refuses any call the chart does not allow: no
+one ClusterRole), so the API server itself refuses any call the chart does not allow: no
 request of this scenario may be answered 403. One scenario walks every path that talks to
 the API (create, restart, suspend/resume, success, TTL deletion). The union of its calls
 (the test's namespace written as `team-a`) must equal tests/data/operator-api-calls.json;
