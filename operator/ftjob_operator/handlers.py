@@ -40,6 +40,10 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.posting.level = logging.CRITICAL + 10
     kopf_settings.networking.request_timeout = 60
     kopf_settings.watching.server_timeout = 300
+    if settings.namespaces and not any(c in ns for ns in settings.namespaces for c in "*?[!"):
+        # Exact names need no namespace scan: without this kopf lists namespaces cluster-wide
+        # and, where RBAC forbids it, retries for about a minute before watching anything.
+        kopf_settings.scanning.disabled = True
     if settings.peering:
         kopf_settings.peering.name = settings.peering
         kopf_settings.peering.mandatory = True

@@ -74,6 +74,12 @@ def test_module_runs_the_operator_with_liveness_and_metrics(cluster, tmp_path):
              and parse_time(e["requestReceivedTimestamp"]) >= started]
     assert calls, "no FineTuneJob request by the operator's ServiceAccount in the audit log"
     assert {e["objectRef"].get("namespace") for e in calls} == {h.ns}
+    # ...and it asked for nothing its RBAC refuses (a namespace scan would: a minute of 403s).
+    refused = [(e["verb"], e["objectRef"].get("resource"))
+               for e in audit_events(cluster.plane, user=cluster.session.operator_account)
+               if (e.get("responseStatus") or {}).get("code") == 403
+               and parse_time(e["requestReceivedTimestamp"]) >= started]
+    assert refused == [], refused
 
 
 def test_bad_setting_stops_with_the_variable_named():
