@@ -126,15 +126,12 @@ def cluster(control_plane: ClusterSession) -> Iterator[Cluster]:
     delete_namespace(control_plane.plane, ns)
 
 
-@pytest.fixture
-def run_operator(cluster: Cluster, monkeypatch) -> Callable[..., contextlib.AbstractContextManager]:
-    """Context manager factory: the real operator (kopf) in a thread, authenticated as the
-    chart's ServiceAccount (so a rule missing from the chart's RBAC fails the test), watching
-    all namespaces as the chart installs it by default (the `cluster` fixture deletes each
-    test's namespace, so earlier tests leave nothing behind to handle)."""
+def _operator_runner(monkeypatch, kubeconfig: str) -> Callable[..., contextlib.AbstractContextManager]:
+    """Context manager factory: the real operator (kopf) in a thread, all namespaces (as the
+    chart installs it by default), with `KUBECONFIG` and any extra environment set."""
     from kopf.testing import KopfRunner
 
-    monkeypatch.setenv("KUBECONFIG", str(cluster.session.operator_kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", kubeconfig)
     monkeypatch.setenv("FTJOB_RESYNC_SECONDS", "2")
     monkeypatch.setenv("FTJOB_TRAINER_IMAGE", TRAINER_IMAGE)
 
@@ -148,6 +145,14 @@ def run_operator(cluster: Cluster, monkeypatch) -> Callable[..., contextlib.Abst
         assert runner.exception is None, runner.output
 
     return start
+
+
+@pytest.fixture
+def run_operator(cluster: Cluster, monkeypatch) -> Callable[..., contextlib.AbstractContextManager]:
+    """The operator authenticated as the chart's ServiceAccount (so a rule missing from the
+    chart's RBAC fails the test); the `cluster` fixture deletes each test's namespace, so
+    earlier tests leave nothing behind for it to handle."""
+    return _operator_runner(monkeypatch, str(cluster.session.operator_kubeconfig))
 
 
 # --------------------------------------------------------------------------- emulator
@@ -161,31 +166,10 @@ def kube() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def kubeconfig(kube: Emulator, tmp_path, monkeypatch) -> str:
-    path = kube.write_kubeconfig(tmp_path / "kubeconfig")
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    return str(path)
-
-
-@pytest.fixture
-def run_emulated_operator(kubeconfig: str, monkeypatch
+def run_emulated_operator(kube: Emulator, tmp_path, monkeypatch
                           ) -> Callable[..., contextlib.AbstractContextManager]:
-    """Context manager factory: the real operator (kopf) in a thread against `kube`."""
-    from kopf.testing import KopfRunner
-
-    monkeypatch.setenv("FTJOB_RESYNC_SECONDS", "2")
-    monkeypatch.setenv("FTJOB_TRAINER_IMAGE", TRAINER_IMAGE)
-
-    @contextlib.contextmanager
-    def start(**env: str) -> Iterator[KopfRunner]:
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        args = ["run", "--standalone", "--all-namespaces", "-m", "ftjob_operator.handlers"]
-        with KopfRunner(args, timeout=60) as runner:
-            yield runner
-        assert runner.exception is None, runner.output
-
-    return start
+    """The operator against `kube` (admin: the emulator has no RBAC)."""
+    return _operator_runner(monkeypatch, str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
 
 
 __all__ = ["Cluster", "Faults", "never", "wait_for"]

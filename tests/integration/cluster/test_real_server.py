@@ -17,24 +17,11 @@ from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
 from tests.controlplane.install import kubectl, service_account_kubeconfig
+from tests.integration.operator.helpers import BASE_SPEC
+from tests.integration.operator.helpers import manifest as job
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
-
-SPEC = {
-    "task": "sequence-classification",
-    "model": {"path": "/models/tiny"},
-    "dataset": {"files": {"train": "/data/train.jsonl"}},
-    "trainingArguments": {"max_steps": 5},
-    "resources": {"nodes": 2, "cpu": "1", "memory": "1Gi", "shmSize": "64Mi"},
-    "storage": {"accessModes": ["ReadWriteMany"], "size": "1Gi"},
-}
-
-
-def job(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name},
-            "spec": {**SPEC, **spec}}
-
 
 def create(cluster, body: dict[str, Any]) -> dict[str, Any]:
     return cluster.custom.create_namespaced_custom_object(
@@ -202,7 +189,7 @@ def test_kubectl_get_shows_the_printer_columns(cluster, run_operator):
 def test_deleting_a_job_garbage_collects_children_but_a_retained_claim_survives(
         cluster, run_operator):
     with run_operator():
-        created = create(cluster, job("gc", storage={**SPEC["storage"],
+        created = create(cluster, job("gc", storage={**BASE_SPEC["storage"],
                                                      "reclaimPolicy": "Retain"}))
         wait_for(lambda: len(cluster.core.list_namespaced_pod(cluster.ns).items) == 2, 60,
                  "two pods")
