@@ -10,37 +10,16 @@
 #      (layer cache: a second run rebuilds only what changed)
 #   4. pytest -m e2e on the local backend
 #
-# Environment: FTJOB_WHEELS_DIR (default /opt/wheels when it exists, else a cache of the
-# torch wheels under ~/.cache/ftjob/wheels),
-# FTJOB_EXTRA_CA_DIR (default /usr/local/share/ca-certificates when it holds *.crt),
-# PYTEST_ARGS (extra pytest arguments, e.g. "-k sigkill").
+# Environment: see scripts/e2e-images.sh; PYTEST_ARGS (extra pytest arguments, e.g.
+# "-k sigkill").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 started=$SECONDS
-bash scripts/docker-setup.sh
 FTJOB_CONTROL_PLANE_BIN=$(bash scripts/build-control-plane.sh)
 export FTJOB_CONTROL_PLANE_BIN
 echo "e2e: control plane binaries ready in $(( SECONDS - started )) s"
-
-if [ -z "${FTJOB_WHEELS_DIR+x}" ]; then
-  if [ -d /opt/wheels ]; then
-    export FTJOB_WHEELS_DIR=/opt/wheels
-  else
-    # torch and its CUDA runtime wheels (about 2.6 GB), kept outside the repository: the
-    # trainer image installs them from here instead of downloading them at every build.
-    export FTJOB_WHEELS_DIR=${FTJOB_CACHE:-$HOME/.cache/ftjob}/wheels
-    torch_version=$(sed -n 's/^ARG TORCH_VERSION=//p' trainer_image/Dockerfile)
-    if ! compgen -G "$FTJOB_WHEELS_DIR/torch-$torch_version-*.whl" >/dev/null; then
-      mkdir -p "$FTJOB_WHEELS_DIR"
-      .venv/bin/pip download -q "torch==$torch_version" -d "$FTJOB_WHEELS_DIR"
-    fi
-  fi
-fi
-if [ -z "${FTJOB_EXTRA_CA_DIR+x}" ] && compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
-  export FTJOB_EXTRA_CA_DIR=/usr/local/share/ca-certificates
-fi
-FTJOB_OFFLINE_BASE=1 bash scripts/build-images.sh operator trainer
+bash scripts/e2e-images.sh
 echo "e2e: docker and images ready in $(( SECONDS - started )) s"
 
 export HF_HUB_OFFLINE=1 FTJOB_E2E_BACKEND=local
