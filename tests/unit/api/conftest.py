@@ -1,4 +1,5 @@
 import copy
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,18 @@ import pytest
 from ftjob_operator.manifests import load_file
 
 ROOT = Path(__file__).resolve().parents[3]
+
+# A small valid manifest as a user writes it (YAML text).
+GOOD = textwrap.dedent("""\
+    apiVersion: finetune.dev/v1alpha1
+    kind: FineTuneJob
+    metadata: {name: good}
+    spec:
+      task: causal-lm
+      model: {path: /models/gpt2}
+      dataset: {files: {train: /d/train.jsonl}}
+      trainingArguments: {learning_rate: 5e-5, max_steps: 100}
+    """)
 
 
 @pytest.fixture

@@ -8,18 +8,8 @@ import textwrap
 
 import yaml
 
-from .conftest import ROOT
+from .conftest import GOOD, ROOT
 
-GOOD = textwrap.dedent("""\
-    apiVersion: finetune.dev/v1alpha1
-    kind: FineTuneJob
-    metadata: {name: good}
-    spec:
-      task: causal-lm
-      model: {path: /models/gpt2}
-      dataset: {files: {train: /d/train.jsonl}}
-      trainingArguments: {learning_rate: 5e-5, max_steps: 100}
-    """)
 
 
 def ftjob(*args, cwd=None):

@@ -11,7 +11,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,19 +20,11 @@ from ftjob_operator.manifest_reader import MAX_BYTES, MAX_DEPTH, load_bytes, rea
 from ftjob_operator.manifests import ManifestError
 from ftjob_operator.validation import validate_document
 
+from .conftest import GOOD
+
 # No example database in the shared checkout; no deadline on a busy machine.
 FUZZ = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
-GOOD = textwrap.dedent("""\
-    apiVersion: finetune.dev/v1alpha1
-    kind: FineTuneJob
-    metadata: {name: good}
-    spec:
-      task: causal-lm
-      model: {path: /models/gpt2}
-      dataset: {files: {train: /d/train.jsonl}}
-      trainingArguments: {learning_rate: 5e-5, max_steps: 100}
-    """)
 
 
 def refusal(data: bytes) -> str:
