@@ -255,29 +255,31 @@ class ControlPlane:
             "--profiling=false", "--v=1",
         ]
 
-    def _controller_manager_args(self) -> list[str]:
-        kubeconfig = self.state_dir / "controller-manager.kubeconfig"
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
-            f"--service-account-private-key-file={self.pki.sa_key}",
-            f"--root-ca-file={self.pki.ca_cert}",
-            "--use-service-account-credentials=true",
-            f"--cluster-signing-cert-file={self.pki.ca_cert}",
-            f"--cluster-signing-key-file={self.pki.ca_key}",
-            # Quick reactions in tests: garbage collection and node health are checked often.
-            "--concurrent-gc-syncs=5", "--profiling=false", "--v=1",
-        ]
-
-    def _scheduler_args(self) -> list[str]:
-        kubeconfig = self.state_dir / "scheduler.kubeconfig"
+    def _component_args(self, who: str) -> list[str]:
+        """Flags the controller-manager and the scheduler share: their own identity for the
+        API and for delegated authentication, no leader election, HTTPS on a free port."""
+        kubeconfig = self.state_dir / f"{who}.kubeconfig"
         return [
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
             "--profiling=false", "--v=1",
         ]
+
+    def _controller_manager_args(self) -> list[str]:
+        return [
+            *self._component_args("controller-manager"),
+            f"--service-account-private-key-file={self.pki.sa_key}",
+            f"--root-ca-file={self.pki.ca_cert}",
+            "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={self.pki.ca_cert}",
+            f"--cluster-signing-key-file={self.pki.ca_key}",
+            # More garbage-collector workers: tests wait for a deleted job's children to go.
+            "--concurrent-gc-syncs=5",
+        ]
+
+    def _scheduler_args(self) -> list[str]:
+        return self._component_args("scheduler")
 
     # ------------------------------------------------------------------ health
 

@@ -150,11 +150,12 @@ class Kubelet:
     def _finish_loop(self) -> None:
         while not self._stop.wait(0.2):
             try:
-                for pod in self.pods(selector=None):
+                resp = self.core.list_pod_for_all_namespaces(
+                    field_selector=f"spec.nodeName={self.node}", _preload_content=False)
+                for pod in json.loads(resp.data).get("items") or []:
                     meta = pod["metadata"]
                     key = (meta["namespace"], meta["name"])
-                    if (meta.get("deletionTimestamp") and key not in self.held
-                            and pod["spec"].get("nodeName") == self.node):
+                    if meta.get("deletionTimestamp") and key not in self.held:
                         self.remove(*key)
             except Exception:  # noqa: BLE001, S110 - the next pass retries
                 pass

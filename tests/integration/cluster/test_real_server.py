@@ -17,20 +17,18 @@ from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
 from tests.controlplane.install import kubectl, service_account_kubeconfig
-from tests.integration.operator.helpers import BASE_SPEC
+from tests.integration.operator.helpers import BASE_SPEC, Real
 from tests.integration.operator.helpers import manifest as job
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
 
 def create(cluster, body: dict[str, Any]) -> dict[str, Any]:
-    return cluster.custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, cluster.ns, api.PLURAL, body)
+    return Real(cluster).create_job(body)
 
 
 def get(cluster, name: str) -> dict[str, Any]:
-    return cluster.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, cluster.ns,
-                                                       api.PLURAL, name)
+    return Real(cluster).get_job(name) or {}
 
 
 # --------------------------------------------------------------------------- the CRD
@@ -193,8 +191,7 @@ def test_deleting_a_job_garbage_collects_children_but_a_retained_claim_survives(
                                                      "reclaimPolicy": "Retain"}))
         wait_for(lambda: len(cluster.core.list_namespaced_pod(cluster.ns).items) == 2, 60,
                  "two pods")
-        cluster.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, cluster.ns,
-                                                       api.PLURAL, "gc")
+        Real(cluster).delete_job("gc")
         wait_for(lambda: not cluster.custom.list_namespaced_custom_object(
             api.GROUP, api.VERSION, cluster.ns, api.PLURAL)["items"], 60, "the job to go")
     # The controller-manager's garbage collector removes what the job owned.
