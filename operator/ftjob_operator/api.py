@@ -459,6 +459,25 @@ class RestartPolicy(ApiModel):
         ge=30,
         description="Fail the job when a pod stays Pending (unschedulable, image pull) this long.",
     )
+    stall_timeout_seconds: int = Field(
+        default=1800,
+        ge=0,
+        description="Restart the whole gang (reason `Stalled`, counted against `maxRestarts`) "
+        "when every pod is Running but `status.progress.globalStep` has not advanced for this "
+        "long, as when a rank hangs in a collective. 0 turns stall detection off.",
+    )
+    startup_timeout_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="Stall allowance before an attempt's first step, counted from when all its "
+        "pods run (loading the model and data, resuming a checkpoint). 0: no limit.",
+    )
+    evaluation_timeout_seconds: int = Field(
+        default=7200,
+        ge=0,
+        description="Stall allowance while the trainer reports an evaluation or a checkpoint "
+        "save (`status.progress.activity`), counted from the last step. 0: no limit.",
+    )
 
 
 class EarlyStopping(ApiModel):
@@ -594,7 +613,19 @@ class Progress(ApiModel):
     eval_metrics: dict[str, float] | None = Field(
         default=None, description="Latest evaluation metrics (e.g. `eval_loss`, `eval_accuracy`)."
     )
-    updated_at: str | None = Field(default=None, description="When this was written (RFC 3339).")
+    updated_at: str | None = Field(
+        default=None, description="When this was written (RFC 3339); refreshed at least every "
+        "minute while the trainer runs, even during one long step, evaluation or save."
+    )
+    activity: Literal["loading", "training", "evaluating", "saving"] | None = Field(
+        default=None, description="What the trainer is doing: `loading`, `training`, "
+        "`evaluating` or `saving`."
+    )
+    attempt: int | None = Field(default=None, description="The attempt that wrote this.")
+    last_step_time: str | None = Field(
+        default=None, description="When `globalStep` last advanced in this attempt (RFC 3339); "
+        "absent before the attempt's first step."
+    )
 
 
 class CheckpointRef(ApiModel):
@@ -612,6 +643,48 @@ class CheckpointStatus(ApiModel):
     )
 
 
+class AttemptRecord(ApiModel):
+    """One attempt (one set of pods) of the job, as the operator saw it."""
+
+    attempt: int = Field(description="Attempt number (pods are named by it).")
+    start_time: str | None = Field(default=None, description="When its pods were created.")
+    first_step_time: str | None = Field(
+        default=None, description="When its first training step was seen (RFC 3339)."
+    )
+    end_time: str | None = Field(default=None, description="When it ended; absent while it runs.")
+    reason: str | None = Field(
+        default=None, description="How it ended: `Succeeded`, `Failed`, `Preempted`, `Stalled`, "
+        "`Suspended`, `Deleted`."
+    )
+    message: str | None = Field(
+        default=None, description="Detail: the rank and exit code or `OOMKilled`, the pod, the node."
+    )
+    resumed_from_step: int | None = Field(default=None, description="Step it resumed from.")
+    last_step: int | None = Field(default=None, description="Last step it reported.")
+    steps_lost: int | None = Field(
+        default=None, description="Steps done after the checkpoint the next attempt resumes from."
+    )
+    downtime_seconds: float | None = Field(
+        default=None, description="From its end to the first step of the next attempt."
+    )
+
+
+class Goodput(ApiModel):
+    """How much of the job's time went into training steps that were kept.
+
+    Updated when an attempt starts stepping and when one ends."""
+
+    productive_seconds: float = Field(
+        default=0.0, description="Time spent stepping, less the time of steps lost to restarts."
+    )
+    wall_seconds: float = Field(default=0.0, description="From the job's start to now or its end.")
+    ratio: float | None = Field(default=None, description="productiveSeconds / wallSeconds.")
+    steps_lost: int = Field(default=0, description="Steps redone after restarts, all attempts.")
+    attempts_folded: int = Field(
+        default=0, description="Oldest attempts dropped from `attempts` (counted in these totals)."
+    )
+
+
 class FineTuneJobStatus(ApiModel):
     phase: Phase | None = Field(default=None, description="Where the job is in its life.")
     message: str | None = Field(default=None, description="Why the job is in this phase.")
@@ -624,6 +697,10 @@ class FineTuneJobStatus(ApiModel):
     observed_generation: int | None = Field(default=None, description="Last spec generation seen.")
     progress: Progress | None = Field(default=None, description="Training progress.")
     checkpoint: CheckpointStatus | None = Field(default=None, description="Checkpoints on the volume.")
+    attempts: list[AttemptRecord] = Field(
+        default_factory=list, description="The last 20 attempts, newest last."
+    )
+    goodput: Goodput | None = Field(default=None, description="Productive share of the time.")
     metrics: dict[str, float] | None = Field(
         default=None, description="Final metrics of a succeeded job."
     )

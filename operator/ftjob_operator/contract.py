@@ -91,3 +91,30 @@ def is_permanent(code: int) -> bool:
 
 def is_preempted(code: int) -> bool:
     return code in PREEMPTED_EXIT_CODES
+
+
+# --------------------------------------------------------------------------- failure order
+
+# The one order of failure kinds, most significant first, for the trainer (which rank's
+# failure explains the run) and the operator (which rank's failure explains the restart): a
+# permanent problem explains everything after it, a preemption explains the peers that died
+# with it, and only then do retryable failures count.
+FAILURE_KINDS = ("permanent", "preempted", "retryable")
+# Among retryable exit codes, a known resource failure explains more than an unknown one.
+RESOURCE_EXIT_CODES = frozenset({ExitCode.OUT_OF_MEMORY, ExitCode.DISTRIBUTED_TIMEOUT})
+
+
+def failure_kind(code: int) -> str:
+    if is_permanent(code):
+        return "permanent"
+    return "preempted" if is_preempted(code) else "retryable"
+
+
+def kind_significance(kind: str) -> int:
+    """0 for the most significant kind; unknown kinds last."""
+    return FAILURE_KINDS.index(kind) if kind in FAILURE_KINDS else len(FAILURE_KINDS)
+
+
+def exit_significance(code: int) -> tuple[int, int]:
+    """Sort key of an exit code: its kind, then a known resource failure before the rest."""
+    return kind_significance(failure_kind(code)), 0 if code in RESOURCE_EXIT_CODES else 1

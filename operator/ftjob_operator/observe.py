@@ -47,6 +47,7 @@ class PodView:
     pod_message: str | None = None
     termination_message: str | None = None
     disruption: str | None = None  # reason of a True DisruptionTarget condition
+    node: str | None = None  # spec.nodeName once scheduled
 
     @property
     def terminated(self) -> bool:
@@ -61,6 +62,7 @@ class Failure:
     pod: str
     rank: int
     exit_code: int | None = None
+    node: str | None = None
 
     def describe(self) -> str:
         code = f", exit code {self.exit_code}" if self.exit_code is not None else ""
@@ -135,6 +137,7 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
         pod_message=_str(status.get("message")) or _unscheduled_message(status),
         termination_message=message,
         disruption=disruption,
+        node=_str(_dict(pod.get("spec")).get("nodeName")),
     )
 
 
@@ -171,7 +174,7 @@ def classify(pod: PodView) -> Failure | None:
     summary = parse_termination(pod.termination_message) or {}
     trainer_message = _short(summary.get("message") or "")
     code = pod.exit_code
-    base = dict(pod=pod.name, rank=pod.rank, exit_code=code)
+    base = dict(pod=pod.name, rank=pod.rank, exit_code=code, node=pod.node)
     if pod.disruption is not None:
         # Any DisruptionTarget (scheduler preemption, eviction API/drain, taint manager, node
         # shutdown) means the pod was taken away, not that training broke: restart for free.

@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from . import api, validation
+from . import api, contract, validation
 from .observe import Failure, Observed, PodView, classify, parse_time, success_summary
 from .problems import errors
 
@@ -27,6 +27,7 @@ MUTABLE_FIELDS = ("suspend", "restartPolicy", "activeDeadlineSeconds", "ttlSecon
 # Conditions that mirror the phase; at most one of them is True.
 # How often to look again at a pod someone else deleted (pod events wake the loop sooner).
 DELETED_POD_RECHECK_SECONDS = 5.0
+MAX_ATTEMPT_RECORDS = 20  # status.attempts keeps the newest; older ones live on in goodput
 PHASE_CONDITIONS = ("Running", "Restarting", "Suspended", "Succeeded", "Failed")
 
 
@@ -149,6 +150,10 @@ class _Status:
             "observedGeneration": job.generation,
         }
         self.conditions: list[dict[str, Any]] = [dict(c) for c in job.status.get("conditions") or []]
+        self.read = read_status(job.status)
+        self.attempt = self.read.attempt  # the attempt the decision is about
+        self.attempts: list[dict[str, Any]] = [dict(a) for a in job.status.get("attempts") or []]
+        self.goodput: dict[str, Any] = dict(job.status.get("goodput") or {})
 
     def set(self, **values: Any) -> None:
         self.desired.update(values)
@@ -176,10 +181,117 @@ class _Status:
             else:
                 self.condition(type_, False, reason, "")
 
+    # -- attempt history (status.attempts) and goodput
+
+    def _record(self, attempt: int) -> dict[str, Any] | None:
+        return next((a for a in reversed(self.attempts) if a.get("attempt") == attempt), None)
+
+    def begin_attempt(self, attempt: int) -> None:
+        if attempt <= 0 or self._record(attempt) is not None:
+            return
+        self.attempts.append({"attempt": attempt, "startTime": rfc3339(self.now)})
+        folded = len(self.attempts) - MAX_ATTEMPT_RECORDS
+        if folded > 0:  # their figures are already in the goodput totals
+            del self.attempts[:folded]
+            self.goodput["attemptsFolded"] = int(self.goodput.get("attemptsFolded") or 0) + folded
+
+    def own_progress(self, attempt: int) -> api.Progress | None:
+        """status.progress if this attempt wrote it."""
+        progress = self.read.progress
+        return progress if progress is not None and progress.attempt == attempt else None
+
+    def note_first_step(self, attempt: int) -> None:
+        """Once per attempt: when it first stepped, what it resumed from, and so the
+        previous attempt's downtime."""
+        progress = self.own_progress(attempt)
+        record = self._record(attempt)
+        if progress is None or progress.last_step_time is None or record is None \
+                or record.get("firstStepTime"):
+            return
+        record["firstStepTime"] = progress.last_step_time
+        checkpoint = self.read.checkpoint
+        if checkpoint is not None and checkpoint.resumed_from_step is not None:
+            record["resumedFromStep"] = checkpoint.resumed_from_step
+        previous = self._record(attempt - 1)
+        first, ended = parse_time(progress.last_step_time), parse_time(
+            (previous or {}).get("endTime"))
+        if previous is not None and first is not None and ended is not None:
+            previous["downtimeSeconds"] = max((first - ended).total_seconds(), 0.0)
+
+    def last_step(self, attempt: int) -> int | None:
+        progress = self.own_progress(attempt)
+        if progress is not None and progress.global_step is not None:
+            return progress.global_step
+        return None
+
+    def end_attempt(self, reason: str, message: str, resumes: bool = True) -> dict[str, Any]:
+        """Close the current attempt's record (once) and add it to the goodput totals.
+        `resumes`: another attempt will resume from the newest checkpoint."""
+        attempt = self.attempt
+        record = self._record(attempt)
+        if record is None:
+            self.begin_attempt(attempt)
+            record = self._record(attempt)
+            if record is None:
+                return {}
+        if record.get("endTime"):
+            return record
+        self.note_first_step(attempt)
+        record.update(endTime=rfc3339(self.now), reason=reason, message=message[:1024])
+        last = self.last_step(attempt)
+        if last is not None:
+            record["lastStep"] = last
+        lost = 0
+        if resumes and last is not None:
+            latest = self.read.checkpoint.latest if self.read.checkpoint else None
+            lost = max(last - (latest.step if latest is not None else 0), 0)
+        if last is not None or not resumes:
+            record["stepsLost"] = lost
+        self._add_goodput(record, lost)
+        return record
+
+    def _add_goodput(self, record: dict[str, Any], lost: int) -> None:
+        first, end = parse_time(record.get("firstStepTime")), parse_time(record.get("endTime"))
+        productive = 0.0
+        if first is not None and end is not None:
+            stepping = max((end - first).total_seconds(), 0.0)
+            done = int(record.get("lastStep") or 0) - int(record.get("resumedFromStep") or 0)
+            productive = stepping * (max(done - lost, 0) / done if done > 0 else 0.0)
+        start = parse_time(self.job.status.get("startTime"))
+        wall = max((self.now - start).total_seconds(), 0.0) if start is not None else 0.0
+        total = float(self.goodput.get("productiveSeconds") or 0.0) + productive
+        self.goodput.update(productiveSeconds=round(total, 1), wallSeconds=round(wall, 1),
+                            stepsLost=int(self.goodput.get("stepsLost") or 0) + lost,
+                            ratio=round(min(total / wall, 1.0), 3) if wall > 0 else None)
+        self.goodput.setdefault("attemptsFolded", 0)
+        if self.goodput["ratio"] is None:
+            del self.goodput["ratio"]
+
     def patch(self) -> dict[str, Any]:
         desired = dict(self.desired)
         desired["conditions"] = self.conditions
+        if self.attempts or "attempts" in self.current:
+            desired["attempts"] = self.attempts
+        if self.goodput or "goodput" in self.current:
+            desired["goodput"] = self.goodput
         return {k: v for k, v in desired.items() if self.current.get(k) != v}
+
+
+def read_status(status: dict[str, Any]) -> api.FineTuneJobStatus:
+    """The status as the API model; a field that does not parse is left at its default
+    (the handlers already drop such fields before deciding, see observe.sane_status)."""
+    fields = api.FineTuneJobStatus.model_fields
+    known = {f.alias or k for k, f in fields.items()} | set(fields)
+    clean: dict[str, Any] = {}
+    for key, value in status.items():
+        if key not in known:
+            continue
+        try:
+            api.FineTuneJobStatus.model_validate({key: value})
+        except (pydantic.ValidationError, TypeError, ValueError):
+            continue
+        clean[key] = value
+    return api.FineTuneJobStatus.model_validate(clean)
 
 
 def _condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -199,7 +311,7 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
         return _finished(job, pods, out, now)
 
     started = observed.started_spec
-    if started is None and int(status.get("attempt") or 0) == 0 and not pods:
+    if started is None and out.read.attempt == 0 and not pods:
         problems = errors(validation.validate_spec(job.spec))
         if problems:
             return _invalid(job, out, "; ".join(str(p) for p in problems))
@@ -258,47 +370,57 @@ def _finished(job: JobState, pods: list[PodView], out: _Status, now: datetime) -
     return plan
 
 
-def _start_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, Any],
-                   attempt: int, out: _Status, ensure: bool, case: str,
-                   event: Event) -> Plan:
-    plan = Plan(case)
+@dataclass
+class _Ctx:
+    """What every step of one decision about a started job reads."""
+
+    job: JobState
+    spec: api.FineTuneJobSpec
+    raw_spec: dict[str, Any]
+    pods: list[PodView]  # this job's pods, all attempts
+    live: list[PodView]  # ...of them not being deleted
+    attempt: int  # the newest attempt (status or pods)
+    ensure: bool  # the job's objects (ConfigMap...) may not exist yet
+    out: _Status
+    now: datetime
+    deadline_wait: float | None  # seconds until activeDeadlineSeconds, if set
+
+    @property
+    def phase(self) -> str | None:
+        return self.job.status.get("phase")
+
+    def plan(self, case: str) -> Plan:
+        return Plan(case, requeue_after=self.deadline_wait)
+
+
+def _start_attempt(ctx: _Ctx, attempt: int, ensure: bool, case: str, event: Event) -> Plan:
+    plan = ctx.plan(case)
     if ensure:
-        plan.actions.append(EnsureJobObjects(raw_spec))
-    plan.actions.append(CreatePods(attempt, tuple(range(spec.resources.nodes)), raw_spec))
-    out.set(attempt=attempt)
-    if not job.status.get("startTime"):
-        out.set(startTime=rfc3339(out.now))
-    out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
+        plan.actions.append(EnsureJobObjects(ctx.raw_spec))
+    plan.actions.append(CreatePods(attempt, tuple(range(ctx.spec.resources.nodes)), ctx.raw_spec))
+    ctx.out.set(attempt=attempt)
+    ctx.out.begin_attempt(attempt)
+    if not ctx.job.status.get("startTime"):
+        ctx.out.set(startTime=rfc3339(ctx.now))
+    ctx.out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, ctx.spec))
     plan.events.append(event)
     return plan
 
 
 def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, Any],
                   pods: list[PodView], observed: Observed, out: _Status, now: datetime) -> Plan:
-    status = job.status
-    phase = status.get("phase")
-    recorded = int(status.get("attempt") or 0)
+    status = out.read
+    phase = job.status.get("phase")
+    recorded = status.attempt
     attempt = max([recorded, *(p.attempt for p in pods)])
-    live = [p for p in pods if not p.deleting]
-    ensure = observed.started_spec is None
+    out.attempt = attempt
     nodes = spec.resources.nodes
-
-    # -- suspended by the user: stop every pod (the trainer checkpoints on SIGTERM)
-    if spec.suspend:
-        plan = Plan("suspend")
-        if live:
-            plan.actions.append(DeletePods(tuple(p.name for p in live)))
-        if phase != api.Phase.SUSPENDED.value:
-            plan.events.append(Event("Normal", "Suspended",
-                                     f"suspended; stopping {len(live)} pod(s)"))
-        out.phase(api.Phase.SUSPENDED, "Suspended", "suspended by spec.suspend")
-        return plan
 
     # -- running longer than activeDeadlineSeconds
     deadline_s = spec.active_deadline_seconds
-    started_at = parse_time(status.get("startTime"))
+    started_at = parse_time(status.start_time)
     deadline_wait = None
-    if deadline_s is not None and started_at is not None:
+    if deadline_s is not None and started_at is not None and not spec.suspend:
         # startTime has whole seconds, rounded down: never cut a job short because of it.
         deadline = started_at + timedelta(seconds=deadline_s + 1)
         if now >= deadline:
@@ -307,76 +429,123 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
                          "deadline exceeded")
         deadline_wait = _seconds_until(deadline, now)
 
+    ctx = _Ctx(job, spec, raw_spec, pods, [p for p in pods if not p.deleting], attempt,
+               observed.started_spec is None, out, now, deadline_wait)
+
+    # -- suspended by the user (or a queue): stop every pod; the trainer checkpoints on SIGTERM
+    if spec.suspend:
+        return _suspend(ctx)
+
     # -- a new attempt is due: never started, resumed after suspend, or restarting
     if attempt == 0:
-        plan = _start_attempt(job, spec, raw_spec, 1, out, True, "start",
+        return _start_attempt(ctx, 1, True, "start",
                               Event("Normal", "Started", f"created {nodes} pod(s) for attempt 1"))
-        plan.requeue_after = deadline_wait
-        return plan
 
     waiting_for_new = phase in (api.Phase.SUSPENDED.value, api.Phase.RESTARTING.value)
     if waiting_for_new and attempt == recorded:
-        return _await_new_attempt(job, spec, raw_spec, pods, live, attempt, ensure, out, now,
-                                  deadline_wait)
+        return _await_new_attempt(ctx)
 
     # -- an attempt is in flight (Pending/Running, or adopted after a crash mid-create)
-    return _active_attempt(job, spec, raw_spec, pods, live, attempt, ensure, out, now,
-                           deadline_wait)
+    return _active_attempt(ctx)
 
 
-def _await_new_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, Any],
-                       pods: list[PodView], live: list[PodView], attempt: int, ensure: bool,
-                       out: _Status, now: datetime, deadline_wait: float | None) -> Plan:
-    status = job.status
-    resuming = status.get("phase") == api.Phase.SUSPENDED.value
-    if pods:
-        # Gang semantics: the next attempt starts only when every old pod is gone.
-        plan = Plan("resume, waiting for pods to go" if resuming
-                    else "restart, waiting for pods to go")
-        if live:
-            plan.actions.append(DeletePods(tuple(p.name for p in live)))
-        out.set(phase=status.get("phase"))
-        plan.requeue_after = deadline_wait
+def _suspend(ctx: _Ctx) -> Plan:
+    """Stop the pods, then say whether the stop saved a verified checkpoint at the last step
+    (the trainer saves on SIGTERM and reports the checkpoint once it verified it)."""
+    out, attempt = ctx.out, ctx.attempt
+    plan = ctx.plan("suspend")
+    plan.requeue_after = None
+    if ctx.live:
+        plan.actions.append(DeletePods(tuple(p.name for p in ctx.live)))
+    if ctx.phase != api.Phase.SUSPENDED.value:
+        plan.events.append(Event("Normal", "Suspended",
+                                 f"suspended; stopping {len(ctx.live)} pod(s)"))
+    record = out._record(attempt) or {}
+    if attempt == 0 or record.get("endTime"):
+        out.phase(api.Phase.SUSPENDED, "Suspended", "suspended by spec.suspend")
         return plan
-    if resuming:
-        plan = _start_attempt(job, spec, raw_spec, attempt + 1, out, ensure, "resume",
-                              Event("Normal", "Resumed",
-                                    f"resumed; created {spec.resources.nodes} pod(s) for "
-                                    f"attempt {attempt + 1}"))
-        plan.requeue_after = deadline_wait
+    stopping = [p for p in ctx.pods if p.attempt == attempt and not p.terminated]
+    if stopping:
+        plan.case = "suspend, waiting for the checkpoint"
+        out.phase(api.Phase.SUSPENDED, "Suspending",
+                  f"suspending: waiting for {len(stopping)} pod(s) of attempt {attempt} to save "
+                  "a checkpoint and stop")
+        plan.requeue_after = DELETED_POD_RECHECK_SECONDS
         return plan
-    policy = spec.restart_policy
-    count = int(status.get("restarts") or 0) + int(status.get("preemptions") or 0)
-    delay = restart_delay(policy.backoff_seconds, policy.max_backoff_seconds, count)
-    since = parse_time((_condition(status, "Restarting") or {}).get("lastTransitionTime")) or now
-    # Condition times have whole seconds: the failure happened up to 1s after `since`.
-    due = since + timedelta(seconds=delay + 1) if delay > 0 else since
-    if now < due:
-        plan = Plan("restart, backing off")
-        plan.requeue_after = _min_requeue(_seconds_until(due, now), deadline_wait)
-        return plan
-    plan = _start_attempt(job, spec, raw_spec, attempt + 1, out, ensure, "restart",
-                          Event("Normal", "Restarted",
-                                f"created {spec.resources.nodes} pod(s) for attempt "
-                                f"{attempt + 1}; the trainer resumes from its newest checkpoint"))
-    plan.requeue_after = deadline_wait
+    # Every pod of the attempt is gone: confirm (or deny) the checkpoint.
+    last = out.last_step(attempt)
+    stepped = (progress := out.own_progress(attempt)) is not None \
+        and progress.last_step_time is not None
+    latest = out.read.checkpoint.latest if out.read.checkpoint else None
+    saved = latest.step if latest is not None else None
+    if not stepped or last is None:
+        text = f"attempt {attempt} suspended before its first step"
+        out.end_attempt("Suspended", text)
+    elif saved == last:
+        text = (f"attempt {attempt} suspended at step {last}; checkpoint-{last} verified, "
+                "resuming loses no step")
+        out.end_attempt("Suspended", text)
+        out.condition("SuspendCheckpointSaved", True, "CheckpointVerified", text)
+        plan.events.append(Event("Normal", "SuspendCheckpointSaved", text))
+    else:
+        lost = last - (saved or 0)
+        text = (f"attempt {attempt} suspended at step {last} but its checkpoint was not saved "
+                f"(newest verified checkpoint: {f'step {saved}' if saved is not None else 'none'}"
+                f"); resuming loses {lost} step(s)")
+        out.end_attempt("Suspended", text)
+        out.condition("SuspendCheckpointSaved", False, "CheckpointMissing", text)
+        plan.events.append(Event("Warning", "SuspendCheckpointFailed", text))
+    plan.case = "suspended, checkpoint checked"
+    out.phase(api.Phase.SUSPENDED, "Suspended", text)
     return plan
 
 
-def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, Any],
-                    pods: list[PodView], live: list[PodView], attempt: int, ensure: bool,
-                    out: _Status, now: datetime, deadline_wait: float | None) -> Plan:
-    status = job.status
-    phase = status.get("phase")
+def _await_new_attempt(ctx: _Ctx) -> Plan:
+    out, attempt, spec = ctx.out, ctx.attempt, ctx.spec
+    resuming = ctx.phase == api.Phase.SUSPENDED.value
+    if ctx.pods:
+        # Gang semantics: the next attempt starts only when every old pod is gone.
+        plan = ctx.plan("resume, waiting for pods to go" if resuming
+                        else "restart, waiting for pods to go")
+        if ctx.live:
+            plan.actions.append(DeletePods(tuple(p.name for p in ctx.live)))
+        out.set(phase=ctx.phase)
+        return plan
+    if resuming:
+        return _start_attempt(ctx, attempt + 1, ctx.ensure, "resume",
+                              Event("Normal", "Resumed",
+                                    f"resumed; created {spec.resources.nodes} pod(s) for "
+                                    f"attempt {attempt + 1}"))
+    policy = spec.restart_policy
+    count = out.read.restarts + out.read.preemptions
+    delay = restart_delay(policy.backoff_seconds, policy.max_backoff_seconds, count)
+    since = parse_time((_condition(ctx.job.status, "Restarting") or {})
+                       .get("lastTransitionTime")) or ctx.now
+    # Condition times have whole seconds: the failure happened up to 1s after `since`.
+    due = since + timedelta(seconds=delay + 1) if delay > 0 else since
+    if ctx.now < due:
+        plan = ctx.plan("restart, backing off")
+        plan.requeue_after = _min_requeue(_seconds_until(due, ctx.now), ctx.deadline_wait)
+        return plan
+    return _start_attempt(ctx, attempt + 1, ctx.ensure, "restart",
+                          Event("Normal", "Restarted",
+                                f"created {spec.resources.nodes} pod(s) for attempt "
+                                f"{attempt + 1}; the trainer resumes from its newest checkpoint"))
+
+
+def _active_attempt(ctx: _Ctx) -> Plan:
+    job, spec, out, now, attempt = ctx.job, ctx.spec, ctx.out, ctx.now, ctx.attempt
+    phase = ctx.phase
     nodes = spec.resources.nodes
     out.set(attempt=attempt)
-    if not status.get("startTime"):
+    out.begin_attempt(attempt)
+    if not job.status.get("startTime"):
         out.set(startTime=rfc3339(now))
-    current = {p.rank: p for p in pods if p.attempt == attempt and p.rank < nodes}
-    leftovers = tuple(p.name for p in live if p.attempt != attempt or p.rank >= nodes)
+    current = {p.rank: p for p in ctx.pods if p.attempt == attempt and p.rank < nodes}
+    leftovers = tuple(p.name for p in ctx.live if p.attempt != attempt or p.rank >= nodes)
 
     def plan_of(case: str) -> Plan:
-        plan = Plan(case, requeue_after=deadline_wait)
+        plan = ctx.plan(case)
         if leftovers:
             plan.actions.append(DeletePods(leftovers))
         return plan
@@ -385,7 +554,7 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
     rank0 = current.get(0)
     if rank0 is not None and rank0.phase == "Succeeded":
         if all(p.terminated for p in current.values()):
-            return _succeed(job, rank0, pods, out)
+            return _succeed(job, rank0, ctx.pods, out)
         return plan_of("rank 0 succeeded, waiting for the other ranks")
 
     # -- failures: one dead rank breaks the rendezvous of all, so the gang restarts
@@ -403,15 +572,15 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
         out.phase(api.Phase.RUNNING, "PodsStopping",
                   f"pod(s) {', '.join(p.name for p in deleted)} deleted; waiting for them to "
                   "checkpoint and stop")
-        plan.requeue_after = _min_requeue(deadline_wait, DELETED_POD_RECHECK_SECONDS)
+        plan.requeue_after = _min_requeue(ctx.deadline_wait, DELETED_POD_RECHECK_SECONDS)
         return plan
     if was_running:
         failures += [Failure("retryable", "PodDeleted", "pod disappeared while running",
                              pod=f"{job.name}-{attempt}-{r}", rank=r) for r in missing]
         failures += [Failure("retryable", "PodDeleted", "pod deleted while running",
-                             pod=p.name, rank=p.rank) for p in deleted]
+                             pod=p.name, rank=p.rank, node=p.node) for p in deleted]
     if failures:
-        return _on_failure(job, spec, pods, failures, out, now)
+        return _on_failure(ctx, failures)
 
     # -- pods stuck Pending (unschedulable, image pull) past the limit
     limit = spec.restart_policy.pending_timeout_seconds
@@ -420,7 +589,7 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
         if pod.phase == "Pending" and pod.created_at is not None:
             stuck_until = pod.created_at + timedelta(seconds=limit)
             if now >= stuck_until:
-                return _fail(job, pods, out, "PendingTimeout",
+                return _fail(job, ctx.pods, out, "PendingTimeout",
                              f"pod {pod.name} stayed Pending longer than "
                              f"pendingTimeoutSeconds ({limit}s)"
                              + (f": {pod.pod_message}" if pod.pod_message else ""),
@@ -430,29 +599,85 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
     if missing:
         # Created after the status said so (crash mid-create) or not yet seen: create-if-absent.
         plan = plan_of("create missing pods")
-        if ensure:
-            plan.actions.append(EnsureJobObjects(raw_spec))
-        plan.actions.append(CreatePods(attempt, tuple(missing), raw_spec))
+        if ctx.ensure:
+            plan.actions.append(EnsureJobObjects(ctx.raw_spec))
+        plan.actions.append(CreatePods(attempt, tuple(missing), ctx.raw_spec))
         out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
         if phase not in (api.Phase.PENDING.value, None):
             plan.events.append(Event("Normal", "Started",
                                      f"created {nodes} pod(s) for attempt {attempt}"))
-        plan.requeue_after = _min_requeue(deadline_wait, pending_wait)
+        plan.requeue_after = _min_requeue(ctx.deadline_wait, pending_wait)
         return plan
 
     if all(p.phase in ("Running", "Succeeded") for p in current.values()):
+        if phase == api.Phase.RUNNING.value and all(p.phase == "Running"
+                                                    for p in current.values()):
+            stall = _stall(ctx)
+            if isinstance(stall, Plan):
+                return stall
+        else:
+            stall = None
         plan = plan_of("running")
         out.phase(api.Phase.RUNNING, "AllPodsRunning",
                   f"attempt {attempt}: {nodes} pod(s) running")
+        out.note_first_step(attempt)
         if phase != api.Phase.RUNNING.value:
             plan.events.append(Event("Normal", "Running",
                                      f"all {nodes} pod(s) of attempt {attempt} are running"))
+        plan.requeue_after = _min_requeue(ctx.deadline_wait, stall)
         return plan
 
     plan = plan_of("pending")
     out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
-    plan.requeue_after = _min_requeue(deadline_wait, pending_wait)
+    plan.requeue_after = _min_requeue(ctx.deadline_wait, pending_wait)
     return plan
+
+
+def stall_allowance(policy: api.RestartPolicy, progress: api.Progress | None,
+                    running_since: datetime | None) -> tuple[datetime, int, str] | None:
+    """(silent since, allowed seconds, which setting) for the running attempt; None when
+    stall detection is off or nothing can be judged. `progress` is None until the attempt
+    reported; the start-up allowance then counts from when all its pods ran."""
+    if policy.stall_timeout_seconds <= 0:
+        return None
+    last_step = parse_time(progress.last_step_time) if progress is not None else None
+    if last_step is None:
+        if running_since is None or policy.startup_timeout_seconds <= 0:
+            return None
+        return running_since, policy.startup_timeout_seconds, "startupTimeoutSeconds"
+    if progress is not None and progress.activity in ("evaluating", "saving"):
+        if policy.evaluation_timeout_seconds <= 0:
+            return None
+        return last_step, policy.evaluation_timeout_seconds, "evaluationTimeoutSeconds"
+    return last_step, policy.stall_timeout_seconds, "stallTimeoutSeconds"
+
+
+def _stall(ctx: _Ctx) -> Plan | float | None:
+    """A gang restart (reason Stalled) when the running attempt stopped stepping for longer
+    than its allowance; else the seconds until it would be due."""
+    out, attempt = ctx.out, ctx.attempt
+    progress = out.own_progress(attempt)
+    running = _condition(ctx.job.status, "Running") or {}
+    running_since = (parse_time(running.get("lastTransitionTime"))
+                     if running.get("status") == "True" else None)
+    allowance = stall_allowance(ctx.spec.restart_policy, progress, running_since)
+    if allowance is None:
+        return None
+    since, limit, setting = allowance
+    # Whole seconds on both times: one second more never restarts a healthy job early.
+    due = since + timedelta(seconds=limit + 1)
+    if ctx.now < due:
+        return _seconds_until(due, ctx.now)
+    silent = int((ctx.now - since).total_seconds())
+    step = progress.global_step if progress is not None else None
+    if setting == "startupTimeoutSeconds":
+        text = (f"attempt {attempt} took no training step in {silent}s after its pods started "
+                f"({setting} {limit}s)")
+    else:
+        doing = f" while {progress.activity}" if progress and progress.activity else ""
+        text = (f"no training step since step {step} for {silent}s{doing} "
+                f"({setting} {limit}s)")
+    return _restart(ctx, "retryable", "Stalled", "Stalled", text)
 
 
 def _pending_message(attempt: int, spec: api.FineTuneJobSpec) -> str:
@@ -461,45 +686,58 @@ def _pending_message(attempt: int, spec: api.FineTuneJobSpec) -> str:
 
 
 def _pick(failures: list[Failure]) -> Failure:
-    """The root cause among failed ranks: a permanent error wins; a preemption explains
-    the rendezvous timeouts it causes on the peers."""
-    for kind in ("permanent", "preempted", "retryable"):
-        for failure in failures:
-            if failure.kind == kind:
-                return failure
-    return failures[0]
+    """The root cause among failed ranks: the most significant kind (contract.py) first."""
+    return min(failures, key=lambda f: contract.kind_significance(f.kind))
 
 
-def _on_failure(job: JobState, spec: api.FineTuneJobSpec, pods: list[PodView],
-                failures: list[Failure], out: _Status, now: datetime) -> Plan:
-    status = job.status
+def _history_reason(failure: Failure) -> str:
+    if failure.kind == "preempted":
+        return "Preempted"
+    return "Deleted" if failure.reason == "PodDeleted" else "Failed"
+
+
+def _on_failure(ctx: _Ctx, failures: list[Failure]) -> Plan:
     cause = _pick(failures)
+    text = cause.describe() + (f" on node {cause.node}" if cause.node else "")
     if cause.kind == "permanent":
-        return _fail(job, pods, out, cause.reason, cause.describe(), "permanent failure")
-    restarts = int(status.get("restarts") or 0)
-    preemptions = int(status.get("preemptions") or 0)
+        ctx.out.end_attempt("Failed", text, resumes=False)
+        return _fail(ctx.job, ctx.pods, ctx.out, cause.reason, cause.describe(),
+                     "permanent failure")
+    return _restart(ctx, cause.kind, cause.reason, _history_reason(cause), cause.describe(),
+                    history_text=text)
+
+
+def _restart(ctx: _Ctx, kind: str, reason: str, history_reason: str, text: str,
+             history_text: str | None = None) -> Plan:
+    """Stop the whole gang for the next attempt, or fail once the budget is spent
+    (preemptions are free)."""
+    out, spec = ctx.out, ctx.spec
+    restarts, preemptions = out.read.restarts, out.read.preemptions
     limit = spec.restart_policy.max_restarts
-    if cause.kind == "retryable" and restarts >= limit:
-        return _fail(job, pods, out, "RestartBudgetExhausted",
-                     f"restart budget exhausted ({limit} restart(s)); last failure: "
-                     f"{cause.describe()}", "restart budget exhausted")
-    live = tuple(p.name for p in pods if not p.deleting)
-    if cause.kind == "preempted":
+    if kind == "retryable" and restarts >= limit:
+        out.end_attempt(history_reason, history_text or text, resumes=False)
+        return _fail(ctx.job, ctx.pods, out, "RestartBudgetExhausted",
+                     f"restart budget exhausted ({limit} restart(s)); last failure: {text}",
+                     "restart budget exhausted")
+    live = tuple(p.name for p in ctx.pods if not p.deleting)
+    if kind == "preempted":
         preemptions += 1
         case, event_reason = "preempted, gang restart", "Preempted"
         out.set(preemptions=preemptions)
     else:
         restarts += 1
-        case, event_reason = "rank failed, gang restart", "GangRestart"
+        case, event_reason = ("stalled, gang restart", "Stalled") if reason == "Stalled" \
+            else ("rank failed, gang restart", "GangRestart")
         out.set(restarts=restarts)
+    out.end_attempt(history_reason, history_text or text)
     plan = Plan(case)
     if live:
         plan.actions.append(DeletePods(live))
     delay = restart_delay(spec.restart_policy.backoff_seconds,
                           spec.restart_policy.max_backoff_seconds, restarts + preemptions)
-    message = (f"{cause.describe()}; restarting all {spec.resources.nodes} pod(s) in "
+    message = (f"{text}; restarting all {spec.resources.nodes} pod(s) in "
                f"{delay:g}s ({restarts}/{limit} restarts used, {preemptions} preemption(s))")
-    out.phase(api.Phase.RESTARTING, cause.reason, message)
+    out.phase(api.Phase.RESTARTING, reason, message)
     plan.events.append(Event("Warning", event_reason, message))
     plan.requeue_after = delay if delay > 0 else None
     return plan
@@ -509,6 +747,7 @@ def _fail(job: JobState, pods: list[PodView], out: _Status, reason: str, message
           case: str) -> Plan:
     plan = Plan(case)
     _clean_up_pods(job, pods, plan)
+    out.end_attempt("Failed", message, resumes=False)
     out.phase(api.Phase.FAILED, reason, message)
     out.set(completionTime=rfc3339(out.now))
     plan.events.append(Event("Warning", reason, message))
@@ -542,6 +781,7 @@ def _succeed(job: JobState, rank0: PodView, pods: list[PodView], out: _Status) -
         message += f" at step {step}"
     if isinstance(model, str):
         message += f"; final model in {model}"
+    out.end_attempt("Succeeded", message, resumes=False)
     out.phase(api.Phase.SUCCEEDED, "Completed", message)
     out.set(completionTime=rfc3339(out.now))
     if summary["metrics"]:

@@ -170,12 +170,29 @@ def prepare(ctx: JobContext) -> Prepared:
 
 
 def train(ctx: JobContext, stop: StopRequest) -> Outcome:
-    from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
-
-    from . import checkpoints, data, early_stopping, metrics
-    from .callbacks import CheckpointMarkerCallback
     from .progress import ProgressCallback
     from .reporters import NullReporter, build_reporter
+
+    # World rank 0 reports from the start, so that loading (data, model, the checkpoint)
+    # shows as such and the heartbeat covers it.
+    reporter = (build_reporter(ctx.reporter, name=ctx.name, namespace=ctx.namespace,
+                               metrics_port=ctx.metrics_port) if world_rank() == 0
+                else NullReporter())
+    progress = ProgressCallback(reporter, ctx.progress_interval, attempt=ctx.attempt)
+    if world_rank() == 0:
+        progress.start()
+    try:
+        return _train(ctx, stop, progress)
+    finally:
+        progress.close()
+        reporter.close()
+
+
+def _train(ctx: JobContext, stop: StopRequest, progress: Any) -> Outcome:
+    from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
+
+    from . import checkpoints, data, early_stopping, metrics, testing
+    from .callbacks import CheckpointMarkerCallback
     from .stopping import PreemptionCallback
 
     task = ctx.spec.task
@@ -196,11 +213,9 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
 
         record_attempt(ctx.output_dir, resume.step if resume else 0, p.targs.world_size,
                        rfc3339(time.time()))
-    reporter = (build_reporter(ctx.reporter, name=ctx.name, namespace=ctx.namespace,
-                               metrics_port=ctx.metrics_port) if is_zero else NullReporter())
     preemption = PreemptionCallback(stop)
-    callbacks = [CheckpointMarkerCallback(p.save_total_limit), preemption,
-                 ProgressCallback(reporter, ctx.progress_interval)]
+    callbacks = [CheckpointMarkerCallback(p.save_total_limit), preemption, progress,
+                 *testing.hooks(os.environ)]
     early = None
     if ctx.spec.early_stopping is not None:
         early = early_stopping.build(ctx.spec.early_stopping, resume.path if resume else None)
@@ -219,28 +234,25 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
     if ctx.reporter == "console":
         trainer.remove_callback(PrinterCallback)
 
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
-        resumed_from = resume.step if resume else 0
-        # A stop that lands on the last step still finishes: only evaluation is left.
-        if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
-            return Outcome(trainer.state.global_step, resumed_from, preempted=True)
-        stopped_early = None
-        if early is not None:
-            state = trainer.state
-            stopped_early = early_stopping.stop_message(
-                counter=early.early_stopping_patience_counter,
-                patience=early.early_stopping_patience,
-                threshold=early.early_stopping_threshold, global_step=state.global_step,
-                max_steps=state.max_steps, metric=p.targs.metric_for_best_model,
-                best_metric=state.best_metric, best_checkpoint=state.best_model_checkpoint)
-            if stopped_early:
-                log.info("%s", stopped_early)
-        final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
-        return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
-                       final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early)
-    finally:
-        reporter.close()
+    result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    resumed_from = resume.step if resume else 0
+    # A stop that lands on the last step still finishes: only evaluation is left.
+    if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
+        return Outcome(trainer.state.global_step, resumed_from, preempted=True)
+    stopped_early = None
+    if early is not None:
+        state = trainer.state
+        stopped_early = early_stopping.stop_message(
+            counter=early.early_stopping_patience_counter,
+            patience=early.early_stopping_patience,
+            threshold=early.early_stopping_threshold, global_step=state.global_step,
+            max_steps=state.max_steps, metric=p.targs.metric_for_best_model,
+            best_metric=state.best_metric, best_checkpoint=state.best_model_checkpoint)
+        if stopped_early:
+            log.info("%s", stopped_early)
+    final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
+    return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
+                   final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early)
 
 
 def evaluate_and_save(ctx: JobContext, trainer: Any, p: Prepared, train_metrics: dict[str, Any],

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ftjob_operator import contract
 from ftjob_operator.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, exit_reason
 
 
@@ -131,20 +132,10 @@ def _short(text: str, limit: int = 1500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# Most significant first: a permanent problem explains everything after it, a preemption
-# explains the peers that died with it, and only then do resource failures count.
-_SIGNIFICANCE = [
-    {ExitCode.INVALID_SPEC, ExitCode.INVALID_DATA, ExitCode.INVALID_MODEL},
-    {ExitCode.PREEMPTED},
-    {ExitCode.OUT_OF_MEMORY, ExitCode.DISTRIBUTED_TIMEOUT},
-]
-
-
-def significance(code: int) -> int:
-    for level, codes in enumerate(_SIGNIFICANCE):
-        if code in codes:
-            return level
-    return len(_SIGNIFICANCE)
+def significance(code: int) -> tuple[int, int]:
+    """Lower is more significant; the order is contract.FAILURE_KINDS (shared with the
+    operator)."""
+    return contract.exit_significance(code)
 
 
 def most_significant(failures: list[Failure]) -> Failure | None:

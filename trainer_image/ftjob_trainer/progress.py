@@ -2,14 +2,21 @@
 
 The callback turns Trainer's state into the camelCase `status.progress` and
 `status.checkpoint` shapes of the API (api.Progress, api.CheckpointStatus) and hands them to
-a Reporter. It writes at most every `interval` seconds, and always on save, evaluation and
-the end of training. A reporter that fails is logged and ignored: progress is a view on
-training, never a reason to stop it.
+a Reporter. It writes at most every `interval` seconds, and always on save, evaluation, the
+first step of an attempt and the end of training. A reporter that fails is logged and
+ignored: progress is a view on training, never a reason to stop it.
+
+Besides the step it says what the run is doing (`activity`: loading, training, evaluating,
+saving), which attempt writes (`attempt`) and when `globalStep` last advanced
+(`lastStepTime`): the operator's stall detection reads these. A heartbeat thread repeats the
+last report every `heartbeat` seconds, so `updatedAt` stays fresh through one long step, an
+evaluation or a save, and a run whose `updatedAt` goes stale is one whose process is gone.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +28,9 @@ from . import checkpoints
 from .exits import numeric_metrics
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30.0  # at most a minute between two writes of updatedAt
+ACTIVITIES = ("loading", "training", "evaluating", "saving")
 
 
 class Reporter(Protocol):
@@ -83,11 +93,13 @@ def build_checkpoint(latest: checkpoints.Checkpoint | None, resumed_from_step: i
 
 class ProgressCallback(TrainerCallback):
     def __init__(self, reporter: Reporter, interval: float = 5.0, clock=time.monotonic,
-                 wall=time.time) -> None:
+                 wall=time.time, attempt: int = 0, heartbeat: float = HEARTBEAT_SECONDS) -> None:
         self.reporter = reporter
         self.interval = interval
         self.clock = clock
         self.wall = wall
+        self.attempt = attempt
+        self.heartbeat = heartbeat
         self.last_report: float | None = None
         self.start_time: float | None = None
         self.start_step = 0
@@ -95,6 +107,43 @@ class ProgressCallback(TrainerCallback):
         self.learning_rate: float | None = None
         self.eval_metrics: dict[str, float] | None = None
         self.latest: checkpoints.Checkpoint | None = None
+        self.activity = "loading"
+        self.step_seen: int | None = None  # globalStep when this attempt last advanced
+        self.last_step_time: float | None = None  # wall time of that
+        self._force_log = False  # the log of this attempt's first step reports at once
+        self._last: tuple[Any, Any] | None = None  # (args, state) of the last report
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # Heartbeat -------------------------------------------------------------------
+
+    def start(self) -> ProgressCallback:
+        """Report `loading` now and start the heartbeat (world rank 0 only)."""
+        self._report({"activity": "loading", "attempt": self.attempt,
+                      "lastStepTime": None, "updatedAt": rfc3339(self.wall())}, None)
+        if self.heartbeat > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="progress-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            self.beat()
+
+    def beat(self) -> None:
+        """Repeat the last report with a new `updatedAt` (and the current activity)."""
+        if self._last is not None:
+            self._emit(*self._last, force=True)
+        else:
+            self._report({"activity": self.activity, "attempt": self.attempt,
+                          "updatedAt": rfc3339(self.wall())}, None)
 
     # Trainer events --------------------------------------------------------------
 
@@ -102,6 +151,8 @@ class ProgressCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.start_time = self.clock()
             self.start_step = state.global_step
+            self.step_seen = state.global_step
+            self.activity = "training"
             self.latest = checkpoints.latest_complete(Path(args.output_dir))
             self._emit(args, state, force=True)
 
@@ -112,18 +163,33 @@ class ProgressCallback(TrainerCallback):
             self.loss = float(logs["loss"])
         if "learning_rate" in logs:
             self.learning_rate = float(logs["learning_rate"])
-        self._emit(args, state)
+        force, self._force_log = self._force_log, False
+        self._emit(args, state, force=force)
 
     def on_step_end(self, args, state, control, **kwargs):
-        # When Trainer is about to log, evaluate or save at this step, that event reports
-        # (with the new loss): reporting here too would show the step twice.
-        follows = control.should_log or control.should_evaluate or control.should_save
-        if state.is_world_process_zero and not follows:
-            self._emit(args, state)
+        if not state.is_world_process_zero:
+            return
+        first = self.last_step_time is None
+        if state.global_step != self.step_seen:
+            self.step_seen = state.global_step
+            self.last_step_time = self.wall()
+        # What comes next at this step: an evaluation, a save, or the next step.
+        self.activity = ("evaluating" if control.should_evaluate
+                         else "saving" if control.should_save else "training")
+        if self.activity != "training":
+            self._emit(args, state, force=True)  # the operator allows evaluations longer
+        elif control.should_log:
+            # Trainer is about to log at this step: that event reports (with the new loss);
+            # reporting here too would show the step twice.
+            self._force_log = first
+        else:
+            self._emit(args, state, force=first)  # an attempt's first step: at once
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if state.is_world_process_zero and metrics:
-            self.eval_metrics = numeric_metrics(metrics)
+        if state.is_world_process_zero:
+            self.activity = "saving" if control.should_save else "training"
+            if metrics:
+                self.eval_metrics = numeric_metrics(metrics)
             self._emit(args, state, force=True)
 
     def on_save(self, args, state, control, **kwargs):
@@ -132,10 +198,12 @@ class ProgressCallback(TrainerCallback):
             verdict = checkpoints.verify(folder)
             if verdict.complete:
                 self.latest = verdict.checkpoint
+            self.activity = "training"
             self._emit(args, state, force=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
+            self.activity = "evaluating"  # the final evaluation and the final model follow
             self._emit(args, state, force=True, final=True)
 
     # ------------------------------------------------------------------------------
@@ -145,6 +213,7 @@ class ProgressCallback(TrainerCallback):
         if not due(now, self.last_report, self.interval, force):
             return
         self.last_report = now
+        self._last = (args, state)
         start = self.start_time if self.start_time is not None else now
         samples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                             * max(1, args.world_size))
@@ -160,7 +229,17 @@ class ProgressCallback(TrainerCallback):
             eval_metrics=self.eval_metrics,
             now=self.wall(),
         )
-        try:
-            self.reporter.report(progress, build_checkpoint(self.latest, self.start_step), final)
-        except Exception:  # noqa: BLE001 - reporting must never stop training
-            log.exception("progress reporter failed; training goes on")
+        progress.update(activity=self.activity, attempt=self.attempt)
+        # None before this attempt's first step: a merge patch then deletes the previous
+        # attempt's time instead of letting it pass for this one's.
+        progress["lastStepTime"] = (rfc3339(self.last_step_time)
+                                    if self.last_step_time is not None else None)
+        self._report(progress, build_checkpoint(self.latest, self.start_step), final)
+
+    def _report(self, progress: dict[str, Any], checkpoint: dict[str, Any] | None,
+                final: bool = False) -> None:
+        with self._lock:  # the heartbeat thread reports too
+            try:
+                self.reporter.report(progress, checkpoint, final)
+            except Exception:  # noqa: BLE001 - reporting must never stop training
+                log.exception("progress reporter failed; training goes on")

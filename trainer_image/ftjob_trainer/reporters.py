@@ -166,6 +166,8 @@ class ConsoleReporter:
     EVAL_KEYS = ("eval_accuracy", "eval_f1", "eval_loss", "eval_perplexity")
 
     def report(self, progress, checkpoint, final=False) -> None:
+        if "globalStep" not in progress:
+            return  # still loading: nothing to show yet
         if self.console.is_terminal:
             bar = self._ensure_bar(progress.get("maxSteps") or 0)
             bar.update(self._task, completed=progress.get("globalStep", 0),

@@ -150,7 +150,8 @@ CASES: dict[str, Case] = {
              case="restart", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"}),
     "suspend -> delete pods, Suspended":
         Case(job(running(), suspend=True), pods=[pod(0), pod(1)], started=STARTED,
-             case="suspend", actions=[DeletePods], status={"phase": "Suspended"}),
+             case="suspend, waiting for the checkpoint", actions=[DeletePods],
+             status={"phase": "Suspended"}),
     "suspended, resumed, pods gone -> new attempt, not counted":
         Case(job({"phase": "Suspended", "attempt": 1, "startTime": EARLIER}), started=STARTED,
              case="resume", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"}),

@@ -58,12 +58,17 @@ def test_steps_are_reported_at_most_every_interval(tmp_path):
         clock.now += 1.0
         state.global_step = step
         callback.on_step_end(args, state, control)
-    # begin (forced) + steps 5, 10, 15, 20 (every 5 s of the fake clock)
-    assert [p["globalStep"] for p, _, _ in rec.reports] == [0, 5, 10, 15, 20]
+    # begin and the attempt's first step (forced), then every 5 s of the fake clock
+    assert [p["globalStep"] for p, _, _ in rec.reports] == [0, 1, 6, 11, 16]
+    state.global_step = 21
+    clock.now += 1.0  # 5 s after step 16's report
+    callback.on_step_end(args, state, control)
     progress = rec.reports[-1][0]
     assert progress["samplesPerSecond"] == pytest.approx(16.0)  # 1 step/s x 4 x 2 x 2
-    assert progress["etaSeconds"] == pytest.approx(80.0)
-    assert progress["percent"] == 20.0
+    assert progress["etaSeconds"] == pytest.approx(79.0)
+    assert progress["percent"] == 21.0
+    assert progress["activity"] == "training" and progress["attempt"] == 0
+    assert progress["lastStepTime"] == "2023-11-14T22:13:20Z"  # the fake wall clock
     api.Progress.model_validate(progress)  # exactly the API's field names
 
 
