@@ -158,7 +158,9 @@ class _Status:
     def set(self, **values: Any) -> None:
         self.desired.update(values)
 
-    def condition(self, type_: str, status: bool, reason: str, message: str = "") -> None:
+    def condition(self, type_: str, status: bool, reason: str, message: str = "",
+                  news: bool = False) -> None:
+        """Set a condition; `news`: a False one is worth showing even if it never was True."""
         value = "True" if status else "False"
         for cond in self.conditions:
             if cond.get("type") == type_:
@@ -167,7 +169,7 @@ class _Status:
                 cond.update(status=value, reason=reason, message=message,
                             observedGeneration=self.job.generation)
                 return
-        if not status:
+        if not status and not news:
             return  # a False condition that never was True says nothing
         self.conditions.append({"type": type_, "status": value, "reason": reason,
                                 "message": message, "lastTransitionTime": rfc3339(self.now),
@@ -493,7 +495,7 @@ def _suspend(ctx: _Ctx) -> Plan:
                 f"(newest verified checkpoint: {f'step {saved}' if saved is not None else 'none'}"
                 f"); resuming loses {lost} step(s)")
         out.end_attempt("Suspended", text)
-        out.condition("SuspendCheckpointSaved", False, "CheckpointMissing", text)
+        out.condition("SuspendCheckpointSaved", False, "CheckpointMissing", text, news=True)
         plan.events.append(Event("Warning", "SuspendCheckpointFailed", text))
     plan.case = "suspended, checkpoint checked"
     out.phase(api.Phase.SUSPENDED, "Suspended", text)

@@ -4,9 +4,10 @@ Honoured only when `FTJOB_TEST_MODE=1`. Users cannot set either variable in a cl
 operator reserves every `FTJOB_*` name) and the operator never sets them, so these hooks
 only act in tests that launch the trainer themselves.
 
-    FTJOB_TEST_HANG_AT_STEP=N   at the end of step N, world rank FTJOB_TEST_HANG_RANK
-                                (default 1, or 0 when alone) blocks until killed; its peers
-                                block in the next collective, as in an NCCL deadlock.
+    FTJOB_TEST_HANG_AT_STEP=N   once step N is done (logged, saved), world rank
+                                FTJOB_TEST_HANG_RANK (default 1, or 0 when alone) blocks
+                                until killed instead of starting step N+1; its peers block
+                                in that step's gradient all-reduce, as in an NCCL deadlock.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class HangAtStep(TrainerCallback):
         self.step = step
         self.rank = rank
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.step and args.process_index == self.rank:
             log.warning("test hook: rank %d hangs at step %d", self.rank, self.step)
             threading.Event().wait()  # forever; only a kill ends it
