@@ -464,7 +464,8 @@ def _suspend(ctx: _Ctx) -> Plan:
                                  f"suspended; stopping {len(ctx.live)} pod(s)"))
     record = out._record(attempt) or {}
     if attempt == 0 or record.get("endTime"):
-        out.phase(api.Phase.SUSPENDED, "Suspended", "suspended by spec.suspend")
+        said = record.get("message") if record.get("reason") == "Suspended" else None
+        out.phase(api.Phase.SUSPENDED, "Suspended", said or "suspended by spec.suspend")
         return plan
     stopping = [p for p in ctx.pods if p.attempt == attempt and not p.terminated]
     if stopping:

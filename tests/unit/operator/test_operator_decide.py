@@ -242,3 +242,239 @@ def test_failure_message_names_rank_pod_and_trainer_message():
     assert plan.status["message"].startswith("restart budget exhausted (2 restart(s)); last "
                                              "failure: rank 1 (pod demo-1-1) failed: OutOfMemory")
     assert "CUDA out of memory" in plan.status["message"]
+
+
+# --------------------------------------------------------------------------- stall detection
+
+POLICY = {"maxRestarts": 2, "backoffSeconds": 10, "stallTimeoutSeconds": 60,
+          "startupTimeoutSeconds": 300, "evaluationTimeoutSeconds": 600}
+RUNNING_SINCE = NOW - timedelta(seconds=100)
+
+
+def running_attempt(attempt: int = 1, progress: dict[str, Any] | None = None,
+                    **extra: Any) -> dict[str, Any]:
+    """A settled Running status of `attempt` (what the operator wrote), with `progress`."""
+    status = {**running(attempt), "observedGeneration": 1,
+              "message": f"attempt {attempt}: 2 pod(s) running",
+              "conditions": [{"type": "Running", "status": "True", "reason": "AllPodsRunning",
+                              "message": f"attempt {attempt}: 2 pod(s) running",
+                              "lastTransitionTime": rfc3339(RUNNING_SINCE),
+                              "observedGeneration": 1}],
+              "attempts": [{"attempt": a, "startTime": EARLIER} for a in range(1, attempt + 1)]}
+    if progress is not None:
+        status["progress"] = progress
+    status.update(extra)
+    return status
+
+
+def stepped(step: int, seconds_ago: float, attempt: int = 1, activity: str = "training"
+            ) -> dict[str, Any]:
+    return {"globalStep": step, "attempt": attempt, "activity": activity,
+            "lastStepTime": rfc3339(NOW - timedelta(seconds=seconds_ago)),
+            "updatedAt": rfc3339(NOW)}
+
+
+def decide_running(status: dict[str, Any], attempt: int = 1, **spec: Any):
+    spec.setdefault("restartPolicy", POLICY)
+    return decide(job(status, **spec), Observed((pod(0, attempt), pod(1, attempt)), STARTED), NOW)
+
+
+@pytest.mark.parametrize("progress, attempt, requeue", [
+    (stepped(7, 20), 1, 41.0),  # 60 s after the step (+1 s for whole-second times)
+    (stepped(7, 61, activity="evaluating"), 1, 540.0),  # evaluationTimeoutSeconds
+    (stepped(7, 61, activity="saving"), 1, 540.0),
+    (None, 1, 201.0),  # no report yet: startupTimeoutSeconds from all pods running
+    ({"activity": "loading", "attempt": 1, "updatedAt": rfc3339(NOW)}, 1, 201.0),
+    (stepped(7, 900, attempt=1), 2, 201.0),  # the previous attempt's step is no news
+], ids=["training", "evaluating", "saving", "no report", "loading", "old attempt's progress"])
+def test_a_healthy_running_job_writes_nothing_and_wakes_at_its_stall_deadline(
+        progress, attempt, requeue):
+    status = running_attempt(attempt, progress)
+    if progress and progress.get("attempt") == attempt and "lastStepTime" in progress:
+        status["attempts"][-1]["firstStepTime"] = progress["lastStepTime"]
+        status["attempts"][-1]["resumedFromStep"] = 0
+        status["checkpoint"] = {"resumedFromStep": 0}
+    plan = decide_running(status, attempt)
+    assert (plan.case, plan.actions, plan.status, plan.events) == ("running", [], {}, [])
+    assert plan.requeue_after == pytest.approx(requeue)
+
+
+@pytest.mark.parametrize("progress, setting, limit", [
+    (stepped(7, 62), "stallTimeoutSeconds", 60),
+    (stepped(7, 602, activity="evaluating"), "evaluationTimeoutSeconds", 600),
+    (None, "startupTimeoutSeconds", 300),
+], ids=["no step", "endless evaluation", "never started"])
+def test_a_stalled_attempt_restarts_the_whole_gang(progress, setting, limit):
+    silent_since = RUNNING_SINCE if progress is None else None
+    status = running_attempt(1, progress, checkpoint={"latest": {"step": 5, "path": "/o/c-5"},
+                                                      "resumedFromStep": 0})
+    now = NOW if progress is not None else RUNNING_SINCE + timedelta(seconds=limit + 1)
+    plan = decide(job(status, restartPolicy=POLICY), Observed((pod(0), pod(1)), STARTED), now)
+    assert plan.case == "stalled, gang restart"
+    assert plan.actions == [DeletePods(("demo-1-0", "demo-1-1"))]
+    assert plan.status["phase"] == "Restarting" and plan.status["restarts"] == 1
+    assert [e.reason for e in plan.events] == ["Stalled"]
+    message = plan.events[0].message
+    assert f"({setting} {limit}s)" in message and "restarting all 2 pod(s)" in message
+    record = plan.status["attempts"][0]
+    assert record["reason"] == "Stalled" and record["endTime"] == rfc3339(now)
+    if silent_since is None:
+        assert message.startswith("no training step since step 7 for ")
+        assert record["lastStep"] == 7 and record["stepsLost"] == 2  # checkpoint 5
+    else:
+        assert message.startswith("attempt 1 took no training step in 301s")
+    restarting = next(c for c in plan.status["conditions"] if c["type"] == "Restarting")
+    assert restarting["status"] == "True" and restarting["reason"] == "Stalled"
+
+
+def test_stall_detection_off_never_restarts():
+    plan = decide_running(running_attempt(1, stepped(7, 86400)),
+                          restartPolicy={**POLICY, "stallTimeoutSeconds": 0})
+    assert plan.case == "running" and plan.actions == [] and plan.requeue_after is None
+
+
+def test_a_stall_with_the_budget_spent_fails_the_job():
+    plan = decide_running(running_attempt(1, stepped(7, 62), restarts=2))
+    assert plan.case == "restart budget exhausted" and plan.status["phase"] == "Failed"
+    assert "last failure: no training step since step 7" in plan.status["message"]
+    assert plan.status["attempts"][0]["reason"] == "Stalled"
+
+
+def test_stall_is_judged_only_while_every_pod_runs():
+    status = running_attempt(1, stepped(7, 600))
+    plan = decide(job(status, restartPolicy=POLICY),
+                  Observed((pod(0), pod(1, phase="Succeeded", exit_code=0)), STARTED), NOW)
+    assert plan.case == "running" and plan.actions == []
+
+
+# --------------------------------------------------------------------------- attempt history
+
+
+def test_each_attempt_is_recorded_from_start_to_end():
+    start = decide(job(), Observed(), NOW)
+    assert start.status["attempts"] == [{"attempt": 1, "startTime": rfc3339(NOW)}]
+
+    first_step = rfc3339(NOW + timedelta(seconds=30))
+    status = running_attempt(1, {"globalStep": 1, "attempt": 1, "lastStepTime": first_step},
+                             attempts=start.status["attempts"],
+                             checkpoint={"resumedFromStep": 0})
+    seen = decide(job(status), Observed((pod(0), pod(1)), STARTED), NOW + timedelta(seconds=31))
+    assert seen.status == {"attempts": [{"attempt": 1, "startTime": rfc3339(NOW),
+                                         "firstStepTime": first_step, "resumedFromStep": 0}]}
+
+    status.update(seen.status, progress={"globalStep": 13, "attempt": 1,
+                                         "lastStepTime": first_step},
+                  checkpoint={"resumedFromStep": 0, "latest": {"step": 10, "path": "/o/c"}})
+    ended_at = NOW + timedelta(seconds=130)
+    failed = decide(job(status), Observed((pod(0), pod(1, phase="Failed", exit_code=20,
+                                                      node="node-b")), STARTED), ended_at)
+    record = failed.status["attempts"][0]
+    assert record == {"attempt": 1, "startTime": rfc3339(NOW), "firstStepTime": first_step,
+                      "resumedFromStep": 0, "endTime": rfc3339(ended_at), "reason": "Failed",
+                      "message": "rank 1 (pod demo-1-1) failed: OutOfMemory, exit code 20 "
+                                 "on node node-b",
+                      "lastStep": 13, "stepsLost": 3}
+    # 100 s stepping, 10 of 13 steps kept; the job started 100 s before NOW.
+    assert failed.status["goodput"] == {"productiveSeconds": 76.9, "wallSeconds": 230.0,
+                                        "ratio": 0.334, "stepsLost": 3, "attemptsFolded": 0}
+
+
+def test_the_next_attempts_first_step_gives_the_downtime():
+    ended = rfc3339(NOW - timedelta(seconds=50))
+    status = running_attempt(2, {"globalStep": 11, "attempt": 2,
+                                 "lastStepTime": rfc3339(NOW - timedelta(seconds=5))},
+                             checkpoint={"resumedFromStep": 10})
+    status["attempts"][0].update(endTime=ended, reason="Preempted")
+    plan = decide(job(status), Observed((pod(0, 2), pod(1, 2)), STARTED), NOW)
+    first, second = plan.status["attempts"]
+    assert first["downtimeSeconds"] == 45.0
+    assert second["resumedFromStep"] == 10 and "endTime" not in second
+
+
+@pytest.mark.parametrize("pods, reason", [
+    ((pod(0, phase="Failed", exit_code=30), pod(1, phase="Failed", exit_code=21)), "Preempted"),
+    ((pod(0, phase="Failed", exit_code=10), pod(1)), "Failed"),
+    ((pod(0), pod(1, deleting=True, phase="Failed", exit_code=137)), "Failed"),
+    ((pod(0),), "Deleted"),
+], ids=["preempted", "permanent", "killed", "pod vanished"])
+def test_the_record_names_how_the_attempt_ended(pods, reason):
+    plan = decide(job(running_attempt(1)), Observed(pods, STARTED), NOW)
+    assert plan.status["attempts"][0]["reason"] == reason
+
+
+def test_history_keeps_the_last_20_and_folds_older_ones_into_goodput():
+    records = [{"attempt": a, "startTime": EARLIER, "endTime": EARLIER, "reason": "Preempted"}
+               for a in range(1, 21)]
+    status = {"phase": "Restarting", "attempt": 20, "startTime": EARLIER, "preemptions": 20,
+              "attempts": records, "goodput": {"productiveSeconds": 5.0, "wallSeconds": 9.0,
+                                               "stepsLost": 4, "attemptsFolded": 3}}
+    plan = decide(job(status, restartPolicy={"backoffSeconds": 0}), Observed((), STARTED), NOW)
+    assert plan.case == "restart"
+    attempts = plan.status["attempts"]
+    assert len(attempts) == 20 and [a["attempt"] for a in attempts] == list(range(2, 22))
+    assert plan.status["goodput"]["attemptsFolded"] == 4
+    assert plan.status["goodput"]["stepsLost"] == 4  # totals kept
+
+
+def test_success_closes_the_record_with_no_steps_lost():
+    status = running_attempt(1, {"globalStep": 50, "attempt": 1,
+                                 "lastStepTime": rfc3339(NOW - timedelta(seconds=1))})
+    status["attempts"][0].update(firstStepTime=rfc3339(NOW - timedelta(seconds=51)),
+                                 resumedFromStep=0)
+    plan = decide(job(status), Observed((pod(0, phase="Succeeded", exit_code=0,
+                                              termination_message=OK),
+                                          pod(1, phase="Succeeded", exit_code=0)), STARTED), NOW)
+    record = plan.status["attempts"][0]
+    assert record["reason"] == "Succeeded" and record["stepsLost"] == 0
+    assert plan.status["goodput"]["productiveSeconds"] == 51.0
+    assert plan.status["goodput"]["ratio"] == 0.51  # 100 s since startTime
+
+
+# --------------------------------------------------------------------------- suspend
+
+
+def suspending(progress: dict[str, Any] | None, latest: int | None) -> dict[str, Any]:
+    status = running_attempt(1, progress, phase="Suspended")
+    checkpoint: dict[str, Any] = {"resumedFromStep": 0}
+    if latest is not None:
+        checkpoint["latest"] = {"step": latest, "path": f"/output/checkpoint-{latest}"}
+    status["checkpoint"] = checkpoint
+    return status
+
+
+def test_suspend_waits_for_the_pods_before_judging_the_checkpoint():
+    plan = decide(job(suspending(stepped(12, 1), None), suspend=True),
+                  Observed((pod(0, deleting=True), pod(1, deleting=True)), STARTED), NOW)
+    assert plan.case == "suspend, waiting for the checkpoint" and plan.actions == []
+    assert plan.status["message"] == ("suspending: waiting for 2 pod(s) of attempt 1 to save a "
+                                      "checkpoint and stop")
+    assert plan.requeue_after == 5.0 and "attempts" not in plan.status
+
+
+def test_suspend_with_the_checkpoint_at_the_last_step_is_confirmed():
+    plan = decide(job(suspending(stepped(12, 1), 12), suspend=True), Observed((), STARTED), NOW)
+    assert plan.case == "suspended, checkpoint checked"
+    record = plan.status["attempts"][0]
+    assert (record["reason"], record["lastStep"], record["stepsLost"]) == ("Suspended", 12, 0)
+    cond = next(c for c in plan.status["conditions"] if c["type"] == "SuspendCheckpointSaved")
+    assert cond["status"] == "True" and "checkpoint-12 verified" in cond["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "SuspendCheckpointSaved")]
+    again = decide(job({**suspending(stepped(12, 1), 12), **plan.status}, suspend=True),
+                   Observed((), STARTED), NOW)
+    assert again.status == {} and again.events == []  # recorded once
+
+
+def test_suspend_whose_save_failed_says_so():
+    plan = decide(job(suspending(stepped(12, 1), 10), suspend=True), Observed((), STARTED), NOW)
+    record = plan.status["attempts"][0]
+    assert record["stepsLost"] == 2
+    assert "not saved (newest verified checkpoint: step 10); resuming loses 2" in record["message"]
+    cond = next(c for c in plan.status["conditions"] if c["type"] == "SuspendCheckpointSaved")
+    assert cond["status"] == "False" and cond["reason"] == "CheckpointMissing"
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "SuspendCheckpointFailed")]
+
+
+def test_suspend_before_the_first_step_claims_nothing():
+    plan = decide(job(suspending(None, None), suspend=True), Observed((), STARTED), NOW)
+    assert plan.status["attempts"][0]["message"] == "attempt 1 suspended before its first step"
+    assert not any(c["type"] == "SuspendCheckpointSaved" for c in plan.status["conditions"])

@@ -147,3 +147,77 @@ def test_a_step_that_logs_is_reported_by_the_log_with_its_new_loss(tmp_path):
     callback.on_log(args, state, control, logs={"loss": 0.5, "learning_rate": 1e-4})
     reported = [(p["globalStep"], p.get("loss")) for p, _, _ in rec.reports]
     assert reported == [(0, None), (10, 0.5)]  # one report for step 10, with its loss
+
+
+class Wall:
+    def __init__(self):
+        self.now = 1.7e9
+
+    def __call__(self):
+        return self.now
+
+
+def test_loading_then_activity_follows_what_trainer_does_next(tmp_path):
+    rec, wall = Recorder(), Wall()
+    callback = ProgressCallback(rec, 5.0, clock=Clock(), wall=wall, attempt=2, heartbeat=0)
+    callback.start()
+    # The previous attempt's lastStepTime is deleted (null in a merge patch), not inherited.
+    assert rec.reports[-1][0] == {"activity": "loading", "attempt": 2, "lastStepTime": None,
+                                  "updatedAt": "2023-11-14T22:13:20Z"}
+    args = SimpleNamespace(output_dir=str(tmp_path), per_device_train_batch_size=4,
+                           gradient_accumulation_steps=1, world_size=1)
+    state = TrainerState(max_steps=100, is_world_process_zero=True)
+    state.global_step = 40  # resumed
+    callback.on_train_begin(args, state, TrainerControl())
+    assert rec.reports[-1][0]["activity"] == "training"
+    assert rec.reports[-1][0]["lastStepTime"] is None  # no step of this attempt yet
+    seen = []
+    for control in (TrainerControl(should_evaluate=True), TrainerControl(should_save=True)):
+        state.global_step += 1
+        wall.now += 10
+        callback.on_step_end(args, state, control)
+        seen.append((rec.reports[-1][0]["activity"], rec.reports[-1][0]["lastStepTime"]))
+        if control.should_evaluate:
+            callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_loss": 1.0})
+            assert rec.reports[-1][0]["activity"] == "training"
+    assert seen == [("evaluating", "2023-11-14T22:13:30Z"), ("saving", "2023-11-14T22:13:40Z")]
+    callback.on_save(args, state, TrainerControl())
+    assert rec.reports[-1][0]["activity"] == "training"
+    api.Progress.model_validate(rec.reports[-1][0])
+
+
+def test_heartbeat_refreshes_updated_at_but_not_the_step_time(tmp_path):
+    callback, args, state, clock, rec = make(tmp_path)
+    wall = Wall()
+    callback.wall = wall
+    callback.on_train_begin(args, state, TrainerControl())
+    state.global_step = 1
+    callback.on_step_end(args, state, TrainerControl())
+    wall.now += 45  # one long step: no Trainer event for 45 s
+    callback.beat()
+    progress = rec.reports[-1][0]
+    assert progress["globalStep"] == 1 and progress["activity"] == "training"
+    assert progress["updatedAt"] == "2023-11-14T22:14:05Z"
+    assert progress["lastStepTime"] == "2023-11-14T22:13:20Z"
+
+
+def test_heartbeat_thread_writes_while_the_trainer_is_silent(tmp_path):
+    from tests.polling import wait_for
+
+    rec = Recorder()
+    callback = ProgressCallback(rec, 5.0, attempt=1, heartbeat=0.05).start()
+    try:
+        wait_for(lambda: len(rec.reports) >= 3, 30, "heartbeats")
+    finally:
+        callback.close()
+    assert all(p["activity"] == "loading" for p, _, _ in rec.reports)
+    assert not callback._thread.is_alive()
+
+
+def test_the_hang_hook_acts_only_in_test_mode():
+    from ftjob_trainer import testing
+
+    assert testing.hooks({"FTJOB_TEST_HANG_AT_STEP": "3"}) == []
+    hook, = testing.hooks({"FTJOB_TEST_MODE": "1", "FTJOB_TEST_HANG_AT_STEP": "3",
+                           "WORLD_SIZE": "2"})
+    assert (hook.step, hook.rank) == (3, 1)
