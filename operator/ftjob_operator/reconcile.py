@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 from typing import Any
 
 import pydantic
@@ -90,9 +91,40 @@ class Event:
     message: str
 
 
+class Case(StrEnum):
+    """The named cases of the state machine (`Plan.case`); the values are log and metric
+    labels."""
+
+    INVALID_SPEC = "invalid spec"
+    START = "start"
+    CREATE_MISSING = "create missing pods"
+    PENDING = "pending"
+    RUNNING = "running"
+    RANK0_SUCCEEDED_WAITING = "rank 0 succeeded, waiting for the other ranks"
+    SUCCEEDED = "succeeded"
+    RANK_DELETED_WAITING = "rank deleted, waiting for it to stop"
+    GANG_RESTART = "rank failed, gang restart"
+    PREEMPTED_RESTART = "preempted, gang restart"
+    STALLED_RESTART = "stalled, gang restart"
+    PERMANENT_FAILURE = "permanent failure"
+    BUDGET_EXHAUSTED = "restart budget exhausted"
+    PENDING_TIMEOUT = "pending timeout"
+    DEADLINE_EXCEEDED = "deadline exceeded"
+    RESTART_WAITING = "restart, waiting for pods to go"
+    BACKING_OFF = "restart, backing off"
+    RESTART = "restart"
+    SUSPEND = "suspend"
+    SUSPEND_WAITING = "suspend, waiting for the checkpoint"
+    SUSPEND_CHECKED = "suspended, checkpoint checked"
+    RESUME_WAITING = "resume, waiting for pods to go"
+    RESUME = "resume"
+    FINISHED = "finished"
+    TTL_EXPIRED = "finished, ttl expired"
+
+
 @dataclass
 class Plan:
-    case: str
+    case: Case
     actions: list[Action] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)  # merge patch of changed keys only
     events: list[Event] = field(default_factory=list)
@@ -343,7 +375,7 @@ def _invalid(job: JobState, out: _Status, message: str) -> Plan:
     out.phase(api.Phase.FAILED, "InvalidSpec", message)
     out.condition("InvalidSpec", True, "InvalidSpec", message)
     out.set(completionTime=job.status.get("completionTime") or rfc3339(out.now))
-    plan = Plan("invalid spec")
+    plan = Plan(Case.INVALID_SPEC)
     if job.status.get("phase") != api.Phase.FAILED.value:
         plan.events.append(Event("Warning", "InvalidSpec", message))
     plan.status = out.patch()
@@ -351,7 +383,7 @@ def _invalid(job: JobState, out: _Status, message: str) -> Plan:
 
 
 def _finished(job: JobState, pods: list[PodView], out: _Status, now: datetime) -> Plan:
-    plan = Plan("finished")
+    plan = Plan(Case.FINISHED)
     # A failed job leaves no rank running (a peer may still wait on a dead rendezvous);
     # terminated pods stay for their logs.
     alive = tuple(p.name for p in pods if not p.terminated and not p.deleting)
@@ -362,7 +394,7 @@ def _finished(job: JobState, pods: list[PodView], out: _Status, now: datetime) -
     if isinstance(ttl, int) and done is not None:
         expiry = done + timedelta(seconds=ttl)
         if now >= expiry:
-            plan.case = "finished, ttl expired"
+            plan.case = Case.TTL_EXPIRED
             plan.actions.append(DeleteJob())
             plan.events.append(Event("Normal", "Deleted",
                                      f"deleted {ttl}s after it finished (ttlSecondsAfterFinished)"))
@@ -391,11 +423,12 @@ class _Ctx:
     def phase(self) -> str | None:
         return self.job.status.get("phase")
 
-    def plan(self, case: str) -> Plan:
+    def plan(self, case: Case) -> Plan:
         return Plan(case, requeue_after=self.deadline_wait)
 
 
-def _start_attempt(ctx: _Ctx, attempt: int, ensure: bool, case: str, event: Event) -> Plan:
+def _start_attempt(ctx: _Ctx, attempt: int, ensure: bool, case: Case, event: Event
+                   ) -> Plan:
     plan = ctx.plan(case)
     if ensure:
         plan.actions.append(EnsureJobObjects(ctx.raw_spec))
@@ -428,7 +461,7 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
         if now >= deadline:
             return _fail(job, pods, out, "DeadlineExceeded",
                          f"ran longer than activeDeadlineSeconds ({deadline_s}s)",
-                         "deadline exceeded")
+                         Case.DEADLINE_EXCEEDED)
         deadline_wait = _seconds_until(deadline, now)
 
     ctx = _Ctx(job, spec, raw_spec, pods, [p for p in pods if not p.deleting], attempt,
@@ -440,7 +473,7 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
 
     # -- a new attempt is due: never started, resumed after suspend, or restarting
     if attempt == 0:
-        return _start_attempt(ctx, 1, True, "start",
+        return _start_attempt(ctx, 1, True, Case.START,
                               Event("Normal", "Started", f"created {nodes} pod(s) for attempt 1"))
 
     waiting_for_new = phase in (api.Phase.SUSPENDED.value, api.Phase.RESTARTING.value)
@@ -455,7 +488,7 @@ def _suspend(ctx: _Ctx) -> Plan:
     """Stop the pods, then say whether the stop saved a verified checkpoint at the last step
     (the trainer saves on SIGTERM and reports the checkpoint once it verified it)."""
     out, attempt = ctx.out, ctx.attempt
-    plan = ctx.plan("suspend")
+    plan = ctx.plan(Case.SUSPEND)
     plan.requeue_after = None
     if ctx.live:
         plan.actions.append(DeletePods(tuple(p.name for p in ctx.live)))
@@ -469,7 +502,7 @@ def _suspend(ctx: _Ctx) -> Plan:
         return plan
     stopping = [p for p in ctx.pods if p.attempt == attempt and not p.terminated]
     if stopping:
-        plan.case = "suspend, waiting for the checkpoint"
+        plan.case = Case.SUSPEND_WAITING
         out.phase(api.Phase.SUSPENDED, "Suspending",
                   f"suspending: waiting for {len(stopping)} pod(s) of attempt {attempt} to save "
                   "a checkpoint and stop")
@@ -498,7 +531,7 @@ def _suspend(ctx: _Ctx) -> Plan:
         out.end_attempt("Suspended", text)
         out.condition("SuspendCheckpointSaved", False, "CheckpointMissing", text, news=True)
         plan.events.append(Event("Warning", "SuspendCheckpointFailed", text))
-    plan.case = "suspended, checkpoint checked"
+    plan.case = Case.SUSPEND_CHECKED
     out.phase(api.Phase.SUSPENDED, "Suspended", text)
     return plan
 
@@ -508,14 +541,14 @@ def _await_new_attempt(ctx: _Ctx) -> Plan:
     resuming = ctx.phase == api.Phase.SUSPENDED.value
     if ctx.pods:
         # Gang semantics: the next attempt starts only when every old pod is gone.
-        plan = ctx.plan("resume, waiting for pods to go" if resuming
-                        else "restart, waiting for pods to go")
+        plan = ctx.plan(Case.RESUME_WAITING if resuming
+                        else Case.RESTART_WAITING)
         if ctx.live:
             plan.actions.append(DeletePods(tuple(p.name for p in ctx.live)))
         out.set(phase=ctx.phase)
         return plan
     if resuming:
-        return _start_attempt(ctx, attempt + 1, ctx.ensure, "resume",
+        return _start_attempt(ctx, attempt + 1, ctx.ensure, Case.RESUME,
                               Event("Normal", "Resumed",
                                     f"resumed; created {spec.resources.nodes} pod(s) for "
                                     f"attempt {attempt + 1}"))
@@ -527,10 +560,10 @@ def _await_new_attempt(ctx: _Ctx) -> Plan:
     # Condition times have whole seconds: the failure happened up to 1s after `since`.
     due = since + timedelta(seconds=delay + 1) if delay > 0 else since
     if ctx.now < due:
-        plan = ctx.plan("restart, backing off")
+        plan = ctx.plan(Case.BACKING_OFF)
         plan.requeue_after = _min_requeue(_seconds_until(due, ctx.now), ctx.deadline_wait)
         return plan
-    return _start_attempt(ctx, attempt + 1, ctx.ensure, "restart",
+    return _start_attempt(ctx, attempt + 1, ctx.ensure, Case.RESTART,
                           Event("Normal", "Restarted",
                                 f"created {spec.resources.nodes} pod(s) for attempt "
                                 f"{attempt + 1}; the trainer resumes from its newest checkpoint"))
@@ -547,7 +580,7 @@ def _active_attempt(ctx: _Ctx) -> Plan:
     current = {p.rank: p for p in ctx.pods if p.attempt == attempt and p.rank < nodes}
     leftovers = tuple(p.name for p in ctx.live if p.attempt != attempt or p.rank >= nodes)
 
-    def plan_of(case: str) -> Plan:
+    def plan_of(case: Case) -> Plan:
         plan = ctx.plan(case)
         if leftovers:
             plan.actions.append(DeletePods(leftovers))
@@ -558,7 +591,7 @@ def _active_attempt(ctx: _Ctx) -> Plan:
     if rank0 is not None and rank0.phase == "Succeeded":
         if all(p.terminated for p in current.values()):
             return _succeed(job, rank0, ctx.pods, out)
-        return plan_of("rank 0 succeeded, waiting for the other ranks")
+        return plan_of(Case.RANK0_SUCCEEDED_WAITING)
 
     # -- failures: one dead rank breaks the rendezvous of all, so the gang restarts
     failures = [f for p in sorted(current.values(), key=lambda p: p.rank)
@@ -571,7 +604,7 @@ def _active_attempt(ctx: _Ctx) -> Plan:
         # Deleted by someone else (kubectl delete, a drain, a preemption) and still stopping:
         # the trainer checkpoints on SIGTERM and exits Preempted, which makes the restart
         # free. Judge by that exit code rather than by the deletion itself.
-        plan = plan_of("rank deleted, waiting for it to stop")
+        plan = plan_of(Case.RANK_DELETED_WAITING)
         out.phase(api.Phase.RUNNING, "PodsStopping",
                   f"pod(s) {', '.join(p.name for p in deleted)} deleted; waiting for them to "
                   "checkpoint and stop")
@@ -596,12 +629,12 @@ def _active_attempt(ctx: _Ctx) -> Plan:
                              f"pod {pod.name} stayed Pending longer than "
                              f"pendingTimeoutSeconds ({limit}s)"
                              + (f": {pod.pod_message}" if pod.pod_message else ""),
-                             "pending timeout")
+                             Case.PENDING_TIMEOUT)
             pending_wait = _min_requeue(pending_wait, _seconds_until(stuck_until, now))
 
     if missing:
         # Created after the status said so (crash mid-create) or not yet seen: create-if-absent.
-        plan = plan_of("create missing pods")
+        plan = plan_of(Case.CREATE_MISSING)
         if ctx.ensure:
             plan.actions.append(EnsureJobObjects(ctx.raw_spec))
         plan.actions.append(CreatePods(attempt, tuple(missing), ctx.raw_spec))
@@ -620,7 +653,7 @@ def _active_attempt(ctx: _Ctx) -> Plan:
                 return stall
         else:
             stall = None
-        plan = plan_of("running")
+        plan = plan_of(Case.RUNNING)
         out.phase(api.Phase.RUNNING, "AllPodsRunning",
                   f"attempt {attempt}: {nodes} pod(s) running")
         out.note_first_step(attempt)
@@ -630,7 +663,7 @@ def _active_attempt(ctx: _Ctx) -> Plan:
         plan.requeue_after = _min_requeue(ctx.deadline_wait, stall)
         return plan
 
-    plan = plan_of("pending")
+    plan = plan_of(Case.PENDING)
     out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
     plan.requeue_after = _min_requeue(ctx.deadline_wait, pending_wait)
     return plan
@@ -705,7 +738,7 @@ def _on_failure(ctx: _Ctx, failures: list[Failure]) -> Plan:
     if cause.kind == "permanent":
         ctx.out.end_attempt("Failed", text, resumes=False)
         return _fail(ctx.job, ctx.pods, ctx.out, cause.reason, cause.describe(),
-                     "permanent failure")
+                     Case.PERMANENT_FAILURE)
     return _restart(ctx, cause.kind, cause.reason, _history_reason(cause), cause.describe(),
                     history_text=text)
 
@@ -721,16 +754,16 @@ def _restart(ctx: _Ctx, kind: str, reason: str, history_reason: str, text: str,
         out.end_attempt(history_reason, history_text or text, resumes=False)
         return _fail(ctx.job, ctx.pods, out, "RestartBudgetExhausted",
                      f"restart budget exhausted ({limit} restart(s)); last failure: {text}",
-                     "restart budget exhausted")
+                     Case.BUDGET_EXHAUSTED)
     live = tuple(p.name for p in ctx.pods if not p.deleting)
     if kind == "preempted":
         preemptions += 1
-        case, event_reason = "preempted, gang restart", "Preempted"
+        case, event_reason = Case.PREEMPTED_RESTART, "Preempted"
         out.set(preemptions=preemptions)
     else:
         restarts += 1
-        case, event_reason = ("stalled, gang restart", "Stalled") if reason == "Stalled" \
-            else ("rank failed, gang restart", "GangRestart")
+        case, event_reason = (Case.STALLED_RESTART, "Stalled") if reason == "Stalled" \
+            else (Case.GANG_RESTART, "GangRestart")
         out.set(restarts=restarts)
     out.end_attempt(history_reason, history_text or text)
     plan = Plan(case)
@@ -747,7 +780,7 @@ def _restart(ctx: _Ctx, kind: str, reason: str, history_reason: str, text: str,
 
 
 def _fail(job: JobState, pods: list[PodView], out: _Status, reason: str, message: str,
-          case: str) -> Plan:
+          case: Case) -> Plan:
     plan = Plan(case)
     _clean_up_pods(job, pods, plan)
     out.end_attempt("Failed", message, resumes=False)
@@ -772,7 +805,7 @@ def _clean_up_pods(job: JobState, pods: list[PodView], plan: Plan) -> None:
 
 
 def _succeed(job: JobState, rank0: PodView, pods: list[PodView], out: _Status) -> Plan:
-    plan = Plan("succeeded")
+    plan = Plan(Case.SUCCEEDED)
     _clean_up_pods(job, pods, plan)
     summary = success_summary(rank0)
     step = summary["globalStep"]

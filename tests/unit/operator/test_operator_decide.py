@@ -48,6 +48,27 @@ def restarting(attempt: int = 1, since: datetime = NOW, **extra: Any) -> dict[st
 
 
 STARTED = copy.deepcopy(SPEC)
+POLICY = {"maxRestarts": 2, "backoffSeconds": 10, "stallTimeoutSeconds": 60,
+          "startupTimeoutSeconds": 300, "evaluationTimeoutSeconds": 600}
+RUNNING_SINCE = NOW - timedelta(seconds=100)
+
+
+def running_attempt(attempt: int = 1, progress: dict[str, Any] | None = None,
+                    **extra: Any) -> dict[str, Any]:
+    """A settled Running status of `attempt` (what the operator wrote), with `progress`."""
+    status = {**running(attempt), "observedGeneration": 1,
+              "message": f"attempt {attempt}: 2 pod(s) running",
+              "conditions": [{"type": "Running", "status": "True", "reason": "AllPodsRunning",
+                              "message": f"attempt {attempt}: 2 pod(s) running",
+                              "lastTransitionTime": rfc3339(RUNNING_SINCE),
+                              "observedGeneration": 1}],
+              "attempts": [{"attempt": a, "startTime": EARLIER} for a in range(1, attempt + 1)]}
+    if progress is not None:
+        status["progress"] = progress
+    status.update(extra)
+    return status
+
+
 
 
 @dataclass
@@ -57,8 +78,10 @@ class Case:
     started: dict[str, Any] | None = None
     case: str = ""
     actions: list[type] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)  # expected subset of the patch
-    requeue: float | None = None
+    status: dict[str, Any] = field(default_factory=dict)  # expected values in the patch
+    writes: set[str] = field(default_factory=set)  # exactly the status keys it patches
+    events: list[str] = field(default_factory=list)  # exactly these event reasons
+    requeue: float | None = None  # exactly (None: no timer)
 
 
 OK = json.dumps({"status": "succeeded", "globalStep": 50,
@@ -67,123 +90,175 @@ OK = json.dumps({"status": "succeeded", "globalStep": 50,
 CASES: dict[str, Case] = {
     "no children yet -> start attempt 1":
         Case(job(), case="start", actions=[EnsureJobObjects, CreatePods],
-             status={"phase": "Pending", "attempt": 1, "startTime": rfc3339(NOW)}),
+             status={"phase": "Pending", "attempt": 1, "startTime": rfc3339(NOW)},
+             writes={"attempt", "attempts", "conditions", "message", "observedGeneration", "phase",
+                    "startTime"}, events=["Started"]),
     "status written but pods missing (crash mid-create) -> create missing, ensure objects":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER}), pods=[pod(0, phase="Pending")],
-             case="create missing pods", actions=[EnsureJobObjects, CreatePods]),
+             case="create missing pods", actions=[EnsureJobObjects, CreatePods],
+             writes={"attempts", "conditions", "message", "observedGeneration"}, requeue=1795.0),
     "pods created before the status (crash) -> adopt that attempt":
         Case(job({"phase": "Restarting", "attempt": 1, "restarts": 1}),
              pods=[pod(0, 2, "Pending"), pod(1, 2, "Pending")], started=STARTED,
-             case="pending", status={"attempt": 2, "phase": "Pending"}),
+             case="pending", status={"attempt": 2, "phase": "Pending"},
+             writes={"attempt", "attempts", "conditions", "message", "observedGeneration", "phase",
+                    "startTime"}, requeue=1795.0),
     "some pods pending -> Pending":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER}),
-             pods=[pod(0), pod(1, phase="Pending")], started=STARTED, case="pending"),
+             pods=[pod(0), pod(1, phase="Pending")], started=STARTED, case="pending",
+             writes={"attempts", "conditions", "message", "observedGeneration"}, requeue=1795.0),
     "all pods running -> Running":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER}),
              pods=[pod(0), pod(1)], started=STARTED, case="running",
-             status={"phase": "Running"}),
+             status={"phase": "Running"},
+             writes={"attempts", "conditions", "message", "observedGeneration", "phase"},
+                 events=["Running"]),
     "running and nothing changed -> no write":
-        Case(job(running()), pods=[pod(0), pod(1)], started=STARTED, case="running"),
+        Case(job(running_attempt()), pods=[pod(0), pod(1)], started=STARTED, case="running",
+             requeue=3501.0),
     "rank 0 succeeded, rank 1 still running -> wait":
-        Case(job(running()), pods=[pod(0, phase="Succeeded", exit_code=0), pod(1)],
+        Case(job(running_attempt()), pods=[pod(0, phase="Succeeded", exit_code=0), pod(1)],
              started=STARTED, case="rank 0 succeeded, waiting for the other ranks"),
     "all ranks exited 0 -> Succeeded with numeric metrics":
         Case(job(running()), pods=[pod(0, phase="Succeeded", exit_code=0, termination_message=OK),
                                    pod(1, phase="Succeeded", exit_code=0)],
              started=STARTED, case="succeeded",
              status={"phase": "Succeeded", "metrics": {"eval_accuracy": 0.9},
-                     "completionTime": rfc3339(NOW)}),
+                     "completionTime": rfc3339(NOW)},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message", "metrics",
+                    "observedGeneration", "phase"}, events=["Succeeded"]),
     "succeeded with cleanPodPolicy All -> every pod deleted":
         Case(job(running(), cleanPodPolicy="All"),
              pods=[pod(0, phase="Succeeded", exit_code=0, termination_message=OK),
                    pod(1, phase="Succeeded", exit_code=0)],
              started=STARTED, case="succeeded", actions=[DeletePods],
-             status={"phase": "Succeeded"}),
+             status={"phase": "Succeeded"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message", "metrics",
+                    "observedGeneration", "phase"}, events=["Succeeded"]),
     "permanent failure with cleanPodPolicy None -> the running rank is kept":
         Case(job(running(), cleanPodPolicy="None"),
              pods=[pod(0, phase="Failed", exit_code=11), pod(1)],
-             started=STARTED, case="permanent failure", status={"phase": "Failed"}),
+             started=STARTED, case="permanent failure", status={"phase": "Failed"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message",
+                    "observedGeneration", "phase"}, events=["InvalidData"]),
     "rank failed retryable -> gang restart, restarts+1":
         Case(job(running()), pods=[pod(0), pod(1, phase="Failed", exit_code=1)],
              started=STARTED, case="rank failed, gang restart", actions=[DeletePods],
-             status={"phase": "Restarting", "restarts": 1}, requeue=10.0),
+             status={"phase": "Restarting", "restarts": 1}, requeue=10.0,
+             writes={"attempts", "conditions", "goodput", "message", "observedGeneration", "phase",
+                    "restarts"}, events=["GangRestart"]),
     "OOMKilled -> gang restart":
         Case(job(running()), pods=[pod(0), pod(1, phase="Failed", exit_code=137,
                                                 container_reason="OOMKilled")],
-             started=STARTED, case="rank failed, gang restart", actions=[DeletePods]),
+             started=STARTED, case="rank failed, gang restart", actions=[DeletePods],
+             writes={"attempts", "conditions", "goodput", "message", "observedGeneration", "phase",
+                    "restarts"}, events=["GangRestart"], requeue=10.0),
     "rank failed permanent -> Failed, stop the other rank":
         Case(job(running()), pods=[pod(0, phase="Failed", exit_code=11), pod(1)],
              started=STARTED, case="permanent failure", actions=[DeletePods],
-             status={"phase": "Failed"}),
+             status={"phase": "Failed"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message",
+                    "observedGeneration", "phase"}, events=["InvalidData"]),
     "preempted (DisruptionTarget) -> restart without budget":
         Case(job(running(restarts=2)), pods=[pod(0, phase="Failed", exit_code=21),
                                              pod(1, phase="Running", disruption="PreemptionByScheduler")],
              started=STARTED, case="preempted, gang restart", actions=[DeletePods],
-             status={"phase": "Restarting", "preemptions": 1}),
+             status={"phase": "Restarting", "preemptions": 1},
+             writes={"attempts", "conditions", "goodput", "message", "observedGeneration", "phase",
+                    "preemptions"}, events=["Preempted"], requeue=40.0),
     "SIGTERM exit code 30 -> preempted":
         Case(job(running()), pods=[pod(0, phase="Failed", exit_code=30), pod(1)],
-             started=STARTED, case="preempted, gang restart", actions=[DeletePods]),
+             started=STARTED, case="preempted, gang restart", actions=[DeletePods],
+             writes={"attempts", "conditions", "goodput", "message", "observedGeneration", "phase",
+                    "preemptions"}, events=["Preempted"], requeue=10.0),
     "budget exhausted -> Failed":
         Case(job(running(restarts=2)), pods=[pod(0), pod(1, phase="Failed", exit_code=21)],
              started=STARTED, case="restart budget exhausted", actions=[DeletePods],
-             status={"phase": "Failed"}),
+             status={"phase": "Failed"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message",
+                    "observedGeneration", "phase"}, events=["RestartBudgetExhausted"]),
     "rank deleted by someone else, still stopping -> wait for its exit code":
         Case(job(running()), pods=[pod(0), pod(1, deleting=True)], started=STARTED,
              case="rank deleted, waiting for it to stop", requeue=5.0,
              status={"message": "pod(s) demo-1-1 deleted; waiting for them to checkpoint and "
-                                "stop"}),
+                                "stop"},
+             writes={"attempts", "conditions", "message", "observedGeneration"}),
     "deleted rank checkpointed and exited 30, peer gone -> preempted, budget untouched":
         Case(job(running(restarts=2)), pods=[pod(0, phase="Failed", exit_code=30, deleting=True)],
              started=STARTED, case="preempted, gang restart",
-             status={"phase": "Restarting", "preemptions": 1}),
+             status={"phase": "Restarting", "preemptions": 1},
+             writes={"attempts", "conditions", "goodput", "message", "observedGeneration", "phase",
+                    "preemptions"}, events=["Preempted"], requeue=40.0),
     "pod vanished while running -> gang restart":
         Case(job(running()), pods=[pod(0)], started=STARTED,
-             case="rank failed, gang restart", actions=[DeletePods]),
+             case="rank failed, gang restart", actions=[DeletePods],
+             writes={"attempts", "conditions", "goodput", "message", "observedGeneration", "phase",
+                    "restarts"}, events=["GangRestart"], requeue=10.0),
     "restarting, old pods still there -> delete and wait":
         Case(job(restarting()), pods=[pod(0, deleting=True), pod(1, phase="Failed", exit_code=1)],
-             started=STARTED, case="restart, waiting for pods to go", actions=[DeletePods]),
+             started=STARTED, case="restart, waiting for pods to go", actions=[DeletePods],
+             writes={"observedGeneration"}),
     "restarting, pods gone, in backoff -> requeue":
         Case(job(restarting(since=NOW - timedelta(seconds=4))), started=STARTED,
-             case="restart, backing off", requeue=7.0),  # 10s from a time rounded down
+             case="restart, backing off", requeue=7.0,
+             writes={"observedGeneration"}),  # 10s from a time rounded down
     "restarting, pods gone, backoff over -> attempt 2 without re-creating job objects":
         Case(job(restarting(since=NOW - timedelta(seconds=11))), started=STARTED,
-             case="restart", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"}),
+             case="restart", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"},
+             writes={"attempt", "attempts", "conditions", "message", "observedGeneration",
+                    "phase"}, events=["Restarted"]),
     "suspend -> delete pods, Suspended":
         Case(job(running(), suspend=True), pods=[pod(0), pod(1)], started=STARTED,
              case="suspend, waiting for the checkpoint", actions=[DeletePods],
-             status={"phase": "Suspended"}),
+             status={"phase": "Suspended"},
+             writes={"conditions", "message", "observedGeneration", "phase"}, events=["Suspended"],
+                 requeue=5.0),
     "suspended, resumed, pods gone -> new attempt, not counted":
         Case(job({"phase": "Suspended", "attempt": 1, "startTime": EARLIER}), started=STARTED,
-             case="resume", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"}),
+             case="resume", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"},
+             writes={"attempt", "attempts", "conditions", "message", "observedGeneration",
+                 "phase"}, events=["Resumed"]),
     "created suspended -> no pods":
-        Case(job(suspend=True), case="suspend", status={"phase": "Suspended"}),
+        Case(job(suspend=True), case="suspend", status={"phase": "Suspended"},
+             writes={"conditions", "message", "observedGeneration", "phase"},
+                 events=["Suspended"]),
     "invalid spec -> Failed InvalidSpec, nothing created":
-        Case(job(task="seq2seq"), case="invalid spec", status={"phase": "Failed"}),
+        Case(job(task="seq2seq"), case="invalid spec", status={"phase": "Failed"},
+             writes={"completionTime", "conditions", "message", "observedGeneration", "phase"},
+                 events=["InvalidSpec"]),
     "past activeDeadlineSeconds -> Failed":
         Case(job(running(), activeDeadlineSeconds=50), pods=[pod(0), pod(1)], started=STARTED,
-             case="deadline exceeded", actions=[DeletePods], status={"phase": "Failed"}),
+             case="deadline exceeded", actions=[DeletePods], status={"phase": "Failed"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message",
+                    "observedGeneration", "phase"}, events=["DeadlineExceeded"]),
     "before activeDeadlineSeconds -> requeue at the deadline":
         Case(job(running(), activeDeadlineSeconds=160), pods=[pod(0), pod(1)], started=STARTED,
-             case="running", requeue=61.0),  # whole-second startTime: one second of slack
+             case="running", requeue=61.0,  # whole-second startTime: one second of slack
+             writes={"attempts", "conditions", "message", "observedGeneration"}),
     "stuck pending past the limit -> Failed":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
                  restartPolicy={"pendingTimeoutSeconds": 30}),
              pods=[pod(0), PodView("demo-1-1", "demo", 1, 1, "uid-1", "Pending",
                                    NOW - timedelta(seconds=31))],
              started=STARTED, case="pending timeout", actions=[DeletePods],
-             status={"phase": "Failed"}),
+             status={"phase": "Failed"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message",
+                    "observedGeneration", "phase"}, events=["PendingTimeout"]),
     "finished -> nothing; TTL later":
         Case(job({"phase": "Succeeded", "completionTime": rfc3339(NOW - timedelta(seconds=5))},
                  ttlSecondsAfterFinished=10), started=STARTED, case="finished", requeue=5.0),
     "finished, TTL over -> delete the job":
         Case(job({"phase": "Failed", "completionTime": rfc3339(NOW - timedelta(seconds=11))},
-                 ttlSecondsAfterFinished=10), case="finished, ttl expired", actions=[DeleteJob]),
+                 ttlSecondsAfterFinished=10), case="finished, ttl expired", actions=[DeleteJob],
+             events=["Deleted"]),
     "finished with a rank still running -> stop it":
         Case(job({"phase": "Failed", "completionTime": EARLIER}), pods=[pod(1)],
              case="finished", actions=[DeletePods]),
     "pods of another job with the same name (old uid) are ignored":
         Case(job(), pods=[PodView("demo-1-0", "demo", 1, 0, "other-uid", "Running")],
-             case="start", actions=[EnsureJobObjects, CreatePods]),
+             case="start", actions=[EnsureJobObjects, CreatePods],
+             writes={"attempt", "attempts", "conditions", "message", "observedGeneration", "phase",
+                 "startTime"}, events=["Started"]),
 }
 
 
@@ -195,8 +270,9 @@ def test_decide(name: str) -> None:
     assert [type(a) for a in plan.actions] == c.actions
     for key, value in c.status.items():
         assert plan.status.get(key) == value, (key, plan.status)
-    if c.requeue is not None:
-        assert plan.requeue_after == pytest.approx(c.requeue)
+    assert set(plan.status) == c.writes, plan.status
+    assert [e.reason for e in plan.events] == c.events
+    assert plan.requeue_after == (pytest.approx(c.requeue) if c.requeue is not None else None)
 
 
 def test_running_job_with_no_change_writes_nothing():
@@ -245,27 +321,6 @@ def test_failure_message_names_rank_pod_and_trainer_message():
 
 
 # --------------------------------------------------------------------------- stall detection
-
-POLICY = {"maxRestarts": 2, "backoffSeconds": 10, "stallTimeoutSeconds": 60,
-          "startupTimeoutSeconds": 300, "evaluationTimeoutSeconds": 600}
-RUNNING_SINCE = NOW - timedelta(seconds=100)
-
-
-def running_attempt(attempt: int = 1, progress: dict[str, Any] | None = None,
-                    **extra: Any) -> dict[str, Any]:
-    """A settled Running status of `attempt` (what the operator wrote), with `progress`."""
-    status = {**running(attempt), "observedGeneration": 1,
-              "message": f"attempt {attempt}: 2 pod(s) running",
-              "conditions": [{"type": "Running", "status": "True", "reason": "AllPodsRunning",
-                              "message": f"attempt {attempt}: 2 pod(s) running",
-                              "lastTransitionTime": rfc3339(RUNNING_SINCE),
-                              "observedGeneration": 1}],
-              "attempts": [{"attempt": a, "startTime": EARLIER} for a in range(1, attempt + 1)]}
-    if progress is not None:
-        status["progress"] = progress
-    status.update(extra)
-    return status
-
 
 def stepped(step: int, seconds_ago: float, attempt: int = 1, activity: str = "training"
             ) -> dict[str, Any]:
