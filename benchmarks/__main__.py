@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 # Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery Docker and the images.
-BENCHMARKS = ["operator_lifecycle", "operator_scale", "operator_scale_real", "trainer_bench",
+BENCHMARKS = ["operator_lifecycle", "operator_scale", "operator_scale_real", "operator_stall",
+              "trainer_bench",
               "trainer_ddp_unused", "fuzz_manifests", "e2e_recovery", "gpu_paths"]
 
 

@@ -25,7 +25,6 @@ from tests.kubeemu import Emulator, Faults  # noqa: E402
 from tests.polling import never, wait_for  # noqa: E402
 
 TEST_NODE = "ftjob-test-node"
-OPERATOR_NAMESPACE = "ftjob-system"
 TRAINER_IMAGE = "ftjob/trainer:test"
 
 
@@ -46,41 +45,11 @@ class ClusterSession:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory) -> Iterator[ClusterSession]:
     """etcd, kube-apiserver, controller-manager and scheduler, started once per session."""
-    from kubernetes import client, config
+    from tests.controlplane.session import operator_cluster
 
-    from tests.controlplane import ControlPlane
-    from tests.controlplane.install import (apply, chart_rbac, create_namespace,
-                                            service_account_kubeconfig, wait_established)
-    from tests.controlplane.kubelet import Kubelet
-    from tests.controlplane.nodes import NodeHeartbeat
-    from tests.controlplane.volumes import LocalVolumes
-
-    root = tmp_path_factory.mktemp("cluster")
-    plane = ControlPlane(root / "state").start()
-    api_client = config.new_client_from_config(config_file=str(plane.kubeconfig))
-    core = client.CoreV1Api(api_client)
-    node = NodeHeartbeat(core, client.CoordinationV1Api(api_client), TEST_NODE).start()
-    volumes = LocalVolumes(core, root / "volumes").start()
-    kubelet = Kubelet(core, TEST_NODE)
-    try:
-        crd = build_crd()
-        apply(plane, [crd])
-        wait_established(plane, crd["metadata"]["name"])
-        create_namespace(plane, OPERATOR_NAMESPACE, restricted=True)
-        rbac = chart_rbac()
-        apply(plane, rbac)
-        account = next(o["metadata"] for o in rbac if o["kind"] == "ServiceAccount")
-        kubeconfig = service_account_kubeconfig(plane, account["namespace"], account["name"],
-                                                root / "operator.kubeconfig")
-        yield ClusterSession(plane, api_client, kubelet,
-                             f"system:serviceaccount:{account['namespace']}:{account['name']}",
-                             kubeconfig)
-    finally:
-        kubelet.stop()
-        volumes.stop()
-        node.stop()
-        api_client.close()
-        plane.stop()
+    with operator_cluster(tmp_path_factory.mktemp("cluster"), TEST_NODE) as c:
+        yield ClusterSession(c.plane, c.api_client, c.kubelet, c.operator_account,
+                             c.operator_kubeconfig)
 
 
 @dataclass
