@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -95,9 +96,9 @@ def one_run(plane, api_client, kubelet, tiny: dict[str, Path], work: Path, timeo
                  f"step {hang_at}", interval=0.1, describe=run.log)
         last_step = time.monotonic()
 
-        def deleted() -> bool:
-            pods = kubelet.pods(ns)
-            return not pods or bool(pods[0]["metadata"].get("deletionTimestamp"))
+        def deleted() -> bool:  # attempt 1's pod deleted (the next one may exist already)
+            mine = [p for p in kubelet.pods(ns) if p["metadata"]["name"] == pod]
+            return not mine or bool(mine[0]["metadata"].get("deletionTimestamp"))
 
         wait_for(deleted, timeout + 120, "the restart", interval=0.1)
         restart = time.monotonic()
@@ -125,7 +126,8 @@ def main() -> None:
             for timeout in args.timeouts:
                 result = one_run(c.plane, c.api_client, c.kubelet, tiny, root, timeout,
                                  args.hang_at, args.save_steps)
-                print(json.dumps(result), flush=True)
+                # KopfRunner (click's test runner) captures sys.stdout while it runs.
+                print(json.dumps(result), file=sys.__stdout__, flush=True)
 
 
 if __name__ == "__main__":

@@ -622,6 +622,9 @@ class Progress(ApiModel):
         "`evaluating` or `saving`."
     )
     attempt: int | None = Field(default=None, description="The attempt that wrote this.")
+    activity_since: str | None = Field(
+        default=None, description="When `activity` last changed (RFC 3339)."
+    )
     last_step_time: str | None = Field(
         default=None, description="When `globalStep` last advanced in this attempt (RFC 3339); "
         "absent before the attempt's first step."

@@ -681,11 +681,15 @@ def stall_allowance(policy: api.RestartPolicy, progress: api.Progress | None,
         if running_since is None or policy.startup_timeout_seconds <= 0:
             return None
         return running_since, policy.startup_timeout_seconds, "startupTimeoutSeconds"
+    # Silent since the last step or, if later, since the activity changed (the end of an
+    # evaluation does not count against the training allowance).
+    changed = parse_time(progress.activity_since) if progress is not None else None
+    since = max(last_step, changed) if changed is not None else last_step
     if progress is not None and progress.activity in ("evaluating", "saving"):
         if policy.evaluation_timeout_seconds <= 0:
             return None
-        return last_step, policy.evaluation_timeout_seconds, "evaluationTimeoutSeconds"
-    return last_step, policy.stall_timeout_seconds, "stallTimeoutSeconds"
+        return since, policy.evaluation_timeout_seconds, "evaluationTimeoutSeconds"
+    return since, policy.stall_timeout_seconds, "stallTimeoutSeconds"
 
 
 def _stall(ctx: _Ctx) -> Plan | float | None:
@@ -711,7 +715,9 @@ def _stall(ctx: _Ctx) -> Plan | float | None:
                 f"({setting} {limit}s)")
     else:
         doing = f" while {progress.activity}" if progress and progress.activity else ""
-        text = (f"no training step since step {step} for {silent}s{doing} "
+        quiet = int((ctx.now - parse_time(progress.last_step_time)).total_seconds()) \
+            if progress is not None and progress.last_step_time else silent
+        text = (f"no training step since step {step} for {quiet}s{doing} "
                 f"({setting} {limit}s)")
     return _restart(ctx, "retryable", "Stalled", "Stalled", text)
 

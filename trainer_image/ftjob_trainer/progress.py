@@ -107,7 +107,9 @@ class ProgressCallback(TrainerCallback):
         self.learning_rate: float | None = None
         self.eval_metrics: dict[str, float] | None = None
         self.latest: checkpoints.Checkpoint | None = None
-        self.activity = "loading"
+        self._activity = "loading"
+        self.activity_since = self.wall()  # when the activity last changed
+        self.finished = False  # training ended; the final evaluation and save follow
         self.step_seen: int | None = None  # globalStep when this attempt last advanced
         self.last_step_time: float | None = None  # wall time of that
         self._force_log = False  # the log of this attempt's first step reports at once
@@ -116,12 +118,23 @@ class ProgressCallback(TrainerCallback):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def activity(self) -> str:
+        return self._activity
+
+    @activity.setter
+    def activity(self, value: str) -> None:
+        if value != self._activity:
+            self._activity = value
+            self.activity_since = self.wall()
+
     # Heartbeat -------------------------------------------------------------------
 
     def start(self) -> ProgressCallback:
         """Report `loading` now and start the heartbeat (world rank 0 only)."""
         self._report({"activity": "loading", "attempt": self.attempt,
-                      "lastStepTime": None, "updatedAt": rfc3339(self.wall())}, None)
+                      "activitySince": rfc3339(self.activity_since), "lastStepTime": None,
+                      "updatedAt": rfc3339(self.wall())}, None)
         if self.heartbeat > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._beat, name="progress-heartbeat",
                                             daemon=True)
@@ -143,6 +156,7 @@ class ProgressCallback(TrainerCallback):
             self._emit(*self._last, force=True)
         else:
             self._report({"activity": self.activity, "attempt": self.attempt,
+                          "activitySince": rfc3339(self.activity_since),
                           "updatedAt": rfc3339(self.wall())}, None)
 
     # Trainer events --------------------------------------------------------------
@@ -187,7 +201,8 @@ class ProgressCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if state.is_world_process_zero:
-            self.activity = "saving" if control.should_save else "training"
+            if not self.finished:  # the final evaluation is followed by the final save
+                self.activity = "saving" if control.should_save else "training"
             if metrics:
                 self.eval_metrics = numeric_metrics(metrics)
             self._emit(args, state, force=True)
@@ -203,6 +218,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
+            self.finished = True
             self.activity = "evaluating"  # the final evaluation and the final model follow
             self._emit(args, state, force=True, final=True)
 
@@ -229,7 +245,8 @@ class ProgressCallback(TrainerCallback):
             eval_metrics=self.eval_metrics,
             now=self.wall(),
         )
-        progress.update(activity=self.activity, attempt=self.attempt)
+        progress.update(activity=self.activity, attempt=self.attempt,
+                        activitySince=rfc3339(self.activity_since))
         # None before this attempt's first step: a merge patch then deletes the previous
         # attempt's time instead of letting it pass for this one's.
         progress["lastStepTime"] = (rfc3339(self.last_step_time)

@@ -382,6 +382,17 @@ def test_a_stalled_attempt_restarts_the_whole_gang(progress, setting, limit):
     assert restarting["status"] == "True" and restarting["reason"] == "Stalled"
 
 
+def test_the_training_allowance_starts_again_after_a_long_evaluation():
+    progress = {**stepped(7, 3000), "activitySince": rfc3339(NOW - timedelta(seconds=30))}
+    plan = decide_running(running_attempt(1, progress))
+    assert plan.case == "running" and plan.actions == []
+    assert plan.requeue_after == pytest.approx(31.0)  # 60 s from the evaluation's end, +1 s
+    late = decide(job(running_attempt(1, progress), restartPolicy=POLICY),
+                  Observed((pod(0), pod(1)), STARTED), NOW + timedelta(seconds=31))
+    assert late.case == "stalled, gang restart"
+    assert "no training step since step 7 for 3031s while training" in late.events[0].message
+
+
 def test_stall_detection_off_never_restarts():
     plan = decide_running(running_attempt(1, stepped(7, 86400)),
                           restartPolicy={**POLICY, "stallTimeoutSeconds": 0})

@@ -163,6 +163,7 @@ def test_loading_then_activity_follows_what_trainer_does_next(tmp_path):
     callback.start()
     # The previous attempt's lastStepTime is deleted (null in a merge patch), not inherited.
     assert rec.reports[-1][0] == {"activity": "loading", "attempt": 2, "lastStepTime": None,
+                                  "activitySince": "2023-11-14T22:13:20Z",
                                   "updatedAt": "2023-11-14T22:13:20Z"}
     args = SimpleNamespace(output_dir=str(tmp_path), per_device_train_batch_size=4,
                            gradient_accumulation_steps=1, world_size=1)
@@ -181,9 +182,15 @@ def test_loading_then_activity_follows_what_trainer_does_next(tmp_path):
             callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_loss": 1.0})
             assert rec.reports[-1][0]["activity"] == "training"
     assert seen == [("evaluating", "2023-11-14T22:13:30Z"), ("saving", "2023-11-14T22:13:40Z")]
+    wall.now += 100  # a long save
     callback.on_save(args, state, TrainerControl())
     assert rec.reports[-1][0]["activity"] == "training"
+    assert rec.reports[-1][0]["activitySince"] == "2023-11-14T22:15:20Z"  # the save's end
+    assert rec.reports[-1][0]["lastStepTime"] == "2023-11-14T22:13:40Z"
     api.Progress.model_validate(rec.reports[-1][0])
+    callback.on_train_end(args, state, TrainerControl())
+    callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_loss": 0.5})
+    assert rec.reports[-1][0]["activity"] == "evaluating"  # the final save follows
 
 
 def test_heartbeat_refreshes_updated_at_but_not_the_step_time(tmp_path):
