@@ -54,12 +54,3 @@ def common_labels(job: str) -> dict[str, str]:
 def pod_labels(job: str, attempt: int, rank: int) -> dict[str, str]:
     return {**common_labels(job), LABEL_ATTEMPT: str(attempt), LABEL_RANK: str(rank)}
 
-
-def managed_selector() -> dict[str, str]:
-    """What the operator's watches filter on: only objects it created."""
-    return {LABEL_MANAGED_BY: MANAGER}
-
-
-def attempt_selector(job: str, attempt: int) -> str:
-    """Label selector string for the pods of one attempt (delete-collection)."""
-    return f"{LABEL_JOB}={job},{LABEL_ATTEMPT}={attempt}"

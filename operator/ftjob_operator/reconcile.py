@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from . import api, validation
+from . import api, naming, validation
 from .observe import Failure, Observed, PodView, classify, parse_time, success_summary
 from .problems import errors
 
@@ -407,7 +407,7 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
         return plan
     if was_running:
         failures += [Failure("retryable", "PodDeleted", "pod disappeared while running",
-                             pod=f"{job.name}-{attempt}-{r}", rank=r) for r in missing]
+                             pod=naming.pod(job.name, attempt, r), rank=r) for r in missing]
         failures += [Failure("retryable", "PodDeleted", "pod deleted while running",
                              pod=p.name, rank=p.rank) for p in deleted]
     if failures:

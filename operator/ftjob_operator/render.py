@@ -12,7 +12,6 @@ from typing import Any
 
 from . import api, contract, naming
 from .settings import Settings
-from .validation import RESERVED_ENV, RESERVED_ENV_PREFIXES
 
 OUTPUT_VOLUME = contract.OUTPUT_VOLUME
 JOB_FILE_VOLUME = contract.JOB_FILE_VOLUME
@@ -33,11 +32,6 @@ class JobRef:
     name: str
     namespace: str
     uid: str
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> JobRef:
-        meta = body["metadata"]
-        return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
 
 def owner_reference(job: JobRef) -> dict[str, Any]:
@@ -195,10 +189,6 @@ def torchrun_args(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: in
     ]
 
 
-def is_reserved_env(name: str) -> bool:
-    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
-
-
 def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int) -> list[dict[str, Any]]:
     ours: list[dict[str, Any]] = [
         {"name": contract.ENV_JOB_FILE,
@@ -231,7 +221,7 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int) -> list[dict[str,
     for var in spec.env:
         # Validation already rejects these; dropping them here keeps the pod correct even
         # for a spec that bypassed it.
-        if var.name in taken or is_reserved_env(var.name):
+        if var.name in taken or contract.is_reserved_env(var.name):
             continue
         ours.append(var.model_dump(by_alias=True, exclude_none=True,
                                    include={"name", "value"}) | _env_source(var))

@@ -15,32 +15,6 @@ import pydantic
 from . import api, contract, training_args
 from .problems import Problem
 
-# Environment variables the operator sets in every training container.
-RESERVED_ENV = frozenset(
-    {
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "LOCAL_WORLD_SIZE",
-        "GROUP_RANK",
-        "NODE_RANK",
-        "TORCHELASTIC_RUN_ID",
-        "PET_NNODES",
-        "PET_NPROC_PER_NODE",
-        "PET_NODE_RANK",
-        "PET_MASTER_ADDR",
-        "PET_MASTER_PORT",
-        "NCCL_SOCKET_IFNAME",
-        "TORCH_NCCL_ASYNC_ERROR_HANDLING",
-        "DS_ACCELERATOR",
-        "HF_TOKEN",
-        "HF_HOME",
-    }
-)
-RESERVED_ENV_PREFIXES = ("FTJOB_",)
-
 
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
@@ -233,7 +207,7 @@ def _check_env(spec: api.FineTuneJobSpec) -> list[Problem]:
     seen: set[str] = set()
     for i, var in enumerate(spec.env):
         path = f"spec.env[{i}].name"
-        if var.name in RESERVED_ENV or var.name.startswith(RESERVED_ENV_PREFIXES):
+        if contract.is_reserved_env(var.name):
             why = ("use spec.model.hfTokenSecretRef" if var.name == "HF_TOKEN"
                    else "set by ftjob for torchrun, NCCL or the trainer")
             problems.append(Problem(path, f"{var.name} is reserved ({why})"))

@@ -243,10 +243,6 @@ class Labels:
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.names))
 
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.names)}
-
 
 def infer_labels(splits: Splits, column: str) -> Labels:
     """Class names from a ClassLabel feature, else from the training data; checks every split."""

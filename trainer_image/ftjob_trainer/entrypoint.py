@@ -20,7 +20,7 @@ from ftjob_operator import api
 from ftjob_operator.contract import ExitCode, exit_reason
 
 from . import exits
-from .job import ENV_STOP_FILE, JobContext, load_context, world_rank
+from .job import ENV_RESULT_DIR, ENV_STOP_FILE, JobContext, load_context, world_rank
 from .stopping import StopRequest
 
 log = logging.getLogger("ftjob_trainer")
@@ -47,7 +47,7 @@ def run(env) -> int:
     rank = world_rank()
     _setup_logging(rank)
     stop = StopRequest(Path(env[ENV_STOP_FILE]) if env.get(ENV_STOP_FILE) else None).install()
-    result_dir = env.get("FTJOB_RESULT_DIR")
+    result_dir = env.get(ENV_RESULT_DIR)
     try:
         ctx = load_context(env)
         outcome = train(ctx, stop)

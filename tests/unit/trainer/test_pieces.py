@@ -98,7 +98,7 @@ def test_job_context_from_file_and_environment(tmp_path):
                                              "dataset": {"name": "x"}}}))
     ctx = job.load_context({"FTJOB_JOB_FILE": str(job_file), "FTJOB_OUTPUT_DIR": "/out",
                             "FTJOB_REPORTER": "kubernetes", "FTJOB_PROGRESS_INTERVAL": "2.5"})
-    assert (ctx.name, ctx.namespace, ctx.uid) == ("j", "ns", "u")
+    assert (ctx.name, ctx.namespace) == ("j", "ns")
     assert ctx.output_dir == Path("/out") and ctx.progress_interval == 2.5
     assert ctx.spec.task == "causal-lm"
     with pytest.raises(InvalidSpec, match="FTJOB_REPORTER='loud'"):
