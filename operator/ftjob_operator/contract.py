@@ -74,7 +74,18 @@ RESERVED_VOLUME_NAMES = (OUTPUT_VOLUME, JOB_FILE_VOLUME, SHM_VOLUME, DEEPSPEED_C
 RESERVED_MOUNT_PATHS = (DEFAULT_OUTPUT_DIR, JOB_FILE_MOUNT_DIR, DEEPSPEED_CONFIG_MOUNT_DIR,
                         SHM_MOUNT_DIR)
 RDZV_PORT = 29500
+METRICS_PORT_NAME = "metrics"  # container port of rank 0's Prometheus endpoint
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
+
+
+def metrics_port_problem(port: int) -> str | None:
+    """Why the trainer cannot serve metrics on `port`, or None when it can."""
+    if not 1024 <= port <= 65535:
+        return (f"{port} is not a port the trainer (not root) can open; use 1024-65535, "
+                "or 0 for no metrics")
+    if port == RDZV_PORT:
+        return f"{port} is torchrun's rendezvous port; pick another"
+    return None
 
 
 # --------------------------------------------------------------------------- exit codes

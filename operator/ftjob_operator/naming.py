@@ -14,6 +14,12 @@ LABEL_JOB = f"{api.GROUP}/job-name"
 LABEL_ATTEMPT = f"{api.GROUP}/attempt"
 LABEL_RANK = f"{api.GROUP}/rank"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
+ANNOTATION_KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+# Keys of the pod metadata that ftjob sets; spec.podTemplate may not set them, nor anything
+# under the API group's domain.
+RESERVED_LABELS = frozenset({LABEL_APP, LABEL_MANAGED_BY, LABEL_KUEUE_QUEUE, LABEL_KUEUE_POD_GROUP})
+RESERVED_ANNOTATIONS = frozenset({ANNOTATION_KUEUE_POD_GROUP_COUNT})
 
 APP = "ftjob"
 MANAGER = "ftjob-operator"
@@ -54,3 +60,8 @@ def common_labels(job: str) -> dict[str, str]:
 def pod_labels(job: str, attempt: int, rank: int) -> dict[str, str]:
     return {**common_labels(job), LABEL_ATTEMPT: str(attempt), LABEL_RANK: str(rank)}
 
+
+def is_reserved_key(key: str, reserved: frozenset[str]) -> bool:
+    """A label or annotation key ftjob owns: one it sets, or one under its domain."""
+    prefix = key.rpartition("/")[0]
+    return key in reserved or prefix == api.GROUP or prefix.endswith(f".{api.GROUP}")

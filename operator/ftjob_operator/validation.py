@@ -7,12 +7,13 @@ accepts is a job the operator accepts. It is pure: a mapping in, a list of probl
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import PurePosixPath
 from typing import Any
 
 import pydantic
 
-from . import api, contract, training_args
+from . import api, contract, naming, training_args
 from .problems import Problem
 
 
@@ -84,6 +85,9 @@ _PATTERN_MESSAGES = {
     "memory": "must be a Kubernetes memory quantity such as 64Gi or 512Mi (Gi, not GB)",
     "shmSize": "must be a Kubernetes memory quantity such as 8Gi (Gi, not GB)",
     "size": "must be a Kubernetes storage quantity such as 100Gi (Gi, not GB)",
+    "runtimeClassName": "must be the name of a RuntimeClass: lowercase letters, digits, '-' "
+    "and '.'",
+    "prefix": "must be letters, digits, '_', '-' or '.', not starting with a digit",
 }
 
 
@@ -130,6 +134,8 @@ def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
             )
 
     problems.extend(_check_env(spec))
+    problems.extend(_check_pod_template(spec.pod_template))
+    problems.extend(_check_monitoring(spec.monitoring))
     problems.extend(_check_volumes(spec))
     problems.extend(_check_early_stopping(spec))
     return problems
@@ -215,6 +221,60 @@ def _check_env(spec: api.FineTuneJobSpec) -> list[Problem]:
             problems.append(Problem(path, f"{var.name} is set twice"))
         seen.add(var.name)
     return problems
+
+
+# Kubernetes label and annotation syntax (apimachinery's IsQualifiedName, IsValidLabelValue).
+_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _key_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return (f"{key!r}: the part before '/' must be a DNS subdomain (lowercase letters, "
+                "digits, '-' and '.'), at most 253 characters")
+    if not name or len(name) > 63 or not _NAME.fullmatch(name):
+        return (f"{key!r}: the name must be at most 63 letters, digits, '-', '_' or '.', "
+                "starting and ending with a letter or digit")
+    return None
+
+
+def _check_pod_template(template: api.PodTemplate) -> list[Problem]:
+    root = "spec.podTemplate"
+    problems = []
+    for kind, items, reserved in (("labels", template.labels, naming.RESERVED_LABELS),
+                                  ("annotations", template.annotations,
+                                   naming.RESERVED_ANNOTATIONS)):
+        for key, value in items.items():
+            path = f"{root}.{kind}[{key}]"
+            why = _key_problem(key)
+            if why is not None:
+                problems.append(Problem(path, f"invalid key {why}"))
+            elif naming.is_reserved_key(key, reserved):
+                hint = ("; use spec.scheduling.queueName" if key == naming.LABEL_KUEUE_QUEUE
+                        else "")
+                problems.append(Problem(path, f"{key} is reserved (set by ftjob){hint}"))
+            if kind == "labels" and (len(value) > 63 or value and not _NAME.fullmatch(value)):
+                problems.append(Problem(path, f"invalid value {value!r}: at most 63 letters, "
+                                        "digits, '-', '_' or '.', starting and ending with a "
+                                        "letter or digit"))
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in template.annotations.items())
+    if size > ANNOTATIONS_MAX_BYTES:
+        problems.append(Problem(f"{root}.annotations", f"{size} bytes in all; Kubernetes "
+                                f"allows {ANNOTATIONS_MAX_BYTES}"))
+    for i, source in enumerate(template.env_from):
+        if source.prefix and source.prefix.startswith(contract.RESERVED_ENV_PREFIX):
+            problems.append(Problem(f"{root}.envFrom[{i}].prefix", f"{source.prefix} makes "
+                                    f"{contract.RESERVED_ENV_PREFIX}* variables, which are "
+                                    "reserved (set by ftjob for the trainer)"))
+    return problems
+
+
+def _check_monitoring(monitoring: api.Monitoring) -> list[Problem]:
+    port = monitoring.metrics_port
+    why = contract.metrics_port_problem(port) if port else None
+    return [Problem("spec.monitoring.metricsPort", why)] if why else []
 
 
 def validate_spec(spec_doc: dict[str, Any], prefix: str = "spec") -> list[Problem]:

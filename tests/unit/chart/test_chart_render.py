@@ -19,6 +19,7 @@ VALUE_SETS = {"defaults": {}, "non-default": NON_DEFAULT_VALUES}
 # its container would be dead configuration.
 OPERATOR_ENV = {
     "FTJOB_TRAINER_IMAGE", "FTJOB_TRAINER_IMAGE_PULL_POLICY", "FTJOB_TRAINER_IMAGE_PULL_SECRETS",
+    "FTJOB_TRAINER_METRICS_PORT", "FTJOB_TRAINER_PROGRESS_INTERVAL",
     "FTJOB_STORAGE_CLASS",
     "FTJOB_STORAGE_SIZE", "FTJOB_NAMESPACES", "FTJOB_LOG_LEVEL", "FTJOB_LOG_FORMAT",
     "FTJOB_PEERING", "FTJOB_LIVENESS_PORT", "FTJOB_METRICS_PORT",
@@ -151,6 +152,9 @@ def test_values_schema_rejects_misspelled_keys(typo, key):
     {"watchNamespaces": ["Team_A"]},
     {"storage": {"size": "lots"}},
     {"livenessPort": 80},
+    {"trainer": {"metricsPort": 80}},
+    {"trainer": {"metricsPort": 29500}},
+    {"trainer": {"progressIntervalSeconds": 0}},
 ])
 def test_values_schema_rejects_bad_values(bad):
     with pytest.raises(helm.HelmValuesError):
@@ -170,6 +174,7 @@ def test_operator_env_defaults():
         "FTJOB_TRAINER_IMAGE": "ghcr.io/ftjob/trainer:" + chart().metadata["appVersion"],
         "FTJOB_TRAINER_IMAGE_PULL_POLICY": "IfNotPresent",
         "FTJOB_TRAINER_IMAGE_PULL_SECRETS": "",
+        "FTJOB_TRAINER_PROGRESS_INTERVAL": "5",
         "FTJOB_STORAGE_CLASS": "",
         "FTJOB_STORAGE_SIZE": "20Gi",
         "FTJOB_NAMESPACES": "",
@@ -187,6 +192,8 @@ def test_operator_env_follows_values():
     assert env["FTJOB_TRAINER_IMAGE"] == "{repository}:{tag}".format(**v["trainer"]["image"])
     assert env["FTJOB_TRAINER_IMAGE_PULL_POLICY"] == v["trainer"]["image"]["pullPolicy"]
     assert env["FTJOB_TRAINER_IMAGE_PULL_SECRETS"] == "regcred,mirror-creds"
+    assert env["FTJOB_TRAINER_METRICS_PORT"] == "9500"
+    assert env["FTJOB_TRAINER_PROGRESS_INTERVAL"] == "15"
     assert env["FTJOB_STORAGE_CLASS"] == v["storage"]["storageClassName"]
     assert env["FTJOB_STORAGE_SIZE"] == v["storage"]["size"]
     assert env["FTJOB_NAMESPACES"].split(",") == v["watchNamespaces"]
@@ -294,6 +301,8 @@ def test_operator_accepts_the_rendered_environment(values):
     assert settings.trainer_image_pull_policy == trainer["pullPolicy"]
     assert settings.trainer_image_pull_secrets == tuple(
         s["name"] for s in merged["trainer"]["imagePullSecrets"])
+    assert settings.trainer_metrics_port == (merged["trainer"]["metricsPort"] or None)
+    assert settings.trainer_progress_interval == merged["trainer"]["progressIntervalSeconds"]
     assert settings.storage_class == (merged["storage"]["storageClassName"] or None)
     assert settings.storage_size == merged["storage"]["size"]
     assert settings.namespaces == tuple(merged["watchNamespaces"])
