@@ -63,8 +63,8 @@ def test_every_rendered_object_is_valid_kubernetes(values, kube_version):
         key = (obj["apiVersion"], obj["kind"])
         if key in own_kinds:  # instances of the chart's own CRDs (kopf peering objects)
             jsonschema.validate(obj, own_kinds[key])
-        elif obj["kind"] == "ServiceMonitor":
-            continue  # Prometheus Operator CRD, not shipped offline; see test_service_monitor
+        elif obj["kind"] in ("ServiceMonitor", "PodMonitor"):
+            continue  # Prometheus Operator CRDs, not shipped offline; see the monitor tests
         else:
             # strict: unknown fields fail too, which catches misspelled keys in templates.
             kubernetes_validate.validate(obj, kube_version, strict=True)
@@ -94,7 +94,7 @@ def test_objects_rendered_with_every_option_on():
     objects = render(NON_DEFAULT_VALUES)
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount",
-                            "Service", "ServiceMonitor"] + ["Role", "RoleBinding",
+                            "Service", "ServiceMonitor", "PodMonitor"] + ["Role", "RoleBinding",
                                                             "KopfPeering"] * 2)
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63, label(obj)
@@ -277,6 +277,33 @@ def test_metrics_service_and_monitor_reach_the_operator_port():
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [RELEASE_NAMESPACE]
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [svc_port["name"]]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+
+
+@pytest.mark.parametrize("namespaces", [[], ["team-nlp", "team-vision"]])
+def test_pod_monitor_scrapes_the_metrics_port_of_rank_0_only(namespaces):
+    # The chart's PodMonitor against the pods render.py builds for a job with a metrics port.
+    from ftjob_operator import api, contract
+    from ftjob_operator import render as operator_render
+    from ftjob_operator.settings import Settings
+
+    monitor = one(render({**NON_DEFAULT_VALUES, "watchNamespaces": namespaces}), "PodMonitor")
+    spec = api.parse_spec({"task": "causal-lm", "model": {"name": "gpt2"},
+                           "dataset": {"name": "x"}, "resources": {"nodes": 2}})
+    job = operator_render.JobRef("demo", "team-nlp", "uid")
+    settings = Settings(trainer_metrics_port=NON_DEFAULT_VALUES["trainer"]["metricsPort"])
+    scraped = []
+    for pod in operator_render.render_pods(job, spec, 1, settings):
+        selected = monitor["spec"]["selector"]["matchLabels"].items() <= (
+            pod["metadata"]["labels"].items())
+        ports = [p["name"] for p in pod["spec"]["containers"][0]["ports"]]
+        if selected and monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports:
+            scraped.append(pod["metadata"]["name"])
+    assert scraped == ["demo-1-0"]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == contract.METRICS_PORT_NAME
+    assert monitor["spec"]["namespaceSelector"] == (
+        {"matchNames": namespaces} if namespaces else {"any": True})
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert by_kind(render(), "PodMonitor") == []  # off by default
 
 
 def test_notes_tell_the_next_command():
