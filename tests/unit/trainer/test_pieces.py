@@ -79,6 +79,30 @@ def test_run_local_rejects_an_invalid_manifest_with_field_paths(tmp_path, capsys
     assert f"{manifest}: spec.dataset.targetColumn:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("monitoring, want", [
+    ({"metricsPort": 9400, "progressIntervalSeconds": 2},
+     {"FTJOB_METRICS_PORT": "9400", "FTJOB_PROGRESS_INTERVAL": "2"}),
+    ({}, {"FTJOB_METRICS_PORT": None, "FTJOB_PROGRESS_INTERVAL": None}),
+])
+def test_run_local_passes_spec_monitoring_to_the_trainer(tmp_path, monkeypatch, monitoring, want):
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(json.dumps({
+        "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "x"},
+        "spec": {"task": "causal-lm", "model": {"path": "/m"},
+                 "dataset": {"files": {"train": "t.jsonl"}}, "monitoring": monitoring}}))
+    for name in want:
+        monkeypatch.delenv(name, raising=False)
+    seen = {}
+
+    def run(argv, env):
+        seen.update(env)
+        return SimpleNamespace(summary={"status": "succeeded", "globalStep": 1}, exit_code=0)
+
+    monkeypatch.setattr(local.launch, "run", run)
+    assert local.run_local(str(manifest), output=str(tmp_path / "out")) == 0
+    assert {name: seen.get(name) for name in want} == want
+
+
 def test_describe_names_accuracy_and_the_saved_model():
     text = local.describe({"status": "succeeded", "globalStep": 9, "finalModel": "/o/final",
                            "metrics": {"eval_accuracy": 0.8125}})
