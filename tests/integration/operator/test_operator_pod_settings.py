@@ -4,6 +4,7 @@ for the training pods (after its admission chain), and what it refuses."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -99,3 +100,15 @@ def test_reserved_label_fails_the_job_naming_the_field(h, run_operator):
         assert (f"spec.podTemplate.labels[{naming.LABEL_RANK}]: {naming.LABEL_RANK} is reserved"
                 in cond["message"]), cond["message"]
         assert not pods(h) and not objects(h, "configmaps")
+
+
+def test_server_rejects_an_env_source_with_two_refs_naming_the_field(h):
+    from kubernetes.client.rest import ApiException
+
+    both = {"configMapRef": {"name": "a"}, "secretRef": {"name": "b"}}
+    with pytest.raises(ApiException) as raised:
+        h.create_job(manifest("both", podTemplate={"envFrom": [both]}))
+    assert raised.value.status == 422
+    causes = json.loads(raised.value.body)["details"]["causes"]
+    assert {"field": "spec.podTemplate.envFrom[0]", "reason": "FieldValueInvalid",
+            "message": "Invalid value: set exactly one of configMapRef or secretRef"} in causes
