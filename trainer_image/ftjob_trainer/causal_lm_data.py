@@ -187,9 +187,27 @@ def tokenize_split(dataset: Any, ds: api.DatasetSource, tokenizer: Any, max_leng
     fn = tokenize_function(ds, tokenizer, max_length, split, origin)
     out = dataset.map(fn, batched=True, with_indices=ds.format == "conversational",
                       remove_columns=dataset.column_names, desc="tokenize")
+    untrained = examples_without_trained_tokens(out)
+    if untrained:
+        log.warning("spec.dataset.maxLength: %d of %d examples in the %s split (%s) have no "
+                    "token left to train on (a prompt of maxLength tokens or more, or no "
+                    "assistant turn); they add nothing to the loss", untrained, len(out),
+                    split, origin)
     if ds.packing:
         out = pack(out, max_length)
     return out
+
+
+def examples_without_trained_tokens(dataset: Any) -> int:
+    """Rows whose labels are all -100 (0 where the labels are the inputs)."""
+    import pyarrow.compute as pc
+
+    if "labels" not in dataset.column_names or not len(dataset):
+        return 0
+    labels = dataset.data.column("labels").combine_chunks()
+    trained = pc.not_equal(labels.flatten(), IGNORE)
+    rows_with = pc.unique(pc.filter(pc.list_parent_indices(labels), trained))
+    return len(dataset) - len(rows_with)
 
 
 # --------------------------------------------------------------------------- packing

@@ -171,3 +171,14 @@ def test_fast_defaults_on_gpu_and_the_users_setting_wins(tmp_path):
     assert {k: kwargs[k] for k in mine} == mine
     listed = arguments.defaults(spec(training=mine, resources=gpu), bf16_supported=True)
     assert not set(listed) & set(mine)  # what the log lists as ftjob's is really ftjob's
+
+
+def test_examples_left_without_a_trained_token_are_counted(tokenizer, caplog):
+    rows = [{"prompt": "goal match team win cup league", "completion": "bank"},  # 8 prompt tokens
+            {"prompt": "goal", "completion": "bank tax"}]
+    s = spec(format="prompt-completion", maxLength=8)
+    with caplog.at_level("WARNING"):
+        out = data.tokenize(splits_of(rows), s, tokenizer, None).train
+    assert set(out["labels"][0]) == {c.IGNORE}  # truncated inside the prompt
+    assert c.examples_without_trained_tokens(out) == 1
+    assert "1 of 2 examples in the train split (/d/t.jsonl) have no token left" in caplog.text
