@@ -12,8 +12,10 @@ seed, batch size and steps:
 - ftjob packed: the same with `packing: true` (sequences of exactly `maxLength` tokens).
 
 Reports, for each, the padding fraction of the batches the model saw (pad slots / all
-slots) and non-pad tokens per second (real tokens fed / Trainer's train_runtime), with the
-ratios against the plain script. Runs alternate so that drifting load hits all three.
+slots) and non-pad tokens per second (real tokens fed / Trainer's train_runtime) and per
+CPU second of the process (torch on one thread: what other load on a shared machine does
+not change), with the ratios against the plain script. Runs alternate so that drifting
+load hits all three.
 
     .venv/bin/python -m benchmarks.trainer_sft_packing [--repeats 2] [--max-steps 30]
 
@@ -27,6 +29,7 @@ import json
 import random
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 MAX_LENGTH = 256
@@ -89,11 +92,14 @@ def train(model_dir: Path, train_set, collate, out: Path, max_steps: int) -> dic
     counting = Counting(collate)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=counting)
     trainer.remove_callback(PrinterCallback)
+    cpu_start = time.process_time()
     result = trainer.train()
+    cpu = time.process_time() - cpu_start
     seconds = result.metrics["train_runtime"]
     return {"padding_fraction": round(1 - counting.real / counting.slots, 4),
             "real_tokens": counting.real, "seconds": round(seconds, 2),
-            "tokens_per_second": round(counting.real / seconds, 1)}
+            "tokens_per_second": round(counting.real / seconds, 1),
+            "tokens_per_cpu_second": round(counting.real / cpu, 1)}
 
 
 def plain_dataset(rows, tokenizer):
@@ -163,6 +169,7 @@ def main() -> None:
         return statistics.median(r[key] for r in results[name])
 
     plain_tps = median("plain", "tokens_per_second")
+    plain_cpu = median("plain", "tokens_per_cpu_second")
     print(json.dumps({
         "max_steps": opts.max_steps, "repeats": opts.repeats, "batch": BATCH,
         "max_length": MAX_LENGTH, "examples": len(rows),
@@ -171,7 +178,10 @@ def main() -> None:
         **{name: {"padding_fraction": median(name, "padding_fraction"),
                   "tokens_per_second": median(name, "tokens_per_second"),
                   "tokens_per_second_vs_plain": round(median(name, "tokens_per_second")
-                                                      / plain_tps, 2)}
+                                                      / plain_tps, 2),
+                  "tokens_per_cpu_second": median(name, "tokens_per_cpu_second"),
+                  "tokens_per_cpu_second_vs_plain": round(
+                      median(name, "tokens_per_cpu_second") / plain_cpu, 2)}
            for name in results},
     }, indent=1))
 
