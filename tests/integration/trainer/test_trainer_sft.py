@@ -98,3 +98,20 @@ def test_kill9_and_resume_with_packing_ends_with_the_uninterrupted_loss(packed_b
     assert math.isclose(resumed.metrics()["metrics"]["eval_loss"],
                         packed_baseline.metrics()["metrics"]["eval_loss"], rel_tol=0,
                         abs_tol=LOSS_TOLERANCE)
+
+
+@pytest.mark.slow
+def test_packed_completion_only_loss_does_not_scale_with_world_size(chat, tmp_path):
+    from tests.integration.trainer.test_trainer_world_size import (REL_TOLERANCE,
+                                                                    first_loss_and_eval)
+
+    spec = sft_spec(chat, "prompt-completion", packing=True)
+    spec["trainingArguments"].update(max_steps=2, save_strategy="no",
+                                     per_device_eval_batch_size=8)
+    one = first_loss_and_eval(tmp_path, spec, 1)
+    two = first_loss_and_eval(tmp_path, spec, 2)
+    assert math.isclose(one[0], two[0], rel_tol=REL_TOLERANCE), (one, two)
+    assert math.isclose(one[1], two[1], rel_tol=REL_TOLERANCE), (one, two)
+    # Untrained: near-uniform predictions over the vocabulary, cross-entropy ln(vocab).
+    assert math.isclose(two[0], math.log(len(tm.SPECIALS) + len(tm.VOCAB_WORDS)),
+                        abs_tol=0.15), two
