@@ -69,7 +69,8 @@ def _check_turns(messages: Any, row: int, field: str, where: str) -> list[dict[s
         raise InvalidData(f"{field}: row {row} of the {where} has no turns")
     turns = []
     for i, turn in enumerate(messages):
-        role, content = turn.get("role"), turn.get("content")
+        role, content = (turn.get("role"), turn.get("content")) if isinstance(turn, dict) \
+            else (None, None)
         if not isinstance(role, str) or not isinstance(content, str):
             raise InvalidData(f"{field}: row {row} turn {i} of the {where} needs a string "
                               f"`role` and `content` (got {role!r}, {content!r})")

@@ -11,6 +11,7 @@ import pytest
 
 from tests import tinymodels as tm
 from tests.integration.trainer.helpers import logged_losses, poll, run_to_end, start
+from ftjob_operator.contract import ExitCode
 from ftjob_trainer import checkpoints
 
 MAX_STEPS = 60
@@ -22,6 +23,7 @@ def chat(tmp_path_factory):
     root = tmp_path_factory.mktemp("chat")
     return {
         "gpt2": tm.build_gpt2_chat(root / "gpt2-chat"),
+        "gpt2_no_template": tm.build_gpt2(root / "gpt2"),
         "pc_train": tm.write_jsonl(root / "pc-train.jsonl", tm.prompt_completion_rows(192, 11)),
         "pc_val": tm.write_jsonl(root / "pc-val.jsonl", tm.prompt_completion_rows(48, 12)),
         "chat_train": tm.write_jsonl(root / "chat-train.jsonl", tm.chat_rows(192, 13)),
@@ -60,6 +62,17 @@ def test_prompt_completion_trains_on_the_completions(chat, tmp_path):
     assert metrics["eval_loss"] < untrained_loss_bound(run)
     log = run.log(tail=None)
     assert "ftjob default ddp_find_unused_parameters=False" in log
+
+
+def test_conversational_without_a_chat_template_fails_permanently(chat, tmp_path):
+    spec = sft_spec(chat, "conversational")
+    spec["model"]["path"] = str(chat["gpt2_no_template"])
+    run = run_to_end(tmp_path, spec)
+    assert run.proc.returncode == ExitCode.INVALID_SPEC, run.log()
+    summary = run.summary()
+    assert summary["reason"] == "InvalidSpec"
+    assert summary["message"].startswith("spec.dataset.format: conversational")
+    assert str(chat["gpt2_no_template"]) in summary["message"]
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,12 @@ def test_a_turn_without_content_names_row_and_turn(tokenizer):
     s = spec(format="conversational")
     with pytest.raises(InvalidData, match="spec.dataset.messagesColumn: row 1 turn 0"):
         data.tokenize(splits_of(rows), s, tokenizer, None)
+    rows[1] = {"messages": [{"role": "user", "content": "goal"}, None]}
+    with pytest.raises(InvalidData, match="spec.dataset.messagesColumn: row 1 turn 1"):
+        data.tokenize(splits_of(rows), s, tokenizer, None)
+    rows[1] = {"messages": []}
+    with pytest.raises(InvalidData, match="spec.dataset.messagesColumn: row 1 .* has no turns"):
+        data.tokenize(splits_of(rows), s, tokenizer, None)
 
 
 def test_packing_cuts_the_concatenation_into_full_rows_and_one_partial(tokenizer):
