@@ -88,6 +88,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.admission = client.AdmissionregistrationV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=settings.api_workers,
                                         thread_name_prefix="ftjob-api")
         self.requests = 0  # API calls made (for the operator's metrics)
@@ -156,6 +157,25 @@ class Kube:
         except ApiException as exc:
             if exc.status == 404:
                 return None
+            raise _classify(exc, what) from exc
+        except _NETWORK_ERRORS as exc:
+            raise _classify(exc, what) from exc
+
+    async def set_webhook_ca_bundle(self, name: str, ca_bundle: str) -> int:
+        """Put the webhook server's CA (base64 PEM) into every webhook of a
+        ValidatingWebhookConfiguration; returns how many webhooks it changed."""
+        what = f"patch ValidatingWebhookConfiguration {name}"
+        try:
+            current = await self._call(self.admission.read_validating_webhook_configuration, name)
+            stale = [w["name"] for w in current.get("webhooks") or []
+                     if (w.get("clientConfig") or {}).get("caBundle") != ca_bundle]
+            if stale:
+                patch = {"webhooks": [{"name": n, "clientConfig": {"caBundle": ca_bundle}}
+                                      for n in stale]}
+                await self._call(self.admission.patch_validating_webhook_configuration,
+                                 name, patch)
+            return len(stale)
+        except ApiException as exc:
             raise _classify(exc, what) from exc
         except _NETWORK_ERRORS as exc:
             raise _classify(exc, what) from exc
