@@ -159,11 +159,16 @@ Names of the Secrets training pods pull their image with, comma-separated (FTJOB
 {{- include "ftjob.fullname" . }}-webhook
 {{- end }}
 
-{{/* The names the API server calls the webhook Service by (certificate SANs), comma-separated. */}}
+{{/* The names the API server calls the webhook by (certificate SANs), comma-separated: the
+URL's host, or the Service's DNS names. */}}
 {{- define "ftjob.webhookHosts" -}}
+{{- if .Values.webhook.url -}}
+{{- (urlParse .Values.webhook.url).hostname -}}
+{{- else -}}
 {{- $svc := include "ftjob.webhookService" . -}}
 {{- $ns := .Release.Namespace -}}
 {{- printf "%s.%s.svc,%s.%s.svc.cluster.local,%s.%s,%s" $svc $ns $svc $ns $svc $ns $svc -}}
+{{- end -}}
 {{- end }}
 
 {{/* "true" when the operator signs its own webhook certificate and publishes its CA. */}}

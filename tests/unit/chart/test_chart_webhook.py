@@ -130,6 +130,7 @@ def test_url_for_an_operator_outside_the_cluster():
     values = {"webhook": {"enabled": True, "url": "https://10.0.0.5:9443/"}}
     assert webhook(values)["clientConfig"] == {"url": "https://10.0.0.5:9443/validate"}
     assert by_kind(render(values), "Service") == []
+    assert from_env(env(values)).webhook_hosts == ("10.0.0.5",)  # the certificate's SAN
 
 
 @pytest.mark.parametrize("bad", [
