@@ -148,6 +148,17 @@ def test_typo_outside_training_arguments_is_refused_by_the_schema(cluster, webho
         done = kubectl_apply(cluster, doc)
         assert done.returncode != 0 and 'unknown field "spec.resources.gpuPerNode"' in \
             done.stderr, done.stderr
+        # Without field validation the server prunes the key before admission: the webhook
+        # never sees it, and the job is stored without it.
+        done = kubectl_apply(cluster, doc, "--validate=false")
+        assert done.returncode == 0, done.stderr
+        stored = json.loads(kubectl(cluster.plane, "get", "finetunejob", "demo", "-n",
+                                    cluster.ns, "-o", "json").stdout)
+        assert "gpuPerNode" not in stored["spec"]["resources"]
+        # In trainingArguments the same carelessness is caught: the key is kept for the webhook.
+        typo, expected = INVALID["typo"]
+        done = kubectl_apply(cluster, {**typo, "metadata": {"name": "typo"}}, "--validate=false")
+        assert done.returncode != 0 and all(t in done.stderr for t in expected), done.stderr
     explain = kubectl(cluster.plane, "explain", "finetunejobs.spec.trainingArguments.learning_rate")
     assert "number" in explain.stdout and "learning rate" in explain.stdout.lower(), \
         explain.stdout
