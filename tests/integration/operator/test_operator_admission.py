@@ -229,3 +229,26 @@ def test_operator_down_fail_refuses_writes_but_never_deletes(h, cluster, webhook
     # The finalizer removal is such an update: with the operator back, the job goes away.
     with run_operator(**webhook.env):
         wait_for(lambda: h.get_job() is None, TIMEOUT, what="job deleted")
+
+
+def test_certificate_from_mounted_files(cluster, webhook, run_operator, tmp_path):
+    """cert-manager's way: the operator serves the Secret's files and leaves the CA bundle
+    to the cainjector (played here by a patch)."""
+    import base64
+
+    from ftjob_operator.admission import CERT_FILE, KEY_FILE, self_signed_certificate
+
+    cert, key = self_signed_certificate(["127.0.0.1"])
+    (tmp_path / CERT_FILE).write_bytes(cert)
+    (tmp_path / KEY_FILE).write_bytes(key)
+    ca = base64.b64encode(cert).decode()
+    patch = {"webhooks": [{"name": "validate.finetune.dev", "clientConfig": {"caBundle": ca}}]}
+    kubectl(cluster.plane, "patch", "validatingwebhookconfiguration", webhook.name,
+            "--type=strategic", "-p", json.dumps(patch))
+    env = {k: v for k, v in webhook.env.items() if k != "FTJOB_WEBHOOK_CONFIGURATION"}
+    doc, expected = INVALID["renamed key"]
+    with run_operator(FTJOB_WEBHOOK_CERT_DIR=str(tmp_path), **env):
+        wait_for(lambda: kubectl_apply(cluster, doc, "--dry-run=server").returncode != 0,
+                 TIMEOUT, what="the webhook answering")
+        assert_refused(cluster, doc, expected)
+        assert webhook.ca_bundle() == ca
