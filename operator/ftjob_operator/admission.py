@@ -14,16 +14,19 @@ suspended or cleaned up.
 
 The server is kopf's `WebhookServer`. Its certificate is either the files of a mounted
 Secret (cert-manager; kopf reloads them when they change) or a self-signed one generated at
-each start, whose CA the operator then writes into the chart's
+each start and renewed before it expires, whose CA the operator writes into the chart's
 ValidatingWebhookConfiguration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import ipaddress
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,10 @@ log = logging.getLogger(__name__)
 
 HANDLER_ID = "validate"  # also the URL path the webhook configuration calls: /validate
 CERT_FILE, KEY_FILE = "tls.crt", "tls.key"  # names in a kubernetes.io/tls Secret
-CERT_DAYS = 365
+# Self-signed certificates: lifetime, renewal ahead of expiry, how often kopf looks at them.
+CERT_LIFETIME = datetime.timedelta(days=90)
+RENEW_BEFORE = datetime.timedelta(days=30)
+FILE_CHECK_SECONDS = 10.0
 PUBLISH_RETRY_MAX_SECONDS = 10.0
 
 
@@ -118,25 +124,87 @@ class NoWebhookServer:
 
 
 class WebhookServer(kopf.WebhookServer):
-    """kopf's server, with self-signed certificates from `cryptography` (kopf's own need
-    `certbuilder`/`oscrypto`) and a hook that publishes each new CA."""
+    """kopf's server, plus a hook that publishes each CA bundle it yields and, for a
+    self-signed certificate, its renewal before it expires."""
 
     def __init__(self, *, publish: Callable[[str], Awaitable[None]] | None = None,
-                 **kwargs: Any) -> None:
+                 self_signed: SelfSignedFiles | None = None, **kwargs: Any) -> None:
+        if self_signed is not None:
+            kwargs.update(certfile=self_signed.pair, pkeyfile=self_signed.pair,
+                          cafile=self_signed.ca, file_check_interval=FILE_CHECK_SECONDS)
         super().__init__(**kwargs)
         self.publish = publish
+        self.self_signed = self_signed
+        self.published = b""  # the CA bundle (PEM) the API server was last given
+        self._published_changed = asyncio.Event()
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for client_config in super().__call__(fn):
-            ca = client_config.get("caBundle")
-            if self.publish is not None and ca:
-                await self.publish(ca)
-            yield client_config
+        renewing = None
+        try:
+            async for client_config in super().__call__(fn):
+                ca = client_config.get("caBundle")
+                if self.publish is not None and ca:
+                    await self.publish(ca)
+                self.published = base64.b64decode(ca) if ca else b""
+                self._published_changed.set()
+                if self.self_signed is not None and renewing is None:
+                    renewing = asyncio.create_task(self._renew_forever())
+                yield client_config
+        finally:
+            if renewing is not None:
+                renewing.cancel()
 
-    @staticmethod
-    def build_certificate(hostnames: Collection[str], password: str | None = None
-                          ) -> tuple[bytes, bytes]:
-        return self_signed_certificate(hostnames)
+    async def _renew_forever(self) -> None:
+        """Renew before expiry without a moment the API server distrusts the served
+        certificate: first trust old and new, and only once that is published serve the new."""
+        files = self.self_signed
+        assert files is not None
+        while True:
+            await asyncio.sleep(max(files.seconds_until_renewal(), 1.0))
+            cert, key = self_signed_certificate(files.hosts)
+            files.write_ca(files.current + cert)
+            while cert not in self.published:
+                self._published_changed.clear()
+                await self._published_changed.wait()
+            files.write_pair(cert, key)
+            log.info("webhook certificate renewed")
+
+
+class SelfSignedFiles:
+    """A self-signed certificate in files kopf's server watches: `pair.pem` (key and
+    certificate, served) and `ca.pem` (what the API server is told to trust)."""
+
+    def __init__(self, hosts: Collection[str], folder: Path | None = None) -> None:
+        self.hosts = list(hosts)
+        self.folder = folder or Path(tempfile.mkdtemp(prefix="ftjob-webhook-"))
+        self.pair, self.ca = self.folder / "pair.pem", self.folder / "ca.pem"
+        self.current = b""
+        self.expires = datetime.datetime.now(datetime.timezone.utc)
+        cert, key = self_signed_certificate(self.hosts)
+        self.write_ca(cert)
+        self.write_pair(cert, key)
+
+    def seconds_until_renewal(self) -> float:
+        renew_at = self.expires - RENEW_BEFORE
+        return (renew_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+
+    def write_ca(self, bundle: bytes) -> None:
+        _replace(self.ca, bundle)
+
+    def write_pair(self, cert: bytes, key: bytes) -> None:
+        from cryptography import x509
+
+        _replace(self.pair, key + cert)
+        self.current = cert
+        self.expires = x509.load_pem_x509_certificate(cert).not_valid_after_utc
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write whole or not at all: kopf may read the file at any moment."""
+    part = path.with_suffix(".part")
+    part.write_bytes(data)
+    part.chmod(0o600)
+    os.replace(part, path)
 
 
 def self_signed_certificate(hostnames: Collection[str]) -> tuple[bytes, bytes]:
@@ -165,7 +233,7 @@ def self_signed_certificate(hostnames: Collection[str]) -> tuple[bytes, bytes]:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .not_valid_after(now + CERT_LIFETIME)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
@@ -180,14 +248,14 @@ def webhook_server(config: Settings, publish: Callable[[str], Awaitable[None]]) 
         return NoWebhookServer()
     hosts = list(config.webhook_hosts)
     kwargs: dict[str, Any] = dict(addr=config.webhook_addr, port=config.webhook_port,
-                                  host=hosts[0] if hosts else None, extra_sans=hosts[1:])
+                                  host=hosts[0] if hosts else None)
     if config.webhook_cert_dir:
+        # cert-manager: its cainjector fills in the CA; kopf reloads renewed files.
         folder = Path(config.webhook_cert_dir)
-        kwargs.update(certfile=folder / CERT_FILE, pkeyfile=folder / KEY_FILE)
-    # A CA bundle is published only for the self-signed certificate; cert-manager's
-    # cainjector fills it in otherwise.
-    own_ca = config.webhook_configuration is not None and not config.webhook_cert_dir
-    return WebhookServer(publish=publish if own_ca else None, **kwargs)
+        return WebhookServer(certfile=folder / CERT_FILE, pkeyfile=folder / KEY_FILE, **kwargs)
+    names = hosts or [a for a in (config.webhook_addr, "localhost", "127.0.0.1") if a]
+    return WebhookServer(self_signed=SelfSignedFiles(names),
+                         publish=publish if config.webhook_configuration else None, **kwargs)
 
 
 def ca_publisher(kube: Any, name: str) -> Callable[[str], Awaitable[None]]:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from ftjob_operator import admission
 from ftjob_operator.manifest_reader import read_manifest
 from ftjob_operator.validation import validate_document
 
@@ -197,6 +199,26 @@ def test_restarted_operator_publishes_its_new_certificate(cluster, webhook, run_
         assert_refused(cluster, doc, expected)
         done = kubectl_apply(cluster, manifest())
         assert done.returncode == 0, done.stderr
+
+
+def test_self_signed_certificate_is_renewed_without_a_gap(cluster, webhook, run_operator,
+                                                          monkeypatch):
+    """Lifetimes of a minute, renewed 50 s early: the new CA is trusted (published next to
+    the old one) before the new certificate is served, so no request meets a certificate
+    the API server does not trust (which `Ignore` would turn into an admitted typo)."""
+    monkeypatch.setattr(admission, "CERT_LIFETIME", timedelta(seconds=60))
+    monkeypatch.setattr(admission, "RENEW_BEFORE", timedelta(seconds=50))
+    monkeypatch.setattr(admission, "FILE_CHECK_SECONDS", 0.2)
+    doc, expected = INVALID["typo"]
+    with run_operator(**webhook.env):
+        seen = {ready(webhook)}
+
+        def renewed_twice() -> bool:
+            assert_refused(cluster, doc, expected)
+            seen.add(webhook.ca_bundle())
+            return len(seen) >= 3
+
+        wait_for(renewed_twice, TIMEOUT, what="two renewals")
 
 
 def test_operator_down_ignore_admits_and_the_operator_fails_the_job_later(

@@ -98,12 +98,32 @@ def test_no_server_without_a_port():
     from ftjob_operator.settings import Settings
 
     assert isinstance(admission.webhook_server(Settings(), None), admission.NoWebhookServer)
+
+
+def test_self_signed_server_serves_files_it_renews(tmp_path):
+    from ftjob_operator.settings import Settings
+
     server = admission.webhook_server(
         Settings(webhook_port=9443, webhook_hosts=("a.b.svc", "a"), webhook_configuration="x"),
         publish=lambda ca: None)
-    assert (server.port, server.host, list(server.extra_sans)) == (9443, "a.b.svc", ["a"])
-    assert server.publish is not None
-    with_files = admission.webhook_server(
+    assert (server.port, server.host) == (9443, "a.b.svc")
+    assert server.publish is not None and server.certfile == server.self_signed.pair
+    files = server.self_signed
+    cert = x509.load_pem_x509_certificate(files.ca.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["a.b.svc", "a"]
+    assert files.pair.read_bytes().endswith(files.ca.read_bytes())  # key, then certificate
+    assert oct(files.pair.stat().st_mode & 0o777) == "0o600"
+    days = files.seconds_until_renewal() / 86400
+    lifetime, renew = admission.CERT_LIFETIME.days, admission.RENEW_BEFORE.days
+    assert lifetime - renew - 1 < days < lifetime - renew
+
+
+def test_mounted_files_are_served_and_not_published():
+    from ftjob_operator.settings import Settings
+
+    server = admission.webhook_server(
         Settings(webhook_port=9443, webhook_cert_dir="/certs", webhook_configuration="x"),
         publish=lambda ca: None)
-    assert with_files.publish is None and str(with_files.certfile) == "/certs/tls.crt"
+    assert server.publish is None and server.self_signed is None
+    assert str(server.certfile) == "/certs/tls.crt" and str(server.pkeyfile) == "/certs/tls.key"
