@@ -176,6 +176,38 @@ class DatasetSource(ApiModel):
         default=None, ge=1, le=131072, description="Tokens per target (seq2seq); defaults to "
         "`maxLength`."
     )
+    format: Literal["text", "prompt-completion", "conversational"] = Field(
+        default="text",
+        description="How causal-lm examples are laid out: `text` (one text column, "
+        "`textColumn`), `prompt-completion` (two text columns, `promptColumn` and "
+        "`completionColumn`) or `conversational` (a `messagesColumn` holding a list of "
+        "`{role, content}` turns, rendered with the tokenizer's chat template). Other tasks "
+        "use `text`.",
+    )
+    prompt_column: str | None = Field(
+        default=None, min_length=1, description="Column holding the prompt (format "
+        "`prompt-completion`); defaults to `prompt`."
+    )
+    completion_column: str | None = Field(
+        default=None, min_length=1, description="Column holding the completion (format "
+        "`prompt-completion`); defaults to `completion`."
+    )
+    messages_column: str | None = Field(
+        default=None, min_length=1, description="Column holding the list of `{role, content}` "
+        "turns (format `conversational`); defaults to `messages`."
+    )
+    completion_only_loss: bool | None = Field(
+        default=None,
+        description="Train on the completion only (format `prompt-completion`) or on the "
+        "assistant turns only (format `conversational`): the other tokens get the label -100. "
+        "On by default for those two formats; `false` trains on every token.",
+    )
+    packing: bool = Field(
+        default=False,
+        description="causal-lm: concatenate the tokenized examples and cut them into "
+        "sequences of exactly `maxLength` tokens (the last may be shorter), so no compute "
+        "goes to padding. Attention is not reset between examples packed together.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> DatasetSource:
@@ -186,6 +218,25 @@ class DatasetSource(ApiModel):
         if self.eval_fraction is not None and self.eval_split is not None:
             raise ValueError("set either `evalSplit` or `evalFraction`, not both")
         return self
+
+    @property
+    def resolved_prompt_column(self) -> str:
+        return self.prompt_column or "prompt"
+
+    @property
+    def resolved_completion_column(self) -> str:
+        return self.completion_column or "completion"
+
+    @property
+    def resolved_messages_column(self) -> str:
+        return self.messages_column or "messages"
+
+    @property
+    def resolved_completion_only_loss(self) -> bool:
+        """Masked prompt / non-assistant tokens: the default for the two structured formats."""
+        if self.format == "text":
+            return False
+        return True if self.completion_only_loss is None else self.completion_only_loss
 
     @property
     def has_eval_data(self) -> bool:
