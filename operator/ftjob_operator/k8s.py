@@ -89,6 +89,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.admission = client.AdmissionregistrationV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=settings.api_workers,
                                         thread_name_prefix="ftjob-api")
 
@@ -148,6 +149,25 @@ class Kube:
                                    api.VERSION, namespace, api.PLURAL, name, {"status": status},
                                    tolerate=(404,))
         return None if patched is TOLERATED else patched
+
+    async def set_webhook_ca_bundle(self, name: str, ca_bundle: str) -> int:
+        """Put the webhook server's CA (base64 PEM) into every webhook of a
+        ValidatingWebhookConfiguration; returns how many webhooks it changed."""
+        what = f"patch ValidatingWebhookConfiguration {name}"
+        try:
+            current = await self._call(self.admission.read_validating_webhook_configuration, name)
+            stale = [w["name"] for w in current.get("webhooks") or []
+                     if (w.get("clientConfig") or {}).get("caBundle") != ca_bundle]
+            if stale:
+                patch = {"webhooks": [{"name": n, "clientConfig": {"caBundle": ca_bundle}}
+                                      for n in stale]}
+                await self._call(self.admission.patch_validating_webhook_configuration,
+                                 name, patch)
+            return len(stale)
+        except ApiException as exc:
+            raise _classify(exc, what) from exc
+        except _NETWORK_ERRORS as exc:
+            raise _classify(exc, what) from exc
 
     # ------------------------------------------------------------------ plans
 

@@ -39,6 +39,12 @@ class Settings:
     resync_seconds: float = 30.0
     # Concurrent blocking API calls (the kubernetes client is synchronous).
     api_workers: int = 16
+    # Validating admission webhook (docs/operator.md): served when a port is set.
+    webhook_port: int | None = None
+    webhook_addr: str | None = None  # listen address; None: every interface
+    webhook_hosts: tuple[str, ...] = ()  # names/IPs the API server calls (self-signed SANs)
+    webhook_cert_dir: str | None = None  # tls.crt and tls.key (cert-manager); None: self-signed
+    webhook_configuration: str | None = None  # ValidatingWebhookConfiguration to put the CA into
 
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -114,4 +120,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         metrics_port=_port(env, "FTJOB_METRICS_PORT", None),
         resync_seconds=resync,
         api_workers=_int(env, "FTJOB_API_WORKERS", 16) or 16,
+        webhook_port=_int(env, "FTJOB_WEBHOOK_PORT", None),
+        webhook_addr=env.get("FTJOB_WEBHOOK_ADDR", "").strip() or None,
+        webhook_hosts=_names(env, "FTJOB_WEBHOOK_HOSTS"),
+        webhook_cert_dir=env.get("FTJOB_WEBHOOK_CERT_DIR", "").strip() or None,
+        webhook_configuration=env.get("FTJOB_WEBHOOK_CONFIGURATION", "").strip() or None,
     )

@@ -23,6 +23,8 @@ OPERATOR_ENV = {
     "FTJOB_STORAGE_CLASS",
     "FTJOB_STORAGE_SIZE", "FTJOB_NAMESPACES", "FTJOB_LOG_LEVEL", "FTJOB_LOG_FORMAT",
     "FTJOB_PEERING", "FTJOB_LIVENESS_PORT", "FTJOB_METRICS_PORT",
+    "FTJOB_WEBHOOK_PORT", "FTJOB_WEBHOOK_HOSTS", "FTJOB_WEBHOOK_CERT_DIR",
+    "FTJOB_WEBHOOK_CONFIGURATION",
 }
 
 
@@ -63,8 +65,9 @@ def test_every_rendered_object_is_valid_kubernetes(values, kube_version):
         key = (obj["apiVersion"], obj["kind"])
         if key in own_kinds:  # instances of the chart's own CRDs (kopf peering objects)
             jsonschema.validate(obj, own_kinds[key])
-        elif obj["kind"] in ("ServiceMonitor", "PodMonitor"):
-            continue  # Prometheus Operator CRDs, not shipped offline; see the monitor tests
+        elif obj["kind"] in ("ServiceMonitor", "PodMonitor", "Certificate", "Issuer"):
+            continue  # Prometheus Operator / cert-manager CRDs, not shipped offline; see
+            # the monitor tests and test_chart_webhook
         else:
             # strict: unknown fields fail too, which catches misspelled keys in templates.
             kubernetes_validate.validate(obj, kube_version, strict=True)
@@ -94,8 +97,8 @@ def test_objects_rendered_with_every_option_on():
     objects = render(NON_DEFAULT_VALUES)
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount",
-                            "Service", "ServiceMonitor", "PodMonitor"] + ["Role", "RoleBinding",
-                                                            "KopfPeering"] * 2)
+                            "ServiceMonitor", "PodMonitor", "ValidatingWebhookConfiguration",
+                            "Certificate"] + ["Role", "RoleBinding", "KopfPeering", "Service"] * 2)
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63, label(obj)
 
@@ -266,7 +269,9 @@ def test_metrics_service_and_monitor_reach_the_operator_port():
     objects = render(NON_DEFAULT_VALUES)
     pod = one(objects, "Deployment")["spec"]["template"]
     container = pod["spec"]["containers"][0]
-    service = one(objects, "Service")
+    # (the webhook's Service carries the same labels but no `metrics` port to scrape)
+    [service] = [s for s in by_kind(objects, "Service")
+                 if s["metadata"]["name"].endswith("-metrics")]
     [svc_port] = service["spec"]["ports"]
     target = next(p for p in container["ports"] if p["name"] == svc_port["targetPort"])
     assert target["containerPort"] == int(container_env(container)["FTJOB_METRICS_PORT"])
@@ -340,3 +345,5 @@ def test_operator_accepts_the_rendered_environment(values):
                                      else None)
     assert settings.peering == (merged["peering"]["name"] if merged["replicaCount"] > 1
                                 else None)
+    webhook = merged["webhook"]
+    assert settings.webhook_port == (webhook["port"] if webhook["enabled"] else None)
