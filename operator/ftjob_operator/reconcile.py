@@ -16,7 +16,7 @@ from typing import Any
 
 import pydantic
 
-from . import api, contract, validation
+from . import api, contract, naming, validation
 from .observe import Failure, Observed, PodView, classify, parse_time, success_summary
 from .problems import errors
 
@@ -153,6 +153,12 @@ def ignored_changes(current: dict[str, Any], started: dict[str, Any] | None) -> 
         return []
     keys = (set(current) | set(started)) - set(MUTABLE_FIELDS)
     return sorted(k for k in keys if current.get(k) != started.get(k))
+
+
+def ignored_changes_message(changed: list[str]) -> str:
+    """What the SpecChangeIgnored condition (and the admission warning) says."""
+    return (f"spec fields {', '.join(changed)} changed after the job started; the job keeps "
+            f"running the spec it started with (only {', '.join(MUTABLE_FIELDS)} take effect)")
 
 
 def restart_delay(backoff: int, max_backoff: int, restarts_so_far: int) -> float:
@@ -360,8 +366,7 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
     changed = ignored_changes(job.spec, started)
     previous = _condition(status, "SpecChangeIgnored")
     if changed:
-        text = (f"spec fields {', '.join(changed)} changed after the job started; the job keeps "
-                f"running the spec it started with (only {', '.join(MUTABLE_FIELDS)} take effect)")
+        text = ignored_changes_message(changed)
         out.condition("SpecChangeIgnored", True, "SpecChangeIgnored", text)
         if previous is None or previous.get("status") != "True" or previous.get("message") != text:
             plan.events.append(Event("Warning", "SpecChangeIgnored", text))
@@ -612,7 +617,7 @@ def _active_attempt(ctx: _Ctx) -> Plan:
         return plan
     if was_running:
         failures += [Failure("retryable", "PodDeleted", "pod disappeared while running",
-                             pod=f"{job.name}-{attempt}-{r}", rank=r) for r in missing]
+                             pod=naming.pod(job.name, attempt, r), rank=r) for r in missing]
         failures += [Failure("retryable", "PodDeleted", "pod deleted while running",
                              pod=p.name, rank=p.rank, node=p.node) for p in deleted]
     if failures:
