@@ -223,11 +223,11 @@ class _Status:
 
     # -- attempt history (status.attempts) and goodput
 
-    def _record(self, attempt: int) -> dict[str, Any] | None:
+    def record(self, attempt: int) -> dict[str, Any] | None:
         return next((a for a in reversed(self.attempts) if a.get("attempt") == attempt), None)
 
     def begin_attempt(self, attempt: int) -> None:
-        if attempt <= 0 or self._record(attempt) is not None:
+        if attempt <= 0 or self.record(attempt) is not None:
             return
         self.attempts.append({"attempt": attempt, "startTime": rfc3339(self.now)})
         folded = len(self.attempts) - MAX_ATTEMPT_RECORDS
@@ -244,7 +244,7 @@ class _Status:
         """Once per attempt: when it first stepped, what it resumed from, and so the
         previous attempt's downtime."""
         progress = self.own_progress(attempt)
-        record = self._record(attempt)
+        record = self.record(attempt)
         if progress is None or progress.last_step_time is None or record is None \
                 or record.get("firstStepTime"):
             return
@@ -252,7 +252,7 @@ class _Status:
         checkpoint = self.read.checkpoint
         if checkpoint is not None and checkpoint.resumed_from_step is not None:
             record["resumedFromStep"] = checkpoint.resumed_from_step
-        previous = self._record(attempt - 1)
+        previous = self.record(attempt - 1)
         first, ended = parse_time(progress.last_step_time), parse_time(
             (previous or {}).get("endTime"))
         if previous is not None and first is not None and ended is not None:
@@ -268,10 +268,10 @@ class _Status:
         """Close the current attempt's record (once) and add it to the goodput totals.
         `resumes`: another attempt will resume from the newest checkpoint."""
         attempt = self.attempt
-        record = self._record(attempt)
+        record = self.record(attempt)
         if record is None:
             self.begin_attempt(attempt)
-            record = self._record(attempt)
+            record = self.record(attempt)
             if record is None:
                 return {}
         if record.get("endTime"):
@@ -500,7 +500,7 @@ def _suspend(ctx: _Ctx) -> Plan:
     if ctx.phase != api.Phase.SUSPENDED.value:
         plan.events.append(Event("Normal", "Suspended",
                                  f"suspended; stopping {len(ctx.live)} pod(s)"))
-    record = out._record(attempt) or {}
+    record = out.record(attempt) or {}
     if attempt == 0 or record.get("endTime"):
         said = record.get("message") if record.get("reason") == "Suspended" else None
         out.phase(api.Phase.SUSPENDED, "Suspended", said or "suspended by spec.suspend")
