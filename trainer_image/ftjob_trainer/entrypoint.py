@@ -37,6 +37,7 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     final_model: str | None = None
     stopped_early: str | None = None  # why training ended before max_steps
+    search: dict[str, Any] | None = None  # status.search of a hyperparameter search
 
 
 def main() -> None:
@@ -77,6 +78,7 @@ def run(env) -> int:
             "metrics": exits.numeric_metrics(outcome.metrics),
             "finalModel": outcome.final_model,
             **({"stoppedEarly": outcome.stopped_early} if outcome.stopped_early else {}),
+            **({"search": outcome.search} if outcome.search else {}),
         })
     _finish()
     return 0
@@ -235,6 +237,7 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
             trainer.remove_callback(PrinterCallback)
         return trainer
 
+    search_status = None
     try:
         if search_spec is not None:
             from .search import SearchStopped
@@ -244,7 +247,8 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
             except SearchStopped as stopped:
                 log.warning("%s", stopped)
                 return Outcome(stopped.global_step, resume.step if resume else 0, preempted=True)
-            for key, value in best.items():
+            search_status = best.status
+            for key, value in best.params.items():
                 setattr(p.targs, key, value)
         trainer = make_trainer(trainer_cls, p.targs)
         result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
@@ -265,7 +269,8 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
                 log.info("%s", stopped_early)
         final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
         return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
-                       final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early)
+                       final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early,
+                       search=search_status)
     finally:
         reporter.close()
 

@@ -196,17 +196,10 @@ class ConsoleReporter:
         for line in lines:
             self.console.print(line, highlight=False, soft_wrap=True)
 
-    @staticmethod
-    def search_line(search: dict[str, Any]) -> str:
-        line = f"search: {search['trials']} trials finished"
-        if "bestTrial" in search:
-            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in search.get("bestParams", {}).items())
-            line += f"; best trial {search['bestTrial']} ({search['bestValue']:.4f}: {params})"
-        return line
-
     def report_search(self, search: dict[str, Any]) -> None:
-        line = self.search_line(search)
+        from .search import describe
+
+        line = describe(search)
         if line != getattr(self, "_search_shown", None):
             self._search_shown = line
             self.console.print(line, highlight=False, soft_wrap=True)

@@ -132,6 +132,16 @@ def status(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def describe(status: dict[str, Any]) -> str:
+    """One line for a person: trials finished and the best so far (pure)."""
+    line = f"search: {status.get('trials')} trials finished"
+    if "bestTrial" in status:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in (status.get("bestParams") or {}).items())
+        line += f"; best trial {status['bestTrial']} ({status.get('bestValue'):.4f}) with {params}"
+    return line
+
+
 def to_retry(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Trials a dead or stopped run left unfinished and that were not retried yet (pure)."""
     retried = {r["retryOf"] for r in records if "retryOf" in r}
@@ -375,8 +385,14 @@ class Recorder:
         return summary
 
 
+@dataclass
+class Best:
+    params: dict[str, Any]
+    status: dict[str, Any]  # status.search at the end (rank 0; empty on the others)
+
+
 def run(*, output_dir: Path, search: api.HyperparameterSearch, trainer: Any, is_zero: bool,
-        reporter: Any) -> dict[str, Any]:
+        reporter: Any) -> Best:
     """Run the trials still to run with `trainer` (a search_trainer instance with model_init)
     and return the best trial's parameters on every rank."""
     recorder = Recorder(output_dir, search, reporter) if is_zero else None
@@ -401,10 +417,11 @@ def run(*, output_dir: Path, search: api.HyperparameterSearch, trainer: Any, is_
             n_trials=todo, direction=search.direction, backend="optuna",
             hp_name=lambda trial: "",  # the folder is set per trial (SearchTrainer.train)
             **kwargs)
-    best = None
+    best, final = None, {}
     if is_zero:
         _, study = open_study(output_dir, search)
         summary = recorder.record(study)
+        final = status(summary)
         best = summary.get("bestParams")
         if best is None:
             best = NoCompletedTrial(f"no trial of {search.trials} completed (all pruned or "
@@ -415,4 +432,4 @@ def run(*, output_dir: Path, search: api.HyperparameterSearch, trainer: Any, is_
     best = broadcast(best)
     if isinstance(best, Exception):
         raise best
-    return best
+    return Best(best, final)

@@ -12,8 +12,12 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ftjob_trainer import checkpoints, search
 from tests.integration.trainer.helpers import classification_spec, poll, run_to_end, start
@@ -77,6 +81,7 @@ def test_four_trials_then_the_best_parameters_train_the_final_model(uninterrupte
     assert all(v < math.log(3) + 0.05 for v in values)
     assert max(values) - min(values) > 0.01, values
     assert_best_trains_final(uninterrupted, doc)
+    assert uninterrupted.summary()["search"] == search.status(doc)  # the termination message
     # A finished trial keeps its curves, not its checkpoints.
     for number in range(TRIALS):
         folder = search.trial_dir(uninterrupted.output_dir, number)
@@ -135,10 +140,20 @@ def test_kill9_during_trial_3_then_relaunch_keeps_finished_trials_and_resumes_th
     assert_best_trains_final(relaunched, doc)
 
 
-def test_the_same_search_under_two_processes(uninterrupted, tiny, tmp_path):
-    run = run_to_end(tmp_path, search_spec(tiny, nproc=2), nproc=2)
-    assert run.proc.returncode == 0, run.log()
-    doc = summary(run)
+def test_the_same_search_under_two_processes_with_ftjob_run_local(uninterrupted, tiny, tmp_path):
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+        "metadata": {"name": "search-two"}, "spec": search_spec(tiny, nproc=2)}))
+    output = tmp_path / "output"
+    ftjob = Path(sys.executable).parent / "ftjob"
+    done = subprocess.run([str(ftjob), "run", str(manifest), "--local", "--nproc", "2",
+                           "--output", str(output)], capture_output=True, text=True, timeout=600,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
+                               "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu",
+                               "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    doc = json.loads((output / search.SEARCH_FILE).read_text())
     one = complete(summary(uninterrupted))
     two = complete(doc)
     assert len(two) == TRIALS
@@ -148,4 +163,10 @@ def test_the_same_search_under_two_processes(uninterrupted, tiny, tmp_path):
     for a, b in zip(one, two):
         assert math.isclose(a["value"], b["value"], rel_tol=REL_TOLERANCE), (a, b)
     assert doc["bestTrial"] == summary(uninterrupted)["bestTrial"]
-    assert_best_trains_final(run, doc)
+    final_eval = json.loads((output / "metrics.json").read_text())["metrics"]["eval_loss"]
+    assert math.isclose(final_eval, doc["bestValue"], rel_tol=0, abs_tol=EXACT)
+    # The console shows the search; the closing lines name the best trial.
+    assert "search: 0/4 trials finished" in done.stderr
+    assert f"search: 4/4 trials finished; best trial {doc['bestTrial']}" in done.stderr
+    assert f"best trial {doc['bestTrial']} ({doc['bestValue']:.4f})" in done.stdout
+    assert json.loads((output / "termination-log").read_text())["search"]["trials"] == "4/4"
