@@ -1,9 +1,10 @@
-"""Hyperparameter search: 4 trials end to end, a kill -9 during the third and a relaunch, and
-the same search under 2 processes.
+"""Hyperparameter search under torchrun (2 processes): 4 trials end to end, a kill -9 during
+the third and a relaunch, a SIGTERM during a trial and a relaunch; and the same search at
+1 process through `ftjob run --local`.
 
 The search draws only learning_rate (random sampler, seed 3), so the first three trials of
-every run here have the same parameters; with 40 steps they reach clearly different eval
-losses (measured: 1.092, 0.689, 1.097, 1.096 at 1 process).
+every run here have the same parameters; with 40 steps at a global batch of 8 they reach
+clearly different eval losses (measured: 1.092, 0.689, 1.097, 1.096 at 1 process).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ftjob_operator.contract import ExitCode
 from ftjob_trainer import checkpoints, search
 from tests.integration.trainer.helpers import classification_spec, poll, run_to_end, start
 
@@ -30,12 +32,12 @@ EXACT = 1e-6
 REL_TOLERANCE = 0.15
 
 
-def search_spec(tiny, nproc: int = 1) -> dict:
+def search_spec(tiny, nproc: int = 2, trials: int = TRIALS) -> dict:
     spec = classification_spec(tiny, max_steps=40, save_steps=10, logging_steps=10,
                                warmup_steps=0, per_device_train_batch_size=GLOBAL_BATCH // nproc)
     del spec["trainingArguments"]["learning_rate"]
     spec["hyperparameterSearch"] = {
-        "trials": TRIALS, "sampler": "random", "seed": 3,
+        "trials": trials, "sampler": "random", "seed": 3,
         "space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}}
     return spec
 
@@ -65,7 +67,7 @@ def assert_best_trains_final(run, doc: dict) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny, tmp_path_factory):
-    run = run_to_end(tmp_path_factory.mktemp("search"), search_spec(tiny))
+    run = run_to_end(tmp_path_factory.mktemp("search"), search_spec(tiny), nproc=2)
     assert run.proc.returncode == 0, run.log()
     return run
 
@@ -103,7 +105,7 @@ def trial_running_with_checkpoint(output_dir, number: int):
 def test_kill9_during_trial_3_then_relaunch_keeps_finished_trials_and_resumes_the_third(
         uninterrupted, tiny, tmp_path):
     spec = search_spec(tiny)
-    killed = start(tmp_path, spec, isolate=True)
+    killed = start(tmp_path, spec, nproc=2, isolate=True)
     ckpt = poll(lambda: trial_running_with_checkpoint(killed.output_dir, 2), 300,
                 "trial 2 (the third) running with a complete checkpoint")
     os.kill(killed.proc.pid, signal.SIGKILL)  # the PID namespace dies with it, like a pod
@@ -112,7 +114,7 @@ def test_kill9_during_trial_3_then_relaunch_keeps_finished_trials_and_resumes_th
     assert before[2]["state"] == "RUNNING", "the third trial ended before the kill"
     assert [before[n]["state"] for n in (0, 1)] == ["COMPLETE", "COMPLETE"]
 
-    relaunched = start(tmp_path, spec)
+    relaunched = start(tmp_path, spec, nproc=2)
     assert relaunched.wait() == 0, relaunched.log()
     doc = summary(relaunched)
     after = by_number(doc)
@@ -140,26 +142,53 @@ def test_kill9_during_trial_3_then_relaunch_keeps_finished_trials_and_resumes_th
     assert_best_trains_final(relaunched, doc)
 
 
-def test_the_same_search_under_two_processes_with_ftjob_run_local(uninterrupted, tiny, tmp_path):
+def test_sigterm_during_a_trial_exits_preempted_and_the_relaunch_resumes_that_trial(
+        uninterrupted, tiny, tmp_path):
+    spec = search_spec(tiny, trials=2)
+    run = start(tmp_path, spec, nproc=2)
+    poll(lambda: trial_running_with_checkpoint(run.output_dir, 0), 300,
+         "trial 0 running with a complete checkpoint")
+    run.proc.send_signal(signal.SIGTERM)  # to the launcher, as the kubelet does to PID 1
+    assert run.wait(120) == ExitCode.PREEMPTED, run.log()
+    stopped = run.summary()["globalStep"]
+    assert 10 <= stopped < 40
+    assert checkpoints.latest_complete(search.trial_dir(run.output_dir, 0)).step == stopped
+
+    relaunched = start(tmp_path, spec, nproc=2)
+    assert relaunched.wait() == 0, relaunched.log()
+    doc = summary(relaunched)
+    first = by_number(doc)[0]
+    assert first["state"] == "FAIL" and first["interrupted"] is True
+    retry = next(t for t in doc["trials"] if t.get("retryOf") == 0)
+    folder = search.trial_dir(relaunched.output_dir, retry["number"])
+    assert f"resuming from {folder}/checkpoint-{stopped} " in relaunched.log(tail=None)
+    expected = by_number(summary(uninterrupted))[0]
+    assert retry["params"] == expected["params"]
+    assert math.isclose(retry["value"], expected["value"], rel_tol=0, abs_tol=EXACT)
+    assert len(complete(doc)) == 2 and doc["trialsCompleted"] == 2
+    assert_best_trains_final(relaunched, doc)
+
+
+def test_the_same_search_at_one_process_with_ftjob_run_local(uninterrupted, tiny, tmp_path):
     manifest = tmp_path / "job.yaml"
     manifest.write_text(yaml.safe_dump({
         "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
-        "metadata": {"name": "search-two"}, "spec": search_spec(tiny, nproc=2)}))
+        "metadata": {"name": "search-one"}, "spec": search_spec(tiny, nproc=1)}))
     output = tmp_path / "output"
     ftjob = Path(sys.executable).parent / "ftjob"
-    done = subprocess.run([str(ftjob), "run", str(manifest), "--local", "--nproc", "2",
+    done = subprocess.run([str(ftjob), "run", str(manifest), "--local", "--nproc", "1",
                            "--output", str(output)], capture_output=True, text=True, timeout=600,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
                                "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu",
                                "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     doc = json.loads((output / search.SEARCH_FILE).read_text())
-    one = complete(summary(uninterrupted))
-    two = complete(doc)
-    assert len(two) == TRIALS
-    # Rank 0 ran the study: the same draws as at 1 process; every rank trained each trial
-    # with them (a rank with other values would not reproduce the best trial below).
-    assert [t["params"] for t in two] == [t["params"] for t in one]
+    two = complete(summary(uninterrupted))
+    one = complete(doc)
+    assert len(one) == TRIALS
+    # Rank 0 runs the study: the same draws at 1 and at 2 processes; at 2, every rank trained
+    # each trial with them (a rank with other values would not reproduce the best trial).
+    assert [t["params"] for t in one] == [t["params"] for t in two]
     for a, b in zip(one, two):
         assert math.isclose(a["value"], b["value"], rel_tol=REL_TOLERANCE), (a, b)
     assert doc["bestTrial"] == summary(uninterrupted)["bestTrial"]
