@@ -175,3 +175,54 @@ def test_a_missing_metric_is_an_invalid_spec_naming_the_metrics_there():
     assert objective({"eval_loss": 1.0, "eval_f1": 0.5}) == 0.5
     with pytest.raises(search.InvalidSpec, match="eval_f1 is not among .*eval_loss"):
         objective({"eval_loss": 1.0})
+
+
+class FakeHandler:
+    def __init__(self):
+        self.ended = 0
+
+    def on_train_end(self, *args):
+        self.ended += 1
+
+
+class FakeBase:
+    """What SearchTrainer._report_to_hp_search uses of Trainer."""
+
+    hp_search_backend = "optuna"
+    args = state = control = None
+
+    def __init__(self):
+        self.callback_handler = FakeHandler()
+        self.compute_objective = search.objective_of("eval_loss")
+
+
+class PruningTrial:
+    """Rank 0's Optuna trial, as far as reporting goes."""
+
+    study = "the study"
+
+    def __init__(self, prune):
+        self.prune = prune
+        self.reported = []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return self.prune
+
+
+def test_pruning_is_reported_by_rank_zero_and_stops_training_through_trial_pruned():
+    trainer = search.search_trainer(FakeBase)()
+    trial = PruningTrial(prune=False)
+    trainer._report_to_hp_search(trial, 10, {"eval_loss": 0.9})
+    assert trial.reported == [(10, 0.9)] and trainer.objective == 0.9
+    with pytest.raises(optuna.TrialPruned):
+        trainer._report_to_hp_search(PruningTrial(prune=True), 20, {"eval_loss": 1.2})
+    assert trainer.callback_handler.ended == 1
+    # The other ranks hold a FixedTrial: they report nothing and follow rank 0's decision
+    # (an all_reduce; alone, their own False).
+    other = search.search_trainer(FakeBase)()
+    other._report_to_hp_search(optuna.trial.FixedTrial({"learning_rate": 1e-3}), 10,
+                               {"eval_loss": 0.9})
+    assert other.objective == 0.9 and other.callback_handler.ended == 0
