@@ -89,9 +89,9 @@ def trial_dir(root: Path, number: int) -> Path:
 def trial_record(t: Any) -> dict[str, Any]:
     """One trial as search.json shows it (from an Optuna FrozenTrial)."""
     record: dict[str, Any] = {"number": t.number, "state": t.state.name, "params": dict(t.params)}
-    if t.value is not None:
+    if t.value is not None and t.state.name != "PRUNED":
         record["value"] = t.value
-    elif t.intermediate_values:
+    elif t.intermediate_values:  # a pruned or unfinished trial: its last evaluation
         step = max(t.intermediate_values)
         record["lastReported"] = {"step": step, "value": t.intermediate_values[step]}
     for attr, key in (("retry_of", "retryOf"), ("interrupted", "interrupted")):

@@ -199,3 +199,18 @@ def test_the_same_search_at_one_process_with_ftjob_run_local(uninterrupted, tiny
     assert f"search: 4/4 trials finished; best trial {doc['bestTrial']}" in done.stderr
     assert f"best trial {doc['bestTrial']} ({doc['bestValue']:.4f})" in done.stdout
     assert json.loads((output / "termination-log").read_text())["search"]["trials"] == "4/4"
+
+
+def test_median_pruning_at_two_processes_stops_poor_trials_on_every_rank(tiny, tmp_path):
+    spec = search_spec(tiny, trials=8)
+    spec["trainingArguments"].update(max_steps=30, eval_strategy="steps", eval_steps=10)
+    spec["hyperparameterSearch"].update(pruner="median", seed=5)
+    run = run_to_end(tmp_path, spec, nproc=2)  # a rank left training alone would hang here
+    assert run.proc.returncode == 0, run.log()
+    doc = summary(run)
+    pruned = [t for t in doc["trials"] if t["state"] == "PRUNED"]
+    assert pruned, doc  # measured: 3 of the last 3 after Optuna's 5 startup trials
+    assert doc["trialsCompleted"] == 8 and len(complete(doc)) + len(pruned) == 8
+    for trial in pruned:
+        assert trial["number"] >= 5 and trial["lastReported"]["step"] < 30
+    assert_best_trains_final(run, doc)
