@@ -29,7 +29,6 @@ After the search, the best parameters train the final model in the output folder
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
