@@ -50,7 +50,7 @@ catalog: venv
 images:
 	bash scripts/build-images.sh
 
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, helm and kwok at the
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and helm at the
 # pinned releases, built with Go into ~/.cache/ftjob/control-plane (once per pin).
 control-plane:
 	bash scripts/build-control-plane.sh

@@ -12,7 +12,7 @@ import sys
 
 # Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery Docker and the images.
 BENCHMARKS = ["operator_lifecycle", "operator_scale", "operator_scale_real", "trainer_bench",
-              "trainer_ddp_unused", "fuzz_manifests", "e2e_recovery", "gpu_paths"]
+              "trainer_ddp_unused", "trainer_sft_packing", "fuzz_manifests", "e2e_recovery", "gpu_paths"]
 
 
 def available(name: str) -> tuple[bool, str]:

@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ftjob_operator import naming  # noqa: E402
+
 from tests.e2e import jobs, kit  # noqa: E402
 from tests.e2e.backends import LocalBackend, wait_ready  # noqa: E402
 from tests.polling import wait_for  # noqa: E402
@@ -77,23 +79,23 @@ def run_interrupted(backend: LocalBackend, name: str, steps: int, save_steps: in
     attempt = ready["attempt"]
     stopped = time.time()
     if how == "sigkill":
-        backend.kill_container(f"{name}-{attempt}-1")
+        backend.kill_container(naming.pod(name, attempt, 1))
     else:
-        backend.delete("pods", f"{name}-{attempt}-1")
+        backend.delete("pods", naming.pod(name, attempt, 1))
     done = kit.wait_status(backend, name, kit.finished, "the end", 900)
     if done["phase"] != "Succeeded":
         raise SystemExit(f"{name} ended {done['phase']}: {done.get('message')}")
     # Logs are saved when a pod's container is removed: wait for the last attempt's too.
-    backend.delete("pods", f"{name}-{done['attempt']}-0")
-    backend.delete("pods", f"{name}-{done['attempt']}-1")
-    last = backend.runner.container_name(backend.namespace, f"{name}-{done['attempt']}-0")
+    backend.delete("pods", naming.pod(name, done["attempt"], 0))
+    backend.delete("pods", naming.pod(name, done["attempt"], 1))
+    last = backend.runner.container_name(backend.namespace, naming.pod(name, done["attempt"], 0))
     wait_for(lambda: (backend.runner.logs_dir() / f"{last}.log").exists(), 120, "the last logs")
-    before = step_times(backend, f"{name}-{attempt}-0")
+    before = step_times(backend, naming.pod(name, attempt, 0))
     # The attempt right after the stop (a later one would mean it failed again: reported).
-    after = step_times(backend, f"{name}-{attempt + 1}-0")
+    after = step_times(backend, naming.pod(name, attempt + 1, 0))
     if not after:
         raise SystemExit(f"{name}: attempt {attempt + 1} logged no training step")
-    resumed = resumed_step(backend, f"{name}-{attempt + 1}-0")
+    resumed = resumed_step(backend, naming.pod(name, attempt + 1, 0))
     return {
         "case": how,
         "apply_to_first_step_s": before[0] - applied,

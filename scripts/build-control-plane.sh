@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build the Kubernetes control plane from upstream sources, through the Go module proxy:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl at one pinned
-# Kubernetes release, plus helm and kwok. The binaries land in a cache outside the repository,
-# keyed by the pins, so they are rebuilt only when a pin changes.
+# Kubernetes release, plus helm; kwok only when asked (the scale benchmark alone uses it, and
+# on a cold machine every Go build adds minutes to CI). The binaries land in a cache outside
+# the repository, keyed by the pins, so they are rebuilt only when a pin changes.
 #
 #   bash scripts/build-control-plane.sh        # prints the bin folder on stdout
+#   bash scripts/build-control-plane.sh kwok   # the same, with kwok built too
 #
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, client-go ...) with folders of
 # its own repository, so a module that builds its commands requires it and replaces every
@@ -31,7 +33,14 @@ STAGING_MODULES="api apiextensions-apiserver apimachinery apiserver cli-runtime 
 CACHE=${FTJOB_CACHE:-$HOME/.cache/ftjob}
 PIN="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_kwok-${KWOK_VERSION}"
 BIN_DIR="$CACHE/control-plane/$PIN/bin"
-COMMANDS="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm kwok"
+COMMANDS="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm"
+OPTIONAL="kwok"
+for extra in "$@"; do
+  case " $OPTIONAL " in
+    *" $extra "*) COMMANDS="$COMMANDS $extra" ;;
+    *) echo "build-control-plane: unknown extra '$extra' (one of: $OPTIONAL)" >&2; exit 2 ;;
+  esac
+done
 
 log() { echo "build-control-plane: $*" >&2; }
 
@@ -122,7 +131,9 @@ build_tool() {  # build_tool NAME MODULE VERSION PACKAGE
   mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
 }
 build_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
-build_tool kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+case " $COMMANDS " in
+  *" kwok "*) build_tool kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
+esac
 
 all_built || { log "some commands are missing from $BIN_DIR"; exit 1; }
 log "done"

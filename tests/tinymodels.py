@@ -124,3 +124,57 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+# --------------------------------------------------------------------------- chat data
+
+# A minimal chat template over the tiny vocabulary: each user turn opens with [CLS], each
+# assistant turn with [SEP]; the generation prompt is the assistant's [SEP].
+CHAT_TEMPLATE = ("{% for m in messages %}{{ '[CLS] ' if m['role'] == 'user' else '[SEP] ' }}"
+                 "{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}[SEP] {% endif %}")
+
+
+def build_gpt2_chat(folder: Path) -> Path:
+    """The tiny GPT-2 with CHAT_TEMPLATE set on its tokenizer."""
+    from transformers import AutoTokenizer
+
+    build_gpt2(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _answer(rng: random.Random, topic: str, words: int) -> str:
+    return " ".join(rng.choice(TOPICS[topic]) for _ in range(words))
+
+
+def _chat_length(rng: random.Random) -> int:
+    """Words per answer like chat data: mostly short, a few long (a heavy tail)."""
+    return 2 + int(rng.paretovariate(1.3)) if rng.random() < 0.9 else rng.randint(20, 40)
+
+
+def prompt_completion_rows(n: int, seed: int) -> list[dict]:
+    """Prompt = a headline; completion = words of its topic (learnable from the prompt)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        topic = rng.choice(sorted(TOPICS))
+        rows.append({"prompt": headline(rng, topic),
+                     "completion": _answer(rng, topic, min(_chat_length(rng), 40))})
+    return rows
+
+
+def chat_rows(n: int, seed: int) -> list[dict]:
+    """One to three user/assistant exchanges per conversation, answers on the user's topic."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        turns = []
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            topic = rng.choice(sorted(TOPICS))
+            turns.append({"role": "user", "content": headline(rng, topic)})
+            turns.append({"role": "assistant",
+                          "content": _answer(rng, topic, min(_chat_length(rng), 40))})
+        rows.append({"messages": turns})
+    return rows

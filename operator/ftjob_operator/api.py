@@ -176,6 +176,38 @@ class DatasetSource(ApiModel):
         default=None, ge=1, le=131072, description="Tokens per target (seq2seq); defaults to "
         "`maxLength`."
     )
+    format: Literal["text", "prompt-completion", "conversational"] = Field(
+        default="text",
+        description="How causal-lm examples are laid out: `text` (one text column, "
+        "`textColumn`), `prompt-completion` (two text columns, `promptColumn` and "
+        "`completionColumn`) or `conversational` (a `messagesColumn` holding a list of "
+        "`{role, content}` turns, rendered with the tokenizer's chat template). Other tasks "
+        "use `text`.",
+    )
+    prompt_column: str | None = Field(
+        default=None, min_length=1, description="Column holding the prompt (format "
+        "`prompt-completion`); defaults to `prompt`."
+    )
+    completion_column: str | None = Field(
+        default=None, min_length=1, description="Column holding the completion (format "
+        "`prompt-completion`); defaults to `completion`."
+    )
+    messages_column: str | None = Field(
+        default=None, min_length=1, description="Column holding the list of `{role, content}` "
+        "turns (format `conversational`); defaults to `messages`."
+    )
+    completion_only_loss: bool | None = Field(
+        default=None,
+        description="Train on the completion only (format `prompt-completion`) or on the "
+        "assistant turns only (format `conversational`): the other tokens get the label -100. "
+        "On by default for those two formats; `false` trains on every token.",
+    )
+    packing: bool = Field(
+        default=False,
+        description="causal-lm: concatenate the tokenized examples and cut them into "
+        "sequences of exactly `maxLength` tokens (the last may be shorter), so no compute "
+        "goes to padding. Attention is not reset between examples packed together.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> DatasetSource:
@@ -186,6 +218,25 @@ class DatasetSource(ApiModel):
         if self.eval_fraction is not None and self.eval_split is not None:
             raise ValueError("set either `evalSplit` or `evalFraction`, not both")
         return self
+
+    @property
+    def resolved_prompt_column(self) -> str:
+        return self.prompt_column or "prompt"
+
+    @property
+    def resolved_completion_column(self) -> str:
+        return self.completion_column or "completion"
+
+    @property
+    def resolved_messages_column(self) -> str:
+        return self.messages_column or "messages"
+
+    @property
+    def resolved_completion_only_loss(self) -> bool:
+        """Masked prompt / non-assistant tokens: the default for the two structured formats."""
+        if self.format == "text":
+            return False
+        return True if self.completion_only_loss is None else self.completion_only_loss
 
     @property
     def has_eval_data(self) -> bool:
@@ -370,6 +421,95 @@ class Scheduling(ApiModel):
         default=None,
         min_length=1,
         description="Kueue LocalQueue; sets the `kueue.x-k8s.io/queue-name` label.",
+    )
+
+
+class ConfigMapEnvSource(ApiModel):
+    name: str = Field(min_length=1, description="Name of a ConfigMap in the job's namespace.")
+    optional: bool = Field(
+        default=False, description="Start the pods even when the ConfigMap does not exist."
+    )
+
+
+class SecretEnvSource(ApiModel):
+    name: str = Field(min_length=1, description="Name of a Secret in the job's namespace.")
+    optional: bool = Field(
+        default=False, description="Start the pods even when the Secret does not exist."
+    )
+
+
+class EnvFromSource(ApiModel):
+    """Every key of one ConfigMap or Secret becomes an environment variable of the training
+    container. Variables ftjob sets itself, and those in `spec.env`, take precedence."""
+
+    config_map_ref: ConfigMapEnvSource | None = Field(
+        default=None, description="Take every key of this ConfigMap."
+    )
+    secret_ref: SecretEnvSource | None = Field(
+        default=None, description="Take every key of this Secret."
+    )
+    prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+        description="Put this in front of every key, e.g. `WANDB_`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise ValueError("set exactly one of `configMapRef` or `secretRef`")
+        return self
+
+
+class PodTemplate(ApiModel):
+    """What may be added to every training pod without a change to ftjob. ftjob's own
+    labels (`app.kubernetes.io/name`, `app.kubernetes.io/managed-by`, anything under
+    `finetune.dev/`, Kueue's queue and pod-group keys) and environment variables stay
+    reserved."""
+
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels added to every training pod (e.g. for cost allocation or a "
+        "NetworkPolicy).",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations added to every training pod (e.g. for a service mesh or a "
+        "log collector).",
+    )
+    runtime_class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="RuntimeClass of the training pods, e.g. `nvidia` where the GPU runtime "
+        "is not the node's default.",
+    )
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list,
+        description="ConfigMaps and Secrets whose keys become environment variables of the "
+        "training container (e.g. experiment-tracker credentials).",
+    )
+
+
+class Monitoring(ApiModel):
+    """How the trainer reports while it trains; unset fields take the operator's defaults."""
+
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port on which rank 0 serves Prometheus metrics at /metrics (the "
+        "container port named `metrics` on the rank-0 pod). 0 turns them off; unset uses the "
+        "operator's default (off unless the operator sets one).",
+    )
+    progress_interval_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=60,
+        description="Least seconds between two writes of `status.progress` (saves, "
+        "evaluations and the end are always written). Unset uses the operator's default (5).",
     )
 
 
@@ -637,6 +777,15 @@ class FineTuneJobSpec(ApiModel):
     )
     scheduling: Scheduling = Field(
         default_factory=Scheduling, description="Where the training pods may run."
+    )
+    pod_template: PodTemplate = Field(
+        default_factory=PodTemplate,
+        description="Labels, annotations, RuntimeClass and environment sources added to every "
+        "training pod.",
+    )
+    monitoring: Monitoring = Field(
+        default_factory=Monitoring,
+        description="The trainer's Prometheus endpoint and how often it writes progress.",
     )
     storage: Storage = Field(
         default_factory=Storage, description="The volume for checkpoints and the final model."

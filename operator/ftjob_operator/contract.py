@@ -25,6 +25,38 @@ ENV_PROGRESS_INTERVAL = "FTJOB_PROGRESS_INTERVAL"  # seconds between progress wr
 ENV_METRICS_PORT = "FTJOB_METRICS_PORT"  # Prometheus port on rank 0; unset = off
 ENV_DEEPSPEED_CONFIG = "FTJOB_DEEPSPEED_CONFIG"  # file of spec.deepspeed.configMapRef, mounted
 
+# Variables users may not set in `spec.env`: ftjob's own, and those torchrun, NCCL,
+# DeepSpeed and the Hugging Face cache get from the operator or the launcher.
+RESERVED_ENV = frozenset(
+    {
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_RANK",
+        "NODE_RANK",
+        "TORCHELASTIC_RUN_ID",
+        "PET_NNODES",
+        "PET_NPROC_PER_NODE",
+        "PET_NODE_RANK",
+        "PET_MASTER_ADDR",
+        "PET_MASTER_PORT",
+        "NCCL_SOCKET_IFNAME",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+        "DS_ACCELERATOR",
+        "HF_TOKEN",
+        "HF_HOME",
+    }
+)
+RESERVED_ENV_PREFIX = "FTJOB_"
+
+
+def is_reserved_env(name: str) -> bool:
+    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX)
+
+
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_OUTPUT_DIR = "/output"
 JOB_FILE_MOUNT_DIR = "/etc/ftjob"
@@ -42,7 +74,18 @@ RESERVED_VOLUME_NAMES = (OUTPUT_VOLUME, JOB_FILE_VOLUME, SHM_VOLUME, DEEPSPEED_C
 RESERVED_MOUNT_PATHS = (DEFAULT_OUTPUT_DIR, JOB_FILE_MOUNT_DIR, DEEPSPEED_CONFIG_MOUNT_DIR,
                         SHM_MOUNT_DIR)
 RDZV_PORT = 29500
+METRICS_PORT_NAME = "metrics"  # container port of rank 0's Prometheus endpoint
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
+
+
+def metrics_port_problem(port: int) -> str | None:
+    """Why the trainer cannot serve metrics on `port`, or None when it can."""
+    if not 1024 <= port <= 65535:
+        return (f"{port} is not a port the trainer (not root) can open; use 1024-65535, "
+                "or 0 for no metrics")
+    if port == RDZV_PORT:
+        return f"{port} is torchrun's rendezvous port; pick another"
+    return None
 
 
 # --------------------------------------------------------------------------- exit codes

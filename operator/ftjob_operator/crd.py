@@ -31,6 +31,10 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
         {"rule": "has(self.zeroStage) != has(self.configMapRef)",
          "message": "set exactly one of zeroStage or configMapRef"},
     ],
+    "EnvFromSource": [
+        {"rule": "has(self.configMapRef) != has(self.secretRef)",
+         "message": "set exactly one of configMapRef or secretRef"},
+    ],
 }
 
 PRINTER_COLUMNS = [

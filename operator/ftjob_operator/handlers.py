@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from . import api, k8s, naming, observe, render
+from . import admission, api, k8s, naming, observe, render
 from .reconcile import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, decide
 from .settings import Settings, from_env
 
@@ -59,6 +59,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.kube = k8s.Kube(k8s.load_api_client(config), config)
     memo.wakers = {}
     memo.metrics = _metrics(config)
+    # The validating webhook's handler lives in admission.py (registered by its import).
+    settings.admission.server = admission.webhook_server(
+        config, admission.ca_publisher(memo.kube, config.webhook_configuration or ""))
     log.info("ftjob operator started: trainer image %s, namespaces %s", config.trainer_image,
              ",".join(config.namespaces) or "all")
 

@@ -78,6 +78,7 @@ def _message(exc: ApiException) -> str:
 
 
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)
+TOLERATED = object()  # what Kube._call returns for an HTTP status the caller tolerates
 
 
 class Kube:
@@ -88,17 +89,27 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.admission = client.AdmissionregistrationV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=settings.api_workers,
                                         thread_name_prefix="ftjob-api")
-        self.requests = 0  # API calls made (for the operator's metrics)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        self.requests += 1
+    async def _call(self, what: str, fn: Callable[..., Any], *args: Any,
+                    tolerate: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """One API call, run in the pool. An HTTP status in `tolerate` returns TOLERATED
+        (409 on a create: already there; 404 on a delete: already gone); every other
+        failure becomes TransientApiError or RejectedError naming `what`."""
         call = functools.partial(_raw_json, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except ApiException as exc:
+            if exc.status in tolerate:
+                return TOLERATED
+            raise _classify(exc, what) from exc
+        except _NETWORK_ERRORS as exc:
+            raise _classify(exc, what) from exc
 
     # ------------------------------------------------------------------ primitives
 
@@ -106,7 +117,6 @@ class Kube:
         """Create unless it exists. True when this call created it."""
         kind = manifest["kind"]
         ns = manifest["metadata"]["namespace"]
-        what = f"create {kind} {ns}/{manifest['metadata']['name']}"
         creators: dict[str, Callable[..., Any]] = {
             "Pod": self.core.create_namespaced_pod,
             "Service": self.core.create_namespaced_service,
@@ -116,46 +126,45 @@ class Kube:
             "Role": self.rbac.create_namespaced_role,
             "RoleBinding": self.rbac.create_namespaced_role_binding,
         }
-        try:
-            await self._call(creators[kind], ns, manifest)
-            return True
-        except ApiException as exc:
-            if exc.status == 409:
-                return False  # already there (an earlier try, or another replica): success
-            raise _classify(exc, what) from exc
-        except _NETWORK_ERRORS as exc:
-            raise _classify(exc, what) from exc
+        # 409: already there (an earlier try, or another replica): success.
+        created = await self._call(f"create {kind} {ns}/{manifest['metadata']['name']}",
+                                   creators[kind], ns, manifest, tolerate=(409,))
+        return created is not TOLERATED
 
     async def delete_pod(self, namespace: str, name: str) -> None:
-        try:
-            await self._call(self.core.delete_namespaced_pod, name, namespace,
-                             propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _classify(exc, f"delete Pod {namespace}/{name}") from exc
-        except _NETWORK_ERRORS as exc:
-            raise _classify(exc, f"delete Pod {namespace}/{name}") from exc
+        await self._call(f"delete Pod {namespace}/{name}", self.core.delete_namespaced_pod,
+                         name, namespace, propagation_policy="Background", tolerate=(404,))
 
     async def delete_job(self, namespace: str, name: str) -> None:
-        try:
-            await self._call(self.custom.delete_namespaced_custom_object, api.GROUP, api.VERSION,
-                             namespace, api.PLURAL, name, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _classify(exc, f"delete {api.KIND} {namespace}/{name}") from exc
-        except _NETWORK_ERRORS as exc:
-            raise _classify(exc, f"delete {api.KIND} {namespace}/{name}") from exc
+        await self._call(f"delete {api.KIND} {namespace}/{name}",
+                         self.custom.delete_namespaced_custom_object, api.GROUP, api.VERSION,
+                         namespace, api.PLURAL, name, propagation_policy="Background",
+                         tolerate=(404,))
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]
                            ) -> dict[str, Any] | None:
         """Merge-patch the operator's own status keys; None when the job is gone."""
-        what = f"patch {api.KIND} {namespace}/{name} status"
+        patched = await self._call(f"patch {api.KIND} {namespace}/{name} status",
+                                   self.custom.patch_namespaced_custom_object_status, api.GROUP,
+                                   api.VERSION, namespace, api.PLURAL, name, {"status": status},
+                                   tolerate=(404,))
+        return None if patched is TOLERATED else patched
+
+    async def set_webhook_ca_bundle(self, name: str, ca_bundle: str) -> int:
+        """Put the webhook server's CA (base64 PEM) into every webhook of a
+        ValidatingWebhookConfiguration; returns how many webhooks it changed."""
+        what = f"patch ValidatingWebhookConfiguration {name}"
         try:
-            return await self._call(self.custom.patch_namespaced_custom_object_status, api.GROUP,
-                                    api.VERSION, namespace, api.PLURAL, name, {"status": status})
+            current = await self._call(self.admission.read_validating_webhook_configuration, name)
+            stale = [w["name"] for w in current.get("webhooks") or []
+                     if (w.get("clientConfig") or {}).get("caBundle") != ca_bundle]
+            if stale:
+                patch = {"webhooks": [{"name": n, "clientConfig": {"caBundle": ca_bundle}}
+                                      for n in stale]}
+                await self._call(self.admission.patch_validating_webhook_configuration,
+                                 name, patch)
+            return len(stale)
         except ApiException as exc:
-            if exc.status == 404:
-                return None
             raise _classify(exc, what) from exc
         except _NETWORK_ERRORS as exc:
             raise _classify(exc, what) from exc

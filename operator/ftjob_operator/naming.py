@@ -14,6 +14,12 @@ LABEL_JOB = f"{api.GROUP}/job-name"
 LABEL_ATTEMPT = f"{api.GROUP}/attempt"
 LABEL_RANK = f"{api.GROUP}/rank"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
+ANNOTATION_KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+# Keys of the pod metadata that ftjob sets; spec.podTemplate may not set them, nor anything
+# under the API group's domain.
+RESERVED_LABELS = frozenset({LABEL_APP, LABEL_MANAGED_BY, LABEL_KUEUE_QUEUE, LABEL_KUEUE_POD_GROUP})
+RESERVED_ANNOTATIONS = frozenset({ANNOTATION_KUEUE_POD_GROUP_COUNT})
 
 APP = "ftjob"
 MANAGER = "ftjob-operator"
@@ -55,11 +61,7 @@ def pod_labels(job: str, attempt: int, rank: int) -> dict[str, str]:
     return {**common_labels(job), LABEL_ATTEMPT: str(attempt), LABEL_RANK: str(rank)}
 
 
-def managed_selector() -> dict[str, str]:
-    """What the operator's watches filter on: only objects it created."""
-    return {LABEL_MANAGED_BY: MANAGER}
-
-
-def attempt_selector(job: str, attempt: int) -> str:
-    """Label selector string for the pods of one attempt (delete-collection)."""
-    return f"{LABEL_JOB}={job},{LABEL_ATTEMPT}={attempt}"
+def is_reserved_key(key: str, reserved: frozenset[str]) -> bool:
+    """A label or annotation key ftjob owns: one it sets, or one under its domain."""
+    prefix = key.rpartition("/")[0]
+    return key in reserved or prefix == api.GROUP or prefix.endswith(f".{api.GROUP}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from . import api, validation
+from . import api, naming, validation
 from .observe import Failure, Observed, PodView, classify, parse_time, success_summary
 from .problems import errors
 
@@ -122,6 +122,12 @@ def ignored_changes(current: dict[str, Any], started: dict[str, Any] | None) -> 
     return sorted(k for k in keys if current.get(k) != started.get(k))
 
 
+def ignored_changes_message(changed: list[str]) -> str:
+    """What the SpecChangeIgnored condition (and the admission warning) says."""
+    return (f"spec fields {', '.join(changed)} changed after the job started; the job keeps "
+            f"running the spec it started with (only {', '.join(MUTABLE_FIELDS)} take effect)")
+
+
 def restart_delay(backoff: int, max_backoff: int, restarts_so_far: int) -> float:
     """Exponential backoff: `backoff`, then doubled per earlier restart, capped."""
     if backoff <= 0:
@@ -214,8 +220,7 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
     changed = ignored_changes(job.spec, started)
     previous = _condition(status, "SpecChangeIgnored")
     if changed:
-        text = (f"spec fields {', '.join(changed)} changed after the job started; the job keeps "
-                f"running the spec it started with (only {', '.join(MUTABLE_FIELDS)} take effect)")
+        text = ignored_changes_message(changed)
         out.condition("SpecChangeIgnored", True, "SpecChangeIgnored", text)
         if previous is None or previous.get("status") != "True" or previous.get("message") != text:
             plan.events.append(Event("Warning", "SpecChangeIgnored", text))
@@ -433,7 +438,7 @@ def _active_attempt(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str
         return plan
     if was_running:
         failures += [Failure("retryable", "PodDeleted", "pod disappeared while running",
-                             pod=f"{job.name}-{attempt}-{r}", rank=r) for r in missing]
+                             pod=naming.pod(job.name, attempt, r), rank=r) for r in missing]
         failures += [Failure("retryable", "PodDeleted", "pod deleted while running",
                              pod=p.name, rank=p.rank) for p in deleted]
     if failures:

@@ -12,14 +12,11 @@ from typing import Any
 
 from . import api, contract, naming
 from .settings import Settings
-from .validation import RESERVED_ENV, RESERVED_ENV_PREFIXES
 
 OUTPUT_VOLUME = contract.OUTPUT_VOLUME
 JOB_FILE_VOLUME = contract.JOB_FILE_VOLUME
 SHM_VOLUME = contract.SHM_VOLUME
 HF_HOME = f"{contract.DEFAULT_OUTPUT_DIR}/.cache/huggingface"
-KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
-KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 TRAINER_UID = 1000
 # On SIGTERM the trainer saves a checkpoint before exiting (ftjob-launch); the default 30s
 # grace is too short for the weights and optimizer state of a large model.
@@ -33,11 +30,6 @@ class JobRef:
     name: str
     namespace: str
     uid: str
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> JobRef:
-        meta = body["metadata"]
-        return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
 
 def owner_reference(job: JobRef) -> dict[str, Any]:
@@ -195,11 +187,19 @@ def torchrun_args(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: in
     ]
 
 
-def is_reserved_env(name: str) -> bool:
-    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
+def metrics_port(spec: api.FineTuneJobSpec, settings: Settings) -> int | None:
+    """Rank 0's Prometheus port: the job's `monitoring.metricsPort`, else the operator's
+    default; None when off (0 turns off an operator default)."""
+    port = spec.monitoring.metrics_port
+    return (settings.trainer_metrics_port if port is None else port) or None
 
 
-def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int) -> list[dict[str, Any]]:
+def progress_interval(spec: api.FineTuneJobSpec, settings: Settings) -> int:
+    return spec.monitoring.progress_interval_seconds or settings.trainer_progress_interval
+
+
+def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
+         settings: Settings) -> list[dict[str, Any]]:
     ours: list[dict[str, Any]] = [
         {"name": contract.ENV_JOB_FILE,
          "value": f"{contract.JOB_FILE_MOUNT_DIR}/{contract.JOB_FILE_NAME}"},
@@ -209,9 +209,13 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int) -> list[dict[str,
         {"name": contract.ENV_JOB_UID, "value": job.uid},
         {"name": contract.ENV_ATTEMPT, "value": str(attempt)},
         {"name": contract.ENV_REPORTER, "value": "kubernetes"},
+        {"name": contract.ENV_PROGRESS_INTERVAL, "value": str(progress_interval(spec, settings))},
         {"name": contract.ENV_TERMINATION_LOG, "value": contract.DEFAULT_TERMINATION_LOG},
         {"name": "HF_HOME", "value": HF_HOME},
     ]
+    port = metrics_port(spec, settings)
+    if port is not None:
+        ours.append({"name": contract.ENV_METRICS_PORT, "value": str(port)})
     if spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None:
         config_file = f"{contract.DEEPSPEED_CONFIG_MOUNT_DIR}/{contract.DEEPSPEED_CONFIG_FILE_NAME}"
         ours.append({"name": contract.ENV_DEEPSPEED_CONFIG, "value": config_file})
@@ -231,7 +235,7 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int) -> list[dict[str,
     for var in spec.env:
         # Validation already rejects these; dropping them here keeps the pod correct even
         # for a spec that bypassed it.
-        if var.name in taken or is_reserved_env(var.name):
+        if var.name in taken or contract.is_reserved_env(var.name):
             continue
         ours.append(var.model_dump(by_alias=True, exclude_none=True,
                                    include={"name", "value"}) | _env_source(var))
@@ -292,17 +296,40 @@ def _extra_volumes(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
     return volumes
 
 
+def _env_from(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
+    return [source.model_dump(by_alias=True, exclude_defaults=True)
+            for source in spec.pod_template.env_from]
+
+
+def _unreserved(items: dict[str, str], reserved: frozenset[str]) -> dict[str, str]:
+    return {k: v for k, v in items.items() if not naming.is_reserved_key(k, reserved)}
+
+
+def _ports(spec: api.FineTuneJobSpec, rank: int, settings: Settings) -> list[dict[str, Any]]:
+    ports = [{"name": "rendezvous", "containerPort": contract.RDZV_PORT, "protocol": "TCP"}]
+    port = metrics_port(spec, settings)
+    if port is not None and rank == 0:
+        # Only rank 0 serves /metrics: a PodMonitor on this port name scrapes just it.
+        ports.append({"name": contract.METRICS_PORT_NAME, "containerPort": port,
+                      "protocol": "TCP"})
+    return ports
+
+
 def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
                settings: Settings) -> dict[str, Any]:
     name = naming.pod(job.name, attempt, rank)
-    labels = naming.pod_labels(job.name, attempt, rank)
-    annotations: dict[str, str] = {}
+    template = spec.pod_template
+    # Validation already rejects reserved keys; dropping them here keeps the pod correct
+    # even for a spec that bypassed it.
+    labels = {**_unreserved(template.labels, naming.RESERVED_LABELS),
+              **naming.pod_labels(job.name, attempt, rank)}
+    annotations = _unreserved(template.annotations, naming.RESERVED_ANNOTATIONS)
     sched = spec.scheduling
     if sched.queue_name:
         labels[naming.LABEL_KUEUE_QUEUE] = sched.queue_name
         # Kueue admits the ranks of one attempt together as a pod group (gang).
-        labels[KUEUE_POD_GROUP] = f"{job.name}-{attempt}"
-        annotations[KUEUE_POD_GROUP_COUNT] = str(spec.resources.nodes)
+        labels[naming.LABEL_KUEUE_POD_GROUP] = f"{job.name}-{attempt}"
+        annotations[naming.ANNOTATION_KUEUE_POD_GROUP_COUNT] = str(spec.resources.nodes)
     meta = _meta(job, name, labels)
     if annotations:
         meta["annotations"] = annotations
@@ -313,8 +340,8 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
         "imagePullPolicy": settings.trainer_image_pull_policy,
         "command": ["ftjob-launch"],
         "args": torchrun_args(job, spec, attempt, rank),
-        "env": _env(job, spec, attempt),
-        "ports": [{"name": "rendezvous", "containerPort": contract.RDZV_PORT, "protocol": "TCP"}],
+        "env": _env(job, spec, attempt, settings),
+        "ports": _ports(spec, rank, settings),
         "volumeMounts": [
             {"name": JOB_FILE_VOLUME, "mountPath": contract.JOB_FILE_MOUNT_DIR, "readOnly": True},
             _output_mount(spec, job),
@@ -328,6 +355,9 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    env_from = _env_from(spec)
+    if env_from:
+        container["envFrom"] = env_from
     resources = _resources(spec)
     if resources:
         container["resources"] = resources
@@ -367,6 +397,8 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
         pod_spec["affinity"] = sched.affinity
     if sched.priority_class_name:
         pod_spec["priorityClassName"] = sched.priority_class_name
+    if template.runtime_class_name:
+        pod_spec["runtimeClassName"] = template.runtime_class_name
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 

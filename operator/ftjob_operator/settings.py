@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from . import contract
+
 DEFAULT_TRAINER_IMAGE = "ghcr.io/ftjob/trainer:0.1.0"
 
 
@@ -21,6 +23,10 @@ class Settings:
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     trainer_image_pull_policy: str = "IfNotPresent"
     trainer_image_pull_secrets: tuple[str, ...] = ()  # Secrets the training pods pull with
+    # Defaults of a job's `spec.monitoring`: rank 0's Prometheus port (None: off) and the
+    # least seconds between two progress writes.
+    trainer_metrics_port: int | None = None
+    trainer_progress_interval: int = 5
     storage_class: str | None = None  # default StorageClass of created claims
     storage_size: str | None = None  # default claim size when the spec leaves the default
     namespaces: tuple[str, ...] = ()  # empty: every namespace
@@ -33,6 +39,12 @@ class Settings:
     resync_seconds: float = 30.0
     # Concurrent blocking API calls (the kubernetes client is synchronous).
     api_workers: int = 16
+    # Validating admission webhook (docs/operator.md): served when a port is set.
+    webhook_port: int | None = None
+    webhook_addr: str | None = None  # listen address; None: every interface
+    webhook_hosts: tuple[str, ...] = ()  # names/IPs the API server calls (self-signed SANs)
+    webhook_cert_dir: str | None = None  # tls.crt and tls.key (cert-manager); None: self-signed
+    webhook_configuration: str | None = None  # ValidatingWebhookConfiguration to put the CA into
 
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -47,7 +59,12 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
-    if not 0 < value < 65536 and name.endswith("_PORT"):
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    value = _int(env, name, default)
+    if value is not None and not 0 < value < 65536:
         raise SettingsError(f"{name}: port out of range: {value}")
     return value
 
@@ -79,18 +96,33 @@ def from_env(env: Mapping[str, str]) -> Settings:
     if resync <= 0:
         raise SettingsError(f"FTJOB_RESYNC_SECONDS: must be positive, got {resync_raw!r}")
     namespaces = _names(env, "FTJOB_NAMESPACES")
+    trainer_metrics_port = _int(env, "FTJOB_TRAINER_METRICS_PORT", 0) or None
+    why = contract.metrics_port_problem(trainer_metrics_port) if trainer_metrics_port else None
+    if why:
+        raise SettingsError(f"FTJOB_TRAINER_METRICS_PORT: {why}")
+    interval = _int(env, "FTJOB_TRAINER_PROGRESS_INTERVAL", 5)
+    if not 1 <= interval <= 60:
+        raise SettingsError(f"FTJOB_TRAINER_PROGRESS_INTERVAL: expected 1-60 seconds, got "
+                            f"{interval}")
     return Settings(
         trainer_image=env.get("FTJOB_TRAINER_IMAGE", "").strip() or DEFAULT_TRAINER_IMAGE,
         trainer_image_pull_policy=pull,
         trainer_image_pull_secrets=_names(env, "FTJOB_TRAINER_IMAGE_PULL_SECRETS"),
+        trainer_metrics_port=trainer_metrics_port,
+        trainer_progress_interval=interval,
         storage_class=env.get("FTJOB_STORAGE_CLASS", "").strip() or None,
         storage_size=env.get("FTJOB_STORAGE_SIZE", "").strip() or None,
         namespaces=namespaces,
         log_level=level,
         log_format=fmt,
         peering=env.get("FTJOB_PEERING", "").strip() or None,
-        liveness_port=_int(env, "FTJOB_LIVENESS_PORT", 8080) or 8080,
-        metrics_port=_int(env, "FTJOB_METRICS_PORT", None),
+        liveness_port=_port(env, "FTJOB_LIVENESS_PORT", 8080) or 8080,
+        metrics_port=_port(env, "FTJOB_METRICS_PORT", None),
         resync_seconds=resync,
         api_workers=_int(env, "FTJOB_API_WORKERS", 16) or 16,
+        webhook_port=_int(env, "FTJOB_WEBHOOK_PORT", None),
+        webhook_addr=env.get("FTJOB_WEBHOOK_ADDR", "").strip() or None,
+        webhook_hosts=_names(env, "FTJOB_WEBHOOK_HOSTS"),
+        webhook_cert_dir=env.get("FTJOB_WEBHOOK_CERT_DIR", "").strip() or None,
+        webhook_configuration=env.get("FTJOB_WEBHOOK_CONFIGURATION", "").strip() or None,
     )

@@ -7,39 +7,14 @@ accepts is a job the operator accepts. It is pure: a mapping in, a list of probl
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import PurePosixPath
 from typing import Any
 
 import pydantic
 
-from . import api, contract, training_args
+from . import api, contract, naming, training_args
 from .problems import Problem
-
-# Environment variables the operator sets in every training container.
-RESERVED_ENV = frozenset(
-    {
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "LOCAL_WORLD_SIZE",
-        "GROUP_RANK",
-        "NODE_RANK",
-        "TORCHELASTIC_RUN_ID",
-        "PET_NNODES",
-        "PET_NPROC_PER_NODE",
-        "PET_NODE_RANK",
-        "PET_MASTER_ADDR",
-        "PET_MASTER_PORT",
-        "NCCL_SOCKET_IFNAME",
-        "TORCH_NCCL_ASYNC_ERROR_HANDLING",
-        "DS_ACCELERATOR",
-        "HF_TOKEN",
-        "HF_HOME",
-    }
-)
-RESERVED_ENV_PREFIXES = ("FTJOB_",)
 
 
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
@@ -110,6 +85,9 @@ _PATTERN_MESSAGES = {
     "memory": "must be a Kubernetes memory quantity such as 64Gi or 512Mi (Gi, not GB)",
     "shmSize": "must be a Kubernetes memory quantity such as 8Gi (Gi, not GB)",
     "size": "must be a Kubernetes storage quantity such as 100Gi (Gi, not GB)",
+    "runtimeClassName": "must be the name of a RuntimeClass: lowercase letters, digits, '-' "
+    "and '.'",
+    "prefix": "must be letters, digits, '_', '-' or '.', not starting with a digit",
 }
 
 
@@ -128,6 +106,7 @@ def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
                                 f"not {task}"))
     if task == api.Task.CAUSAL_LM.value and ds.text_pair_column is not None:
         problems.append(Problem("spec.dataset.textPairColumn", "does not apply to task causal-lm"))
+    problems.extend(_check_causal_lm_data(task, ds))
 
     if ds.files is not None:
         problems.extend(_check_data_files(ds.files))
@@ -156,6 +135,8 @@ def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
             )
 
     problems.extend(_check_env(spec))
+    problems.extend(_check_pod_template(spec.pod_template))
+    problems.extend(_check_monitoring(spec.monitoring))
     problems.extend(_check_volumes(spec))
     problems.extend(_check_early_stopping(spec))
     problems.extend(_check_search(spec))
@@ -219,6 +200,36 @@ def _check_search(spec: api.FineTuneJobSpec) -> list[Problem]:
             for i, choice in enumerate(param.choices or []):
                 for problem in training_args._check_value(key, choice, info):
                     problems.append(Problem(f"{path}.choices[{i}]", problem.message))
+    return problems
+
+
+def _check_causal_lm_data(task: str, ds: api.DatasetSource) -> list[Problem]:
+    """The causal-lm data fields: each only with the format or task it belongs to."""
+    problems: list[Problem] = []
+    causal = task == api.Task.CAUSAL_LM.value
+    if not causal:
+        for key, on in (("format", ds.format != "text"), ("packing", ds.packing)):
+            if on:
+                problems.append(Problem(f"spec.dataset.{key}", f"applies only to task "
+                                        f"causal-lm, not {task}"))
+    owners = (("promptColumn", "prompt-completion", ds.prompt_column),
+              ("completionColumn", "prompt-completion", ds.completion_column),
+              ("messagesColumn", "conversational", ds.messages_column))
+    for key, fmt, value in owners:
+        if value is not None and ds.format != fmt:
+            problems.append(Problem(f"spec.dataset.{key}", f"applies only to format {fmt}, "
+                                    f"not {ds.format}"))
+    if ds.completion_only_loss is not None and ds.format == "text":
+        problems.append(Problem("spec.dataset.completionOnlyLoss", "applies only to formats "
+                                "prompt-completion and conversational (format text trains on "
+                                "every token)"))
+    if ds.format != "text" and ds.text_column != "text":
+        problems.append(Problem("spec.dataset.textColumn", f"does not apply to format "
+                                f"{ds.format}"))
+    if (ds.format == "prompt-completion"
+            and ds.resolved_prompt_column == ds.resolved_completion_column):
+        problems.append(Problem("spec.dataset.completionColumn", "must differ from "
+                                "promptColumn"))
     return problems
 
 
@@ -294,7 +305,7 @@ def _check_env(spec: api.FineTuneJobSpec) -> list[Problem]:
     seen: set[str] = set()
     for i, var in enumerate(spec.env):
         path = f"spec.env[{i}].name"
-        if var.name in RESERVED_ENV or var.name.startswith(RESERVED_ENV_PREFIXES):
+        if contract.is_reserved_env(var.name):
             why = ("use spec.model.hfTokenSecretRef" if var.name == "HF_TOKEN"
                    else "set by ftjob for torchrun, NCCL or the trainer")
             problems.append(Problem(path, f"{var.name} is reserved ({why})"))
@@ -302,6 +313,60 @@ def _check_env(spec: api.FineTuneJobSpec) -> list[Problem]:
             problems.append(Problem(path, f"{var.name} is set twice"))
         seen.add(var.name)
     return problems
+
+
+# Kubernetes label and annotation syntax (apimachinery's IsQualifiedName, IsValidLabelValue).
+_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _key_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return (f"{key!r}: the part before '/' must be a DNS subdomain (lowercase letters, "
+                "digits, '-' and '.'), at most 253 characters")
+    if not name or len(name) > 63 or not _NAME.fullmatch(name):
+        return (f"{key!r}: the name must be at most 63 letters, digits, '-', '_' or '.', "
+                "starting and ending with a letter or digit")
+    return None
+
+
+def _check_pod_template(template: api.PodTemplate) -> list[Problem]:
+    root = "spec.podTemplate"
+    problems = []
+    for kind, items, reserved in (("labels", template.labels, naming.RESERVED_LABELS),
+                                  ("annotations", template.annotations,
+                                   naming.RESERVED_ANNOTATIONS)):
+        for key, value in items.items():
+            path = f"{root}.{kind}[{key}]"
+            why = _key_problem(key)
+            if why is not None:
+                problems.append(Problem(path, f"invalid key {why}"))
+            elif naming.is_reserved_key(key, reserved):
+                hint = ("; use spec.scheduling.queueName" if key == naming.LABEL_KUEUE_QUEUE
+                        else "")
+                problems.append(Problem(path, f"{key} is reserved (set by ftjob){hint}"))
+            if kind == "labels" and (len(value) > 63 or value and not _NAME.fullmatch(value)):
+                problems.append(Problem(path, f"invalid value {value!r}: at most 63 letters, "
+                                        "digits, '-', '_' or '.', starting and ending with a "
+                                        "letter or digit"))
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in template.annotations.items())
+    if size > ANNOTATIONS_MAX_BYTES:
+        problems.append(Problem(f"{root}.annotations", f"{size} bytes in all; Kubernetes "
+                                f"allows {ANNOTATIONS_MAX_BYTES}"))
+    for i, source in enumerate(template.env_from):
+        if source.prefix and source.prefix.startswith(contract.RESERVED_ENV_PREFIX):
+            problems.append(Problem(f"{root}.envFrom[{i}].prefix", f"{source.prefix} makes "
+                                    f"{contract.RESERVED_ENV_PREFIX}* variables, which are "
+                                    "reserved (set by ftjob for the trainer)"))
+    return problems
+
+
+def _check_monitoring(monitoring: api.Monitoring) -> list[Problem]:
+    port = monitoring.metrics_port
+    why = contract.metrics_port_problem(port) if port else None
+    return [Problem("spec.monitoring.metricsPort", why)] if why else []
 
 
 def validate_spec(spec_doc: dict[str, Any], prefix: str = "spec") -> list[Problem]:

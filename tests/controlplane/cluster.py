@@ -33,6 +33,7 @@ from .pki import Pki, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-control-plane.sh"
+OPTIONAL_TOOLS = ("kwok",)  # built by BUILD_SCRIPT only when asked for
 SERVICE_CIDR = "10.0.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -45,12 +46,13 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be built or did not come up; the message says where."""
 
 
-def binaries_dir() -> Path:
-    """The folder holding the pinned binaries, building them first when needed."""
+def binaries_dir(*extras: str) -> Path:
+    """The folder holding the pinned binaries, building them first when needed; `extras`
+    names optional tools (kwok) the caller needs as well."""
     chosen = os.environ.get("FTJOB_CONTROL_PLANE_BIN")
-    if chosen:
+    if chosen and all((Path(chosen) / tool).exists() for tool in extras):
         return Path(chosen)
-    done = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True)
+    done = subprocess.run(["bash", str(BUILD_SCRIPT), *extras], capture_output=True, text=True)
     if done.returncode != 0:
         raise ControlPlaneError(f"{BUILD_SCRIPT.name} failed:\n{done.stderr[-4000:]}")
     return Path(done.stdout.strip().splitlines()[-1])
@@ -126,6 +128,8 @@ class ControlPlane:
     def binary(self, name: str) -> Path:
         if self.bin_dir is None:
             self.bin_dir = binaries_dir()
+        if name in OPTIONAL_TOOLS and not (self.bin_dir / name).exists():
+            self.bin_dir = binaries_dir(name)
         return self.bin_dir / name
 
     def _port(self, name: str) -> int:

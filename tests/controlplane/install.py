@@ -19,11 +19,24 @@ RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
 
 
 def chart_rbac() -> list[dict[str, Any]]:
-    """The operator's ServiceAccount and RBAC exactly as `helm template` renders them."""
+    """The operator's ServiceAccount and RBAC exactly as `helm template` renders them (with
+    the admission webhook on, which adds the right to publish its CA)."""
     from tests.unit.chart.rendering import render
 
-    return [o for o in render() if o["kind"] in
+    return [o for o in render({"webhook": {"enabled": True}}) if o["kind"] in
             ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+
+
+def chart_webhook(url: str, namespace: str, failure_policy: str = "Ignore"
+                  ) -> dict[str, Any]:
+    """The chart's ValidatingWebhookConfiguration, calling an operator outside the cluster
+    at `url` for the FineTuneJobs of one namespace."""
+    from tests.unit.chart.rendering import one, render
+
+    values = {"webhook": {"enabled": True, "url": url, "failurePolicy": failure_policy,
+                          "namespaceSelector": {"matchLabels": {
+                              "kubernetes.io/metadata.name": namespace}}}}
+    return one(render(values), "ValidatingWebhookConfiguration")
 
 
 def kubectl(plane: ControlPlane, *args: str, input: str | None = None,

@@ -114,6 +114,15 @@ def test_resolve_env_missing_reference_names_the_variable():
         translate.resolve_env(pod, "127.0.1.1", lambda *ref: None)
 
 
+@pytest.mark.parametrize("template, field", [
+    ({"runtimeClassName": "gvisor"}, "spec.runtimeClassName"),
+    ({"envFrom": [{"configMapRef": {"name": "cm"}}]}, "envFrom"),
+])
+def test_pod_template_fields_it_cannot_honour_are_refused(template, field):
+    with pytest.raises(translate.UnsupportedPod, match=f"team-a/demo-1-0: {field}"):
+        translate.the_container(rendered_pod(podTemplate=template))
+
+
 def test_only_the_master_rank_holds_the_rendezvous_port():
     assert translate.host_ports(rendered_pod(rank=0)) == {29500}
     assert translate.host_ports(rendered_pod(rank=1)) == set()

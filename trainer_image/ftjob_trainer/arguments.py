@@ -57,8 +57,50 @@ def deepspeed_config(ds: api.DeepSpeedSpec, on_gpu: bool, config_file: Path | No
     }
 
 
+# Keys that choose a precision: with any of them in the spec, ftjob adds no bf16.
+PRECISION_KEYS = ("bf16", "fp16", "half_precision_backend", "bf16_full_eval", "fp16_full_eval")
+GPU_DATALOADER_WORKERS = 2
+
+
+def defaults(spec: api.FineTuneJobSpec, *, quiet_console: bool = False,
+             bf16_supported: bool = False) -> dict[str, tuple[Any, str]]:
+    """key -> (value, why) for every TrainingArguments default ftjob sets (pure).
+
+    Keys the spec sets are left out: a user's own setting always wins. None of these
+    changes what is computed beyond floating-point precision (bf16, only where the GPU
+    runs it natively and no precision was chosen)."""
+    user = spec.training_arguments
+    on_gpu = spec.resources.gpus_per_node > 0
+    chosen: dict[str, tuple[Any, str]] = {
+        # The built-in tasks use every trainable parameter in each forward, so DDP's search
+        # for unused ones (HF's default without gradient checkpointing) is an extra
+        # autograd traversal per step and a warning at start. A model that does leave some
+        # unused makes DDP fail with a message naming this key.
+        "ddp_find_unused_parameters": (False, "every trainable parameter is used in each "
+                                       "forward; the search for unused ones costs a traversal "
+                                       "per step"),
+    }
+    if on_gpu:
+        if bf16_supported and not any(k in user for k in PRECISION_KEYS):
+            chosen["bf16"] = (True, "the GPU computes bfloat16 natively and the spec chose "
+                              "no precision")
+        chosen["dataloader_num_workers"] = (
+            GPU_DATALOADER_WORKERS, "collate the next batches while the GPU computes; the "
+            "sampler stays in the main process, so the batch order is unchanged")
+        chosen["dataloader_pin_memory"] = (True, "page-locked batches copy to the GPU "
+                                           "asynchronously")
+    if spec.dataset.has_eval_data is False:
+        chosen["eval_strategy"] = ("no", "there is no evaluation data")
+    if quiet_console:
+        chosen["disable_tqdm"] = (True, "the console reporter draws the one progress bar")
+    if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value and spec.peft is not None:
+        chosen["label_names"] = (["labels"], "peft wraps the model; Trainer must not drop the "
+                                 "labels column by the forward's signature")
+    return {k: v for k, v in chosen.items() if k not in user}
+
+
 def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, world_size: int = 1,
-             quiet_console: bool = False,
+             quiet_console: bool = False, bf16_supported: bool = False,
              deepspeed: dict[str, Any] | None = None) -> tuple[dict[str, Any], int | None]:
     """(keyword arguments for TrainingArguments, the user's save_total_limit)."""
     kwargs = dict(spec.training_arguments)
@@ -68,22 +110,21 @@ def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, world_size: int = 1
     if world_size > 1:
         # Only under torchrun: naming a backend outside it asks for a process group.
         kwargs["ddp_backend"] = "nccl" if on_gpu else "gloo"
-    # The built-in tasks use every trainable parameter in each forward, so DDP's search for
-    # unused ones (HF's default without gradient checkpointing) is an extra autograd
-    # traversal per step and a warning at start. A model that does leave some unused makes
-    # DDP fail with a message naming this key; the user's value is kept.
-    kwargs.setdefault("ddp_find_unused_parameters", False)
     if deepspeed is not None:
         kwargs["deepspeed"] = deepspeed
-    if spec.dataset.has_eval_data is False:
-        kwargs.setdefault("eval_strategy", "no")
-    if quiet_console:
-        # The console reporter draws the one progress bar; Trainer's tqdm would be a second.
-        kwargs.setdefault("disable_tqdm", True)
-    if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value and spec.peft is not None:
-        # peft wraps the model; Trainer must not drop the `labels` column by signature.
-        kwargs.setdefault("label_names", ["labels"])
+    for key, (value, _) in defaults(spec, quiet_console=quiet_console,
+                                    bf16_supported=bf16_supported).items():
+        kwargs.setdefault(key, value)
     return kwargs, save_total_limit
+
+
+def gpu_supports_bf16() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except Exception:  # noqa: BLE001 - a broken driver is found (and classified) later
+        return False
 
 
 def average_tokens_across_devices(spec: api.FineTuneJobSpec, loss_divides_by_item_count: bool) -> bool:
@@ -119,6 +160,8 @@ def build(spec: api.FineTuneJobSpec, output_dir: Path, **options: Any):
     from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if spec.resources.gpus_per_node > 0:
+        options.setdefault("bf16_supported", gpu_supports_bf16())
     kwargs, limit = settings(spec, output_dir, world_size=world_size, **options)
     cls = Seq2SeqTrainingArguments if spec.task == api.Task.SEQ2SEQ.value else TrainingArguments
     try:

@@ -31,14 +31,12 @@ class CheckpointMarkerCallback(TrainerCallback):
     def __init__(self, save_total_limit: int | None = None, barrier_fn=barrier) -> None:
         self.save_total_limit = save_total_limit
         self.barrier = barrier_fn
-        self.latest: checkpoints.Checkpoint | None = None
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}"
         self.barrier()
         if state.is_world_process_zero:
-            marker = checkpoints.write_marker(folder, state.global_step)
-            self.latest = checkpoints.Checkpoint(state.global_step, folder, marker["savedAt"])
+            checkpoints.write_marker(folder, state.global_step)
             keep = {state.best_model_checkpoint} if state.best_model_checkpoint else set()
             for removed in checkpoints.rotate(folder.parent, self.save_total_limit, keep):
                 log.info("deleted old checkpoint %s (saveTotalLimit %s)", removed, self.save_total_limit)

@@ -97,7 +97,7 @@ def verify(folder: Path) -> Verdict:
         path = folder / rel
         try:
             actual = path.stat().st_size
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a name with a NUL byte, which no file has
             return Verdict(unverified, False, f"{rel} is missing")
         if actual != size:
             return Verdict(unverified, False, f"{rel} has {actual} bytes, marker says "

@@ -16,6 +16,7 @@ from typing import Any
 
 from ftjob_operator import api
 
+from . import causal_lm_data
 from .exits import HubUnreachable, InvalidData, is_network_error
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,10 @@ def check_columns(splits: Splits, required: dict[str, str]) -> None:
                 raise InvalidData(f"{field}: column {column!r} not found in the {split} split "
                                   f"({splits.origin[split]}); columns: "
                                   f"{_clip(', '.join(map(str, dataset.column_names)))}{hint}")
-            if field != "spec.dataset.labelColumn":
+            if field == "spec.dataset.messagesColumn":
+                causal_lm_data.check_messages_column(dataset, column, field,
+                                                     f"{split} split ({splits.origin[split]})")
+            elif field != "spec.dataset.labelColumn":
                 check_text_column(dataset, column, field, f"{split} split ({splits.origin[split]})")
 
 
@@ -242,10 +246,6 @@ class Labels:
     @property
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.names)}
 
 
 def infer_labels(splits: Splits, column: str) -> Labels:
@@ -353,9 +353,6 @@ def tokenize(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any,
         out["labels"] = [labels.encode[v] for v in raw] if labels.encode is not None else list(raw)
         return out
 
-    def causal(batch):
-        return tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=max_length)
-
     def seq2seq(batch):
         out = tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=max_length)
         targets = tokenizer(text_target=_text(batch[ds.target_column]), truncation=True,
@@ -364,13 +361,15 @@ def tokenize(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any,
         return out
 
     fn = {api.Task.SEQUENCE_CLASSIFICATION.value: classification,
-          api.Task.CAUSAL_LM.value: causal,
-          api.Task.SEQ2SEQ.value: seq2seq}[task]
+          api.Task.SEQ2SEQ.value: seq2seq}.get(task)
 
     def apply(dataset, split):
         if dataset is None:
             return None
         try:
+            if task == api.Task.CAUSAL_LM.value:
+                return causal_lm_data.tokenize_split(dataset, ds, tokenizer, max_length, split,
+                                                     splits.origin.get(split, split))
             return dataset.map(fn, batched=True, remove_columns=dataset.column_names,
                                desc="tokenize")
         except UnicodeDecodeError as exc:
@@ -384,6 +383,8 @@ def tokenize(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any,
 
 def required_columns(spec: api.FineTuneJobSpec) -> dict[str, str]:
     ds = spec.dataset
+    if spec.task == api.Task.CAUSAL_LM.value:
+        return causal_lm_data.required_columns(ds)
     columns = {"spec.dataset.textColumn": ds.text_column}
     if ds.text_pair_column:
         columns["spec.dataset.textPairColumn"] = ds.text_pair_column
@@ -394,10 +395,14 @@ def required_columns(spec: api.FineTuneJobSpec) -> dict[str, str]:
     return columns
 
 
-def collator(task: str, tokenizer: Any, model: Any = None):
+def collator(task: str, tokenizer: Any, model: Any = None,
+             source: api.DatasetSource | None = None):
     from transformers import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq,
                               DataCollatorWithPadding)
 
+    if task == api.Task.CAUSAL_LM.value and source is not None and \
+            causal_lm_data.uses_own_collator(source):
+        return causal_lm_data.Collator(tokenizer.pad_token_id)
     if task == api.Task.CAUSAL_LM.value:
         return DataCollatorForLanguageModeling(tokenizer, mlm=False)  # labels = input_ids
     if task == api.Task.SEQ2SEQ.value:

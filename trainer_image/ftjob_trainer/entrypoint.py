@@ -20,7 +20,7 @@ from ftjob_operator import api
 from ftjob_operator.contract import ExitCode, exit_reason
 
 from . import exits
-from .job import ENV_STOP_FILE, JobContext, load_context, world_rank
+from .job import ENV_RESULT_DIR, ENV_STOP_FILE, JobContext, load_context, world_rank
 from .stopping import StopRequest
 
 log = logging.getLogger("ftjob_trainer")
@@ -48,7 +48,7 @@ def run(env) -> int:
     rank = world_rank()
     _setup_logging(rank)
     stop = StopRequest(Path(env[ENV_STOP_FILE]) if env.get(ENV_STOP_FILE) else None).install()
-    result_dir = env.get("FTJOB_RESULT_DIR")
+    result_dir = env.get(ENV_RESULT_DIR)
     try:
         ctx = load_context(env)
         outcome = train(ctx, stop)
@@ -133,7 +133,7 @@ class Prepared:
 def prepare(ctx: JobContext) -> Prepared:
     from transformers import set_seed
 
-    from . import arguments, data, modeling
+    from . import arguments, causal_lm_data, data, modeling
 
     spec = ctx.spec
     on_gpu = spec.resources.gpus_per_node > 0
@@ -141,9 +141,15 @@ def prepare(ctx: JobContext) -> Prepared:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     ds_config = (arguments.deepspeed_config(spec.deepspeed, on_gpu, ctx.deepspeed_config)
                  if spec.deepspeed is not None else None)
+    bf16_supported = on_gpu and arguments.gpu_supports_bf16()
     targs, save_total_limit = arguments.build(spec, ctx.output_dir,
                                               quiet_console=ctx.reporter == "console",
+                                              bf16_supported=bf16_supported,
                                               deepspeed=ds_config)
+    for key, (value, why) in arguments.defaults(spec, quiet_console=ctx.reporter == "console",
+                                                bf16_supported=bf16_supported).items():
+        log.info("ftjob default %s=%s (%s; set it in spec.trainingArguments to change it)",
+                 key, value, why)
     if ds_config is not None:
         _join_deepspeed_comm(targs)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
@@ -157,9 +163,13 @@ def prepare(ctx: JobContext) -> Prepared:
     field_name = "spec.model.path" if spec.model.path else "spec.model.name"
     source, kwargs = modeling.model_source(spec)
     tokenizer = modeling.load_tokenizer(source, kwargs, field_name)
+    if spec.task == api.Task.CAUSAL_LM.value and spec.dataset.format == "conversational":
+        causal_lm_data.require_chat_template(tokenizer, source)
     set_seed(targs.seed)  # before the model: a fresh head is initialised from this seed
     model = modeling.load_model(spec.task, source, kwargs, field_name, tokenizer,
                                 labels.id2label if labels else None)
+    log.info("attention implementation: %s",
+             getattr(model.config, "_attn_implementation", None) or "the model's own")
     divides = modeling.loss_divides_by_item_count(model)
     targs.average_tokens_across_devices = arguments.average_tokens_across_devices(spec, divides)
     log.info("average_tokens_across_devices=%s (%s)", targs.average_tokens_across_devices,
@@ -228,7 +238,7 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
             train_dataset=p.splits.train,
             eval_dataset=p.splits.eval,
             processing_class=p.tokenizer,
-            data_collator=data.collator(task, p.tokenizer, p.model),
+            data_collator=data.collator(task, p.tokenizer, p.model, ctx.spec.dataset),
             compute_metrics=(metrics.classification_metrics(len(p.labels.names)) if p.labels
                              else None),
             callbacks=callbacks,

@@ -33,15 +33,11 @@ REPORTERS = ("kubernetes", "console", "none")
 class JobContext:
     name: str
     namespace: str | None
-    uid: str | None
     spec: api.FineTuneJobSpec
     output_dir: Path
-    attempt: int = 0
     reporter: str = "none"
     progress_interval: float = 5.0
     metrics_port: int | None = None
-    stop_file: Path | None = None
-    result_dir: Path | None = None
     deepspeed_config: Path | None = None
 
 
@@ -62,15 +58,11 @@ def load_context(env: Mapping[str, str]) -> JobContext:
     return JobContext(
         name=env.get(contract.ENV_JOB_NAME) or metadata.get("name") or "job",
         namespace=env.get(contract.ENV_NAMESPACE) or metadata.get("namespace"),
-        uid=env.get(contract.ENV_JOB_UID) or metadata.get("uid"),
         spec=spec,
         output_dir=Path(env.get(contract.ENV_OUTPUT_DIR) or contract.DEFAULT_OUTPUT_DIR),
-        attempt=_int(env, contract.ENV_ATTEMPT, 0),
         reporter=_reporter(env),
         progress_interval=_float(env, contract.ENV_PROGRESS_INTERVAL, 5.0),
         metrics_port=_int(env, contract.ENV_METRICS_PORT, None),
-        stop_file=_path(env, ENV_STOP_FILE),
-        result_dir=_path(env, ENV_RESULT_DIR),
         deepspeed_config=_path(env, ENV_DEEPSPEED_CONFIG),
     )
 

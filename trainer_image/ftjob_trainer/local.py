@@ -90,6 +90,11 @@ def run_local(file: str, nproc: int | None = None, output: str | None = None,
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
     })
+    monitoring = api.parse_spec(spec).monitoring  # as the operator renders it for a pod
+    if monitoring.metrics_port:
+        env[contract.ENV_METRICS_PORT] = str(monitoring.metrics_port)
+    if monitoring.progress_interval_seconds:
+        env[contract.ENV_PROGRESS_INTERVAL] = str(monitoring.progress_interval_seconds)
     if spec["model"].get("path") and (spec.get("dataset") or {}).get("files"):
         env.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never wait on the Hub
     procs = nproc or default_nproc(spec)

@@ -122,6 +122,14 @@ match that page and cover every API call the operator's integration tests record
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+{{- if include "ftjob.webhookSelfSigned" . }}
+# The operator writes the CA of its self-signed webhook certificate into the chart's
+# ValidatingWebhookConfiguration (that one object only).
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations"]
+  verbs: ["get", "patch"]
+  resourceNames: [{{ include "ftjob.fullname" . | quote }}]
+{{- end }}
 {{- if not (include "ftjob.clusterwide" .) }}
 # With a namespace list, kopf lists and watches namespaces to follow the listed ones being
 # created or deleted.
@@ -146,3 +154,37 @@ Names of the Secrets training pods pull their image with, comma-separated (FTJOB
 {{- end -}}
 {{- join "," $names -}}
 {{- end -}}
+
+{{- define "ftjob.webhookService" -}}
+{{- include "ftjob.fullname" . }}-webhook
+{{- end }}
+
+{{/* The names the API server calls the webhook by (certificate SANs), comma-separated: the
+URL's host, or the Service's DNS names. */}}
+{{- define "ftjob.webhookHosts" -}}
+{{- if .Values.webhook.url -}}
+{{- (urlParse .Values.webhook.url).hostname -}}
+{{- else -}}
+{{- $svc := include "ftjob.webhookService" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- printf "%s.%s.svc,%s.%s.svc.cluster.local,%s.%s,%s" $svc $ns $svc $ns $svc $ns $svc -}}
+{{- end -}}
+{{- end }}
+
+{{/* "true" when the operator signs its own webhook certificate and publishes its CA. */}}
+{{- define "ftjob.webhookSelfSigned" -}}
+{{- if and .Values.webhook.enabled (eq .Values.webhook.certificates.source "self-signed") }}true{{ end }}
+{{- end }}
+
+{{/* The webhook's namespaceSelector: the value, else the watched namespaces, else none. */}}
+{{- define "ftjob.webhookNamespaceSelector" -}}
+{{- if .Values.webhook.namespaceSelector }}
+{{- toYaml .Values.webhook.namespaceSelector }}
+{{- else if .Values.watchNamespaces }}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: In
+    values:
+      {{- toYaml .Values.watchNamespaces | nindent 6 }}
+{{- end }}
+{{- end }}

@@ -80,6 +80,10 @@ def the_container(pod: dict[str, Any]) -> dict[str, Any]:
                              "entries; the runner runs exactly one")
     if pod["spec"].get("initContainers"):
         raise UnsupportedPod(f"pod {pod_key(pod)}: spec.initContainers are not supported")
+    if pod["spec"].get("runtimeClassName"):
+        raise UnsupportedPod(f"pod {pod_key(pod)}: spec.runtimeClassName is not supported")
+    if containers[0].get("envFrom"):
+        raise UnsupportedPod(f"pod {pod_key(pod)}: envFrom is not supported")
     return containers[0]
 
 

@@ -168,6 +168,8 @@ def test_cel_rules_accept_the_examples(doc):
     for model_name, field in CEL_TARGETS.items():
         if field in doc.body["spec"]:
             assert all(_cel_results(model_name, doc.body["spec"][field])), (model_name, field)
+    for source in (doc.body["spec"].get("podTemplate") or {}).get("envFrom") or []:
+        assert all(_cel_results("EnvFromSource", source)), source
 
 
 @pytest.mark.parametrize(
@@ -179,6 +181,8 @@ def test_cel_rules_accept_the_examples(doc):
         ("DatasetSource", {"name": "klue", "evalSplit": "validation", "evalFraction": 0.1}),
         ("DeepSpeedSpec", {"zeroStage": 2, "configMapRef": {"name": "ds", "key": "k"}}),
         ("DeepSpeedSpec", {"offloadOptimizer": True}),
+        ("EnvFromSource", {"configMapRef": {"name": "a"}, "secretRef": {"name": "b"}}),
+        ("EnvFromSource", {"prefix": "X_"}),
     ],
 )
 def test_cel_rules_reject_what_the_models_reject(model_name, obj):

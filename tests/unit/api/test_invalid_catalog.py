@@ -171,6 +171,42 @@ CATALOG = [
     ("env-two-values", {"spec": {"env": [{"name": "A", "value": "1",
                                           "secretKeyRef": {"name": "s", "key": "k"}}]}},
      "spec.env[0]", "at most one"),
+    # --- podTemplate
+    ("pod-label-reserved", {"spec": {"podTemplate": {"labels": {"finetune.dev/rank": "0"}}}},
+     "spec.podTemplate.labels[finetune.dev/rank]", "reserved"),
+    ("pod-label-managed-by", {"spec": {"podTemplate": {"labels": {
+        "app.kubernetes.io/managed-by": "helm"}}}},
+     "spec.podTemplate.labels[app.kubernetes.io/managed-by]", "reserved"),
+    ("pod-label-kueue-queue", {"spec": {"podTemplate": {"labels": {
+        "kueue.x-k8s.io/queue-name": "q"}}}},
+     "spec.podTemplate.labels[kueue.x-k8s.io/queue-name]", "use spec.scheduling.queueName"),
+    ("pod-label-bad-value", {"spec": {"podTemplate": {"labels": {"team": "NLP research"}}}},
+     "spec.podTemplate.labels[team]", "invalid value 'NLP research'"),
+    ("pod-label-bad-key", {"spec": {"podTemplate": {"labels": {"Example.com/team": "nlp"}}}},
+     "spec.podTemplate.labels[Example.com/team]", "DNS subdomain"),
+    ("pod-annotation-reserved", {"spec": {"podTemplate": {"annotations": {
+        "sub.finetune.dev/x": "y"}}}},
+     "spec.podTemplate.annotations[sub.finetune.dev/x]", "reserved"),
+    ("pod-annotation-kueue-count", {"spec": {"podTemplate": {"annotations": {
+        "kueue.x-k8s.io/pod-group-total-count": "9"}}}},
+     "spec.podTemplate.annotations[kueue.x-k8s.io/pod-group-total-count]", "reserved"),
+    ("pod-runtime-class", {"spec": {"podTemplate": {"runtimeClassName": "NVIDIA"}}},
+     "spec.podTemplate.runtimeClassName", "must be the name of a RuntimeClass"),
+    ("pod-env-from-two-sources", {"spec": {"podTemplate": {"envFrom": [
+        {"configMapRef": {"name": "a"}, "secretRef": {"name": "b"}}]}}},
+     "spec.podTemplate.envFrom[0]", "exactly one of `configMapRef` or `secretRef`"),
+    ("pod-env-from-reserved-prefix", {"spec": {"podTemplate": {"envFrom": [
+        {"prefix": "FTJOB_X_", "configMapRef": {"name": "a"}}]}}},
+     "spec.podTemplate.envFrom[0].prefix", "reserved"),
+    ("pod-template-typo", {"spec": {"podTemplate": {"label": {"a": "b"}}}},
+     "spec.podTemplate.label", "did you mean labels?"),
+    # --- monitoring
+    ("metrics-port-privileged", {"spec": {"monitoring": {"metricsPort": 80}}},
+     "spec.monitoring.metricsPort", "1024-65535"),
+    ("metrics-port-rendezvous", {"spec": {"monitoring": {"metricsPort": 29500}}},
+     "spec.monitoring.metricsPort", "rendezvous"),
+    ("progress-interval-zero", {"spec": {"monitoring": {"progressIntervalSeconds": 0}}},
+     "spec.monitoring.progressIntervalSeconds", "greater than or equal to 1"),
     # --- volumes
     ("volume-reserved-name", {"spec": {"volumes": [{"name": "output", "claimName": "c",
                                                     "mountPath": "/data"}]}},

@@ -16,18 +16,23 @@ RBAC_DOC = ROOT / "docs" / "rbac.md"
 RECORDED_CALLS = ROOT / "tests" / "data" / "operator-api-calls.json"
 WATCHED = ["team-a", "team-b"]
 
-# (watchNamespaces, replicaCount): all four combinations change the rules.
+# (watchNamespaces, replicaCount): all four combinations change the rules; so does the
+# admission webhook with a self-signed certificate (WEBHOOK_MODES).
 MODES = {
     "all-namespaces": ([], 1),
     "all-namespaces-peering": ([], 3),
     "namespace-list": (WATCHED, 1),
     "namespace-list-peering": (WATCHED, 2),
+    "all-namespaces-webhook": ([], 1),
+    "namespace-list-webhook": (WATCHED, 1),
 }
+WEBHOOK_MODES = {"all-namespaces-webhook", "namespace-list-webhook"}
 
 
 def values_for(mode: str) -> dict:
     namespaces, replicas = MODES[mode]
-    return {"watchNamespaces": namespaces, "replicaCount": replicas}
+    return {"watchNamespaces": namespaces, "replicaCount": replicas,
+            "webhook": {"enabled": mode in WEBHOOK_MODES}}
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,15 @@ class DocRule:
     verbs: tuple[str, ...]
     when: str
 
-    def applies(self, clusterwide: bool, peering: bool) -> bool:
+    def applies(self, clusterwide: bool, peering: bool, webhook: bool = False) -> bool:
         conditions = {c.strip() for c in self.when.split(",")}
-        known = {"always", "namespace list", "all namespaces", "replicas > 1"}
+        known = {"always", "namespace list", "all namespaces", "replicas > 1",
+                 "self-signed webhook"}
         assert conditions <= known, f"{RBAC_DOC}: unknown When {self.when!r} for {self.resource}"
         return (("namespace list" not in conditions or not clusterwide)
                 and ("all namespaces" not in conditions or clusterwide)
-                and ("replicas > 1" not in conditions or peering))
+                and ("replicas > 1" not in conditions or peering)
+                and ("self-signed webhook" not in conditions or webhook))
 
     def triples(self) -> set[tuple[str, str, str]]:
         return {(self.group, self.resource, verb) for verb in self.verbs}
@@ -64,15 +71,16 @@ def documented_rules() -> list[DocRule]:
     return rows
 
 
-def expected(where: str, clusterwide: bool, peering: bool) -> set[tuple[str, str, str]]:
+def expected(where: str, clusterwide: bool, peering: bool, webhook: bool = False
+             ) -> set[tuple[str, str, str]]:
     return set().union(*(r.triples() for r in documented_rules()
-                         if r.where == where and r.applies(clusterwide, peering)))
+                         if r.where == where and r.applies(clusterwide, peering, webhook)))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_rendered_rules_are_exactly_the_documented_ones(mode):
     namespaces, replicas = MODES[mode]
-    clusterwide, peering = not namespaces, replicas > 1
+    clusterwide, peering, webhook = not namespaces, replicas > 1, mode in WEBHOOK_MODES
     objects = render(values_for(mode))
     cluster_roles = by_kind(objects, "ClusterRole")
     roles = by_kind(objects, "Role")
@@ -80,10 +88,11 @@ def test_rendered_rules_are_exactly_the_documented_ones(mode):
     granted = triples(cluster_roles[0]["rules"])
     if clusterwide:
         assert roles == []
-        want = expected("cluster", True, peering) | expected("namespaces", True, peering)
+        want = (expected("cluster", True, peering, webhook)
+                | expected("namespaces", True, peering))
         assert granted == want, _diff(granted, want)
     else:
-        want = expected("cluster", False, peering)
+        want = expected("cluster", False, peering, webhook)
         assert granted == want, _diff(granted, want)
         assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
         want = expected("namespaces", False, peering)
@@ -193,12 +202,15 @@ def recorded_calls() -> list[Call]:
 def denied_calls(calls: list[Call]) -> list[str]:
     """The calls the chart's RBAC would refuse, rendered in the recording's own mode: a
     cluster-wide list of FineTuneJobs means "all namespaces", otherwise the namespaces the
-    calls touched are the watched list; peering calls mean more than one replica."""
+    calls touched are the watched list; peering calls mean more than one replica; calls on the
+    webhook configuration mean the self-signed webhook."""
     clusterwide = any(c.resource == "finetunejobs" and c.namespace is None for c in calls)
     namespaces = [] if clusterwide else sorted({c.namespace for c in calls if c.namespace})
     peering = any(re.fullmatch(r"(cluster)?kopfpeerings", c.resource) for c in calls)
+    webhook = any(c.resource == "validatingwebhookconfigurations" for c in calls)
     granted = sa_grants(render({"watchNamespaces": namespaces,
-                                "replicaCount": 2 if peering else 1}))
+                                "replicaCount": 2 if peering else 1,
+                                "webhook": {"enabled": webhook}}))
     return sorted({str(c) for c in calls if not allowed(granted, c)})
 
 
@@ -237,3 +249,16 @@ def test_checker_scopes_roles_to_their_namespace():
     assert not allowed(granted, Call("create", "", "pods", "exec", "team-a"))
     # A binding for another ServiceAccount grants this one nothing.
     assert grants(objects, "someone-else", RELEASE_NAMESPACE) == []
+
+
+def test_webhook_may_patch_only_its_own_configuration():
+    granted = sa_grants(render(values_for("namespace-list-webhook")))
+    group, resource = "admissionregistration.k8s.io", "validatingwebhookconfigurations"
+    assert allowed(granted, Call("patch", group, resource, name=RELEASE))
+    assert allowed(granted, Call("get", group, resource, name=RELEASE))
+    assert not allowed(granted, Call("patch", group, resource, name="someone-elses"))
+    assert not allowed(granted, Call("list", group, resource))
+    # cert-manager's cainjector writes the CA: the operator needs no such right.
+    cert_manager = {"webhook": {"enabled": True, "certificates": {"source": "cert-manager"}}}
+    assert not allowed(sa_grants(render(cert_manager)),
+                       Call("patch", group, resource, name=RELEASE))

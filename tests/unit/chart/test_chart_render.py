@@ -19,9 +19,12 @@ VALUE_SETS = {"defaults": {}, "non-default": NON_DEFAULT_VALUES}
 # its container would be dead configuration.
 OPERATOR_ENV = {
     "FTJOB_TRAINER_IMAGE", "FTJOB_TRAINER_IMAGE_PULL_POLICY", "FTJOB_TRAINER_IMAGE_PULL_SECRETS",
+    "FTJOB_TRAINER_METRICS_PORT", "FTJOB_TRAINER_PROGRESS_INTERVAL",
     "FTJOB_STORAGE_CLASS",
     "FTJOB_STORAGE_SIZE", "FTJOB_NAMESPACES", "FTJOB_LOG_LEVEL", "FTJOB_LOG_FORMAT",
     "FTJOB_PEERING", "FTJOB_LIVENESS_PORT", "FTJOB_METRICS_PORT",
+    "FTJOB_WEBHOOK_PORT", "FTJOB_WEBHOOK_HOSTS", "FTJOB_WEBHOOK_CERT_DIR",
+    "FTJOB_WEBHOOK_CONFIGURATION",
 }
 
 
@@ -62,8 +65,9 @@ def test_every_rendered_object_is_valid_kubernetes(values, kube_version):
         key = (obj["apiVersion"], obj["kind"])
         if key in own_kinds:  # instances of the chart's own CRDs (kopf peering objects)
             jsonschema.validate(obj, own_kinds[key])
-        elif obj["kind"] == "ServiceMonitor":
-            continue  # Prometheus Operator CRD, not shipped offline; see test_service_monitor
+        elif obj["kind"] in ("ServiceMonitor", "PodMonitor", "Certificate", "Issuer"):
+            continue  # Prometheus Operator / cert-manager CRDs, not shipped offline; see
+            # the monitor tests and test_chart_webhook
         else:
             # strict: unknown fields fail too, which catches misspelled keys in templates.
             kubernetes_validate.validate(obj, kube_version, strict=True)
@@ -93,8 +97,8 @@ def test_objects_rendered_with_every_option_on():
     objects = render(NON_DEFAULT_VALUES)
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount",
-                            "Service", "ServiceMonitor"] + ["Role", "RoleBinding",
-                                                            "KopfPeering"] * 2)
+                            "ServiceMonitor", "PodMonitor", "ValidatingWebhookConfiguration",
+                            "Certificate"] + ["Role", "RoleBinding", "KopfPeering", "Service"] * 2)
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63, label(obj)
 
@@ -151,6 +155,9 @@ def test_values_schema_rejects_misspelled_keys(typo, key):
     {"watchNamespaces": ["Team_A"]},
     {"storage": {"size": "lots"}},
     {"livenessPort": 80},
+    {"trainer": {"metricsPort": 80}},
+    {"trainer": {"metricsPort": 29500}},
+    {"trainer": {"progressIntervalSeconds": 0}},
 ])
 def test_values_schema_rejects_bad_values(bad):
     with pytest.raises(helm.HelmValuesError):
@@ -170,6 +177,7 @@ def test_operator_env_defaults():
         "FTJOB_TRAINER_IMAGE": "ghcr.io/ftjob/trainer:" + chart().metadata["appVersion"],
         "FTJOB_TRAINER_IMAGE_PULL_POLICY": "IfNotPresent",
         "FTJOB_TRAINER_IMAGE_PULL_SECRETS": "",
+        "FTJOB_TRAINER_PROGRESS_INTERVAL": "5",
         "FTJOB_STORAGE_CLASS": "",
         "FTJOB_STORAGE_SIZE": "20Gi",
         "FTJOB_NAMESPACES": "",
@@ -187,6 +195,8 @@ def test_operator_env_follows_values():
     assert env["FTJOB_TRAINER_IMAGE"] == "{repository}:{tag}".format(**v["trainer"]["image"])
     assert env["FTJOB_TRAINER_IMAGE_PULL_POLICY"] == v["trainer"]["image"]["pullPolicy"]
     assert env["FTJOB_TRAINER_IMAGE_PULL_SECRETS"] == "regcred,mirror-creds"
+    assert env["FTJOB_TRAINER_METRICS_PORT"] == "9500"
+    assert env["FTJOB_TRAINER_PROGRESS_INTERVAL"] == "15"
     assert env["FTJOB_STORAGE_CLASS"] == v["storage"]["storageClassName"]
     assert env["FTJOB_STORAGE_SIZE"] == v["storage"]["size"]
     assert env["FTJOB_NAMESPACES"].split(",") == v["watchNamespaces"]
@@ -259,7 +269,9 @@ def test_metrics_service_and_monitor_reach_the_operator_port():
     objects = render(NON_DEFAULT_VALUES)
     pod = one(objects, "Deployment")["spec"]["template"]
     container = pod["spec"]["containers"][0]
-    service = one(objects, "Service")
+    # (the webhook's Service carries the same labels but no `metrics` port to scrape)
+    [service] = [s for s in by_kind(objects, "Service")
+                 if s["metadata"]["name"].endswith("-metrics")]
     [svc_port] = service["spec"]["ports"]
     target = next(p for p in container["ports"] if p["name"] == svc_port["targetPort"])
     assert target["containerPort"] == int(container_env(container)["FTJOB_METRICS_PORT"])
@@ -270,6 +282,33 @@ def test_metrics_service_and_monitor_reach_the_operator_port():
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [RELEASE_NAMESPACE]
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [svc_port["name"]]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+
+
+@pytest.mark.parametrize("namespaces", [[], ["team-nlp", "team-vision"]])
+def test_pod_monitor_scrapes_the_metrics_port_of_rank_0_only(namespaces):
+    # The chart's PodMonitor against the pods render.py builds for a job with a metrics port.
+    from ftjob_operator import api, contract
+    from ftjob_operator import render as operator_render
+    from ftjob_operator.settings import Settings
+
+    monitor = one(render({**NON_DEFAULT_VALUES, "watchNamespaces": namespaces}), "PodMonitor")
+    spec = api.parse_spec({"task": "causal-lm", "model": {"name": "gpt2"},
+                           "dataset": {"name": "x"}, "resources": {"nodes": 2}})
+    job = operator_render.JobRef("demo", "team-nlp", "uid")
+    settings = Settings(trainer_metrics_port=NON_DEFAULT_VALUES["trainer"]["metricsPort"])
+    scraped = []
+    for pod in operator_render.render_pods(job, spec, 1, settings):
+        selected = monitor["spec"]["selector"]["matchLabels"].items() <= (
+            pod["metadata"]["labels"].items())
+        ports = [p["name"] for p in pod["spec"]["containers"][0]["ports"]]
+        if selected and monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports:
+            scraped.append(pod["metadata"]["name"])
+    assert scraped == ["demo-1-0"]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == contract.METRICS_PORT_NAME
+    assert monitor["spec"]["namespaceSelector"] == (
+        {"matchNames": namespaces} if namespaces else {"any": True})
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert by_kind(render(), "PodMonitor") == []  # off by default
 
 
 def test_notes_tell_the_next_command():
@@ -294,6 +333,8 @@ def test_operator_accepts_the_rendered_environment(values):
     assert settings.trainer_image_pull_policy == trainer["pullPolicy"]
     assert settings.trainer_image_pull_secrets == tuple(
         s["name"] for s in merged["trainer"]["imagePullSecrets"])
+    assert settings.trainer_metrics_port == (merged["trainer"]["metricsPort"] or None)
+    assert settings.trainer_progress_interval == merged["trainer"]["progressIntervalSeconds"]
     assert settings.storage_class == (merged["storage"]["storageClassName"] or None)
     assert settings.storage_size == merged["storage"]["size"]
     assert settings.namespaces == tuple(merged["watchNamespaces"])
@@ -304,3 +345,5 @@ def test_operator_accepts_the_rendered_environment(values):
                                      else None)
     assert settings.peering == (merged["peering"]["name"] if merged["replicaCount"] > 1
                                 else None)
+    webhook = merged["webhook"]
+    assert settings.webhook_port == (webhook["port"] if webhook["enabled"] else None)

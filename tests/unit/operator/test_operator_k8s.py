@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -10,6 +12,7 @@ from ftjob_operator import k8s
 from ftjob_operator.handlers import _reflected
 from ftjob_operator.observe import PodView
 from ftjob_operator.reconcile import CreatePods, DeletePods, EnsureJobObjects, Plan
+from ftjob_operator.settings import Settings
 
 
 @pytest.mark.parametrize("status,cls", [
@@ -29,6 +32,77 @@ def test_api_errors_are_classified(status, cls):
 def test_network_errors_are_transient():
     classified = k8s._classify(urllib3.exceptions.ReadTimeoutError(None, "/", "timed out"), "x")
     assert isinstance(classified, k8s.TransientApiError)
+
+
+class _Response:
+    def __init__(self, body: dict) -> None:
+        self.data = json.dumps(body).encode()
+
+    def release_conn(self) -> None:
+        pass
+
+
+def _answers(outcome):
+    """A client method that returns `outcome` as JSON, or raises it."""
+    def call(*args, **kwargs):
+        if isinstance(outcome, Exception):
+            raise outcome
+        return _Response(outcome)
+    return call
+
+
+_MADE: list[k8s.Kube] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_kubes():
+    yield
+    while _MADE:
+        _MADE.pop().close()
+
+
+def _kube(**methods) -> k8s.Kube:
+    from kubernetes import client
+
+    kube = k8s.Kube(client.ApiClient(), Settings(api_workers=1))
+    _MADE.append(kube)
+    for name, outcome in methods.items():
+        target = kube.custom if "custom_object" in name else kube.core
+        setattr(target, name, _answers(outcome))
+    return kube
+
+
+POD = {"kind": "Pod", "metadata": {"name": "demo-1-0", "namespace": "ns"}}
+
+
+def _api_error(status: int) -> ApiException:
+    return ApiException(status=status, reason="x")
+
+
+async def test_every_call_tolerates_only_its_own_status_and_names_what_failed():
+    kube = _kube(create_namespaced_pod=POD)
+    assert await kube.create(POD) is True
+    kube = _kube(create_namespaced_pod=_api_error(409))
+    assert await kube.create(POD) is False  # already there
+    kube = _kube(create_namespaced_pod=_api_error(403))
+    with pytest.raises(k8s.RejectedError, match="create Pod ns/demo-1-0: HTTP 403"):
+        await kube.create(POD)
+    kube = _kube(delete_namespaced_pod=_api_error(404))
+    assert await kube.delete_pod("ns", "demo-1-0") is None  # already gone
+    kube = _kube(delete_namespaced_pod=_api_error(409))
+    with pytest.raises(k8s.TransientApiError, match="delete Pod ns/demo-1-0: HTTP 409"):
+        await kube.delete_pod("ns", "demo-1-0")
+    kube = _kube(delete_namespaced_custom_object=urllib3.exceptions.ProtocolError("reset"))
+    with pytest.raises(k8s.TransientApiError, match="delete FineTuneJob ns/demo: ProtocolError"):
+        await kube.delete_job("ns", "demo")
+    kube = _kube(patch_namespaced_custom_object_status={"status": {"phase": "Running"}})
+    assert await kube.patch_status("ns", "demo", {"phase": "Running"}) == {
+        "status": {"phase": "Running"}}
+    kube = _kube(patch_namespaced_custom_object_status=_api_error(404))
+    assert await kube.patch_status("ns", "demo", {}) is None  # the job is gone
+    kube = _kube(patch_namespaced_custom_object_status=_api_error(500))
+    with pytest.raises(k8s.TransientApiError, match="patch FineTuneJob ns/demo status"):
+        await kube.patch_status("ns", "demo", {})
 
 
 def _pod(name: str, deleting: bool = False) -> PodView:

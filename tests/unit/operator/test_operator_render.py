@@ -23,6 +23,12 @@ CPU_SPEC: dict[str, Any] = {
     "resources": {"nodes": 2, "cpu": "2", "memory": "4Gi", "shmSize": "1Gi"},
     "env": [{"name": "WANDB_MODE", "value": "offline"}],
     "storage": {"accessModes": ["ReadWriteMany"], "reclaimPolicy": "Delete"},
+    "podTemplate": {"labels": {"team": "nlp", "app.kubernetes.io/part-of": "search"},
+                    "annotations": {"example.com/owner": "nlp@example.com"},
+                    "envFrom": [{"configMapRef": {"name": "tracking"}},
+                                {"secretRef": {"name": "wandb", "optional": True},
+                                 "prefix": "WANDB_"}]},
+    "monitoring": {"metricsPort": 9400, "progressIntervalSeconds": 10},
 }
 
 
@@ -39,6 +45,8 @@ GPU_SPEC: dict[str, Any] = {
     "resources": {"nodes": 4, "gpusPerNode": 8, "cpu": "64", "memory": "512Gi"},
     "scheduling": {"queueName": "gpu-queue", "priorityClassName": "training",
                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    "podTemplate": {"runtimeClassName": "nvidia",
+                    "annotations": {"example.com/cost-center": "research"}},
     "storage": {"existingClaim": "shared-checkpoints"},
 }
 
@@ -150,8 +158,8 @@ def test_scheduling_and_kueue():
         "queueName": "team-a-queue"})
     pod = _pod(spec_doc, attempt=2)
     assert pod["metadata"]["labels"][naming.LABEL_KUEUE_QUEUE] == "team-a-queue"
-    assert pod["metadata"]["labels"][render.KUEUE_POD_GROUP] == "demo-2"
-    assert pod["metadata"]["annotations"][render.KUEUE_POD_GROUP_COUNT] == "2"
+    assert pod["metadata"]["labels"][naming.LABEL_KUEUE_POD_GROUP] == "demo-2"
+    assert pod["metadata"]["annotations"][naming.ANNOTATION_KUEUE_POD_GROUP_COUNT] == "2"
     assert pod["spec"]["nodeSelector"] == {"gpu": "a100"}
     assert pod["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists",
                                            "effect": "NoSchedule"}]
@@ -216,3 +224,75 @@ def test_training_pods_pull_with_the_configured_secrets():
     pod = render.render_pod(JOB, spec, 1, 0, settings)
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
     assert "imagePullSecrets" not in _pod(CPU_SPEC)["spec"]  # none configured: none set
+
+
+def test_pod_template_adds_labels_annotations_runtime_class_and_env_sources():
+    spec_doc = dict(CPU_SPEC, scheduling={"queueName": "q"},
+                    podTemplate=dict(CPU_SPEC["podTemplate"], runtimeClassName="gvisor"))
+    for rank in (0, 1):
+        pod = _pod(spec_doc, rank=rank, attempt=2)
+        meta = pod["metadata"]
+        assert meta["labels"] == {**naming.pod_labels("demo", 2, rank), "team": "nlp",
+                                  "app.kubernetes.io/part-of": "search",
+                                  naming.LABEL_KUEUE_QUEUE: "q",
+                                  naming.LABEL_KUEUE_POD_GROUP: "demo-2"}
+        assert meta["annotations"] == {"example.com/owner": "nlp@example.com",
+                                       naming.ANNOTATION_KUEUE_POD_GROUP_COUNT: "2"}
+        assert pod["spec"]["runtimeClassName"] == "gvisor"
+        assert pod["spec"]["containers"][0]["envFrom"] == [
+            {"configMapRef": {"name": "tracking"}},
+            {"secretRef": {"name": "wandb", "optional": True}, "prefix": "WANDB_"}]
+    # The Service still selects the job's pods by ftjob's labels alone.
+    service = render.render_service(JOB)
+    assert service["spec"]["selector"].items() <= _pod(spec_doc)["metadata"]["labels"].items()
+
+
+def test_without_pod_template_the_pod_has_none_of_its_fields():
+    spec_doc = {k: v for k, v in CPU_SPEC.items() if k != "podTemplate"}
+    pod = _pod(spec_doc)
+    assert "annotations" not in pod["metadata"] and "runtimeClassName" not in pod["spec"]
+    assert "envFrom" not in pod["spec"]["containers"][0]
+    assert pod["metadata"]["labels"] == naming.pod_labels("demo", 1, 0)
+
+
+def test_reserved_pod_template_keys_are_dropped_if_validation_was_bypassed():
+    spec_doc = dict(CPU_SPEC, podTemplate={
+        "labels": {naming.LABEL_JOB: "other", naming.LABEL_MANAGED_BY: "me",
+                   naming.LABEL_KUEUE_QUEUE: "sneaky", "team": "nlp"},
+        "annotations": {naming.ANNOTATION_KUEUE_POD_GROUP_COUNT: "9", "finetune.dev/x": "1"}})
+    pod = _pod(spec_doc)
+    assert pod["metadata"]["labels"] == {**naming.pod_labels("demo", 1, 0), "team": "nlp"}
+    assert "annotations" not in pod["metadata"]
+
+
+# (spec.monitoring.metricsPort, operator default) -> rank 0's port; None: no metrics.
+METRICS_PORTS = [
+    (None, None, None),  # neither: off
+    (None, 9400, 9400),  # the operator's default
+    (9500, 9400, 9500),  # the job's own port wins
+    (0, 9400, None),  # the job turns the default off
+    (9500, None, 9500),
+]
+
+
+@pytest.mark.parametrize("spec_port, default, want", METRICS_PORTS)
+def test_metrics_port_env_and_named_container_port(spec_port, default, want):
+    monitoring = {} if spec_port is None else {"metricsPort": spec_port}
+    spec = api.parse_spec(dict(CPU_SPEC, monitoring=monitoring))
+    settings = Settings(trainer_metrics_port=default)
+    rank0, rank1 = (render.render_pod(JOB, spec, 1, r, settings) for r in (0, 1))
+    for pod in (rank0, rank1):
+        # Every rank knows the port (the trainer serves it from world rank 0 only).
+        assert _env(pod).get("FTJOB_METRICS_PORT") == (None if want is None else str(want))
+    ports = {p["name"]: p["containerPort"] for p in rank0["spec"]["containers"][0]["ports"]}
+    assert ports == ({"rendezvous": 29500} | ({} if want is None else {"metrics": want}))
+    assert [p["name"] for p in rank1["spec"]["containers"][0]["ports"]] == ["rendezvous"]
+
+
+@pytest.mark.parametrize("spec_interval, default, want",
+                         [(None, 5, "5"), (None, 30, "30"), (2, 30, "2")])
+def test_progress_interval_env(spec_interval, default, want):
+    monitoring = {} if spec_interval is None else {"progressIntervalSeconds": spec_interval}
+    spec = api.parse_spec(dict(CPU_SPEC, monitoring=monitoring))
+    pod = render.render_pod(JOB, spec, 1, 0, Settings(trainer_progress_interval=default))
+    assert _env(pod)["FTJOB_PROGRESS_INTERVAL"] == want

@@ -20,12 +20,15 @@ def test_all_variables():
         "FTJOB_LOG_FORMAT": "json", "FTJOB_PEERING": "ftjob", "FTJOB_LIVENESS_PORT": "9000",
         "FTJOB_METRICS_PORT": "9090", "FTJOB_RESYNC_SECONDS": "5",
         "FTJOB_TRAINER_IMAGE_PULL_SECRETS": "regcred, mirror",
+        "FTJOB_TRAINER_METRICS_PORT": "9400", "FTJOB_TRAINER_PROGRESS_INTERVAL": "20",
     })
     assert s == Settings(trainer_image="r/t:1", trainer_image_pull_policy="Always",
                          storage_class="fast", storage_size="50Gi",
                          namespaces=("team-a", "team-b"), log_level="DEBUG", log_format="json",
                          peering="ftjob", liveness_port=9000, metrics_port=9090,
-                         resync_seconds=5.0, trainer_image_pull_secrets=("regcred", "mirror"))
+                         resync_seconds=5.0, trainer_image_pull_secrets=("regcred", "mirror"),
+                         trainer_metrics_port=9400, trainer_progress_interval=20)
+    assert from_env({"FTJOB_TRAINER_METRICS_PORT": "0"}).trainer_metrics_port is None
 
 
 @pytest.mark.parametrize("env,needle", [
@@ -35,6 +38,10 @@ def test_all_variables():
     ({"FTJOB_METRICS_PORT": "http"}, "FTJOB_METRICS_PORT"),
     ({"FTJOB_LIVENESS_PORT": "70000"}, "FTJOB_LIVENESS_PORT"),
     ({"FTJOB_RESYNC_SECONDS": "-1"}, "FTJOB_RESYNC_SECONDS"),
+    ({"FTJOB_TRAINER_METRICS_PORT": "80"}, "FTJOB_TRAINER_METRICS_PORT: 80 is not a port"),
+    ({"FTJOB_TRAINER_METRICS_PORT": "29500"}, "FTJOB_TRAINER_METRICS_PORT: 29500 is torchrun"),
+    ({"FTJOB_TRAINER_PROGRESS_INTERVAL": "0"}, "FTJOB_TRAINER_PROGRESS_INTERVAL: expected 1-60"),
+    ({"FTJOB_TRAINER_PROGRESS_INTERVAL": "5s"}, "FTJOB_TRAINER_PROGRESS_INTERVAL: expected an"),
 ])
 def test_errors_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):

@@ -71,6 +71,8 @@ def test_marker_files_outside_the_folder_or_odd_sizes(tmp_path):
     assert "outside the folder" in checkpoints.verify(folder).why
     rewrite_marker(folder, files={"model.safetensors": "64"})
     assert checkpoints.verify(folder).why == "model.safetensors has 64 bytes, marker says '64'"
+    rewrite_marker(folder, files={"model\x00.safetensors": 64})  # found by the fuzz test below
+    assert checkpoints.verify(folder).why == "model\x00.safetensors is missing"
 
 
 def test_folders_that_are_not_checkpoints_are_ignored(tmp_path):

@@ -79,6 +79,30 @@ def test_run_local_rejects_an_invalid_manifest_with_field_paths(tmp_path, capsys
     assert f"{manifest}: spec.dataset.targetColumn:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("monitoring, want", [
+    ({"metricsPort": 9400, "progressIntervalSeconds": 2},
+     {"FTJOB_METRICS_PORT": "9400", "FTJOB_PROGRESS_INTERVAL": "2"}),
+    ({}, {"FTJOB_METRICS_PORT": None, "FTJOB_PROGRESS_INTERVAL": None}),
+])
+def test_run_local_passes_spec_monitoring_to_the_trainer(tmp_path, monkeypatch, monitoring, want):
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(json.dumps({
+        "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "x"},
+        "spec": {"task": "causal-lm", "model": {"path": "/m"},
+                 "dataset": {"files": {"train": "t.jsonl"}}, "monitoring": monitoring}}))
+    for name in want:
+        monkeypatch.delenv(name, raising=False)
+    seen = {}
+
+    def run(argv, env):
+        seen.update(env)
+        return SimpleNamespace(summary={"status": "succeeded", "globalStep": 1}, exit_code=0)
+
+    monkeypatch.setattr(local.launch, "run", run)
+    assert local.run_local(str(manifest), output=str(tmp_path / "out")) == 0
+    assert {name: seen.get(name) for name in want} == want
+
+
 def test_describe_names_accuracy_and_the_saved_model():
     text = local.describe({"status": "succeeded", "globalStep": 9, "finalModel": "/o/final",
                            "metrics": {"eval_accuracy": 0.8125}})
@@ -104,7 +128,7 @@ def test_job_context_from_file_and_environment(tmp_path):
                                              "dataset": {"name": "x"}}}))
     ctx = job.load_context({"FTJOB_JOB_FILE": str(job_file), "FTJOB_OUTPUT_DIR": "/out",
                             "FTJOB_REPORTER": "kubernetes", "FTJOB_PROGRESS_INTERVAL": "2.5"})
-    assert (ctx.name, ctx.namespace, ctx.uid) == ("j", "ns", "u")
+    assert (ctx.name, ctx.namespace) == ("j", "ns")
     assert ctx.output_dir == Path("/out") and ctx.progress_interval == 2.5
     assert ctx.spec.task == "causal-lm"
     with pytest.raises(InvalidSpec, match="FTJOB_REPORTER='loud'"):

@@ -1,0 +1,278 @@
+"""causal-lm data: the three formats, the completion-only labels, packing and the collator.
+
+Formats (`spec.dataset.format`, names as in TRL's SFTTrainer):
+
+- `text`: one text column; every token is trained on.
+- `prompt-completion`: the prompt is tokenized as the tokenizer does it alone (its special
+  tokens included), the completion after it without special tokens, then EOS. With
+  `completionOnlyLoss` (the default) the prompt's labels are -100.
+- `conversational`: a list of `{role, content}` turns rendered with the tokenizer's chat
+  template. With `completionOnlyLoss` (the default) only the tokens of the assistant turns
+  are trained on: turn i spans the text between the rendering of turns 0..i-1 with the
+  generation prompt and the rendering of turns 0..i, which works with any chat template
+  that renders a conversation's first turns as a prefix of the whole (all common ones do;
+  one that does not is reported, not guessed at).
+
+Packing (`spec.dataset.packing`) concatenates the tokenized examples of a split, in the
+split's order, and cuts the stream into sequences of exactly `maxLength` tokens, like the
+Hugging Face `run_clm` example; only the last sequence of a split can be shorter (it is
+kept, not dropped). It runs once, before Trainer's sampler, so every rank and every
+attempt sees the same packed sequences in the same order: resume after a kill replays the
+same batches. Attention is not reset at example boundaries (every token of a packed
+sequence can attend to the earlier examples in it, as in run_clm); examples are separated
+by EOS, and with completion-only loss the labels still cover only the completions.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ftjob_operator import api
+
+from .exits import InvalidData, InvalidSpec
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # the label PyTorch's cross-entropy (and every HF causal-LM loss) skips
+
+
+def required_columns(ds: api.DatasetSource) -> dict[str, str]:
+    """spec field -> column, for the format's text columns (messages are checked apart)."""
+    if ds.format == "prompt-completion":
+        return {"spec.dataset.promptColumn": ds.resolved_prompt_column,
+                "spec.dataset.completionColumn": ds.resolved_completion_column}
+    if ds.format == "conversational":
+        return {"spec.dataset.messagesColumn": ds.resolved_messages_column}
+    return {"spec.dataset.textColumn": ds.text_column}
+
+
+def check_messages_column(dataset: Any, column: str, field: str, where: str) -> None:
+    """A list of {role, content} string structs in every row, from Arrow's type; the rows'
+    values are checked where they are rendered."""
+    import pyarrow as pa
+
+    arrow = dataset.data.column(column).type
+    if not (pa.types.is_list(arrow) or pa.types.is_large_list(arrow)) or \
+            not pa.types.is_struct(arrow.value_type):
+        raise InvalidData(f"{field}: column {column!r} of the {where} holds {arrow}, not a list "
+                          f"of {{role, content}} turns")
+    names = {arrow.value_type.field(i).name for i in range(arrow.value_type.num_fields)}
+    missing = {"role", "content"} - names
+    if missing:
+        raise InvalidData(f"{field}: the turns in column {column!r} of the {where} have no "
+                          f"{' or '.join(sorted(missing))} (they have: {', '.join(sorted(names))})")
+
+
+def _check_turns(messages: Any, row: int, field: str, where: str) -> list[dict[str, str]]:
+    if not messages:
+        raise InvalidData(f"{field}: row {row} of the {where} has no turns")
+    turns = []
+    for i, turn in enumerate(messages):
+        role, content = (turn.get("role"), turn.get("content")) if isinstance(turn, dict) \
+            else (None, None)
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise InvalidData(f"{field}: row {row} turn {i} of the {where} needs a string "
+                              f"`role` and `content` (got {role!r}, {content!r})")
+        turns.append({"role": role, "content": content})
+    return turns
+
+
+def require_chat_template(tokenizer: Any, source: str) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidSpec(f"spec.dataset.format: conversational renders the turns with the "
+                          f"tokenizer's chat template, and the tokenizer of {source} has none; "
+                          f"use a chat or instruct model's tokenizer, or format prompt-completion")
+
+
+# --------------------------------------------------------------------------- tokenizing
+
+
+def _eos(tokenizer: Any) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def prompt_completion_example(tokenizer: Any, prompt: str, completion: str,
+                              completion_only: bool) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of one example, untruncated."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + _eos(tokenizer)
+    ids = prompt_ids + completion_ids
+    labels = ([IGNORE] * len(prompt_ids) if completion_only else list(prompt_ids)) + completion_ids
+    return ids, labels
+
+
+def _render(tokenizer: Any, turns: list[dict[str, str]], generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(turns, tokenize=False,
+                                         add_generation_prompt=generation_prompt)
+
+
+def assistant_spans(tokenizer: Any, turns: list[dict[str, str]], text: str,
+                    where: str) -> list[tuple[int, int]]:
+    """Character spans of the assistant turns in `text`, the rendering of all `turns`."""
+    spans = []
+    for i, turn in enumerate(turns):
+        if turn["role"] != "assistant":
+            continue
+        start = _render(tokenizer, turns[:i], generation_prompt=True) if i else ""
+        end = _render(tokenizer, turns[: i + 1])
+        if not (text.startswith(end) and end.startswith(start)):
+            raise InvalidSpec(f"spec.dataset.completionOnlyLoss: the tokenizer's chat template "
+                              f"does not render the first turns of {where} as a prefix of the "
+                              f"whole conversation, so the assistant turns cannot be located; "
+                              f"set completionOnlyLoss: false to train on every token")
+        spans.append((len(start), len(end)))
+    return spans
+
+
+def conversational_example(tokenizer: Any, turns: list[dict[str, str]], completion_only: bool,
+                           where: str) -> tuple[list[int], list[int]]:
+    text = _render(tokenizer, turns)
+    if not completion_only:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids, list(ids)
+    if not getattr(tokenizer, "is_fast", False):
+        raise InvalidSpec("spec.dataset.completionOnlyLoss: locating the assistant turns needs "
+                          "a fast tokenizer (character offsets); set completionOnlyLoss: false")
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = assistant_spans(tokenizer, turns, text, where)
+    ids = encoded["input_ids"]
+    labels = [tok if any(s <= begin < e for s, e in spans) else IGNORE
+              for tok, (begin, _) in zip(ids, encoded["offset_mapping"])]
+    return ids, labels
+
+
+def tokenize_function(ds: api.DatasetSource, tokenizer: Any, max_length: int, split: str,
+                      origin: str):
+    """The batched `datasets.map` function for the format: input_ids, attention_mask and,
+    outside format text without packing, labels. Truncates to `max_length` unless packing
+    (a packed stream is cut into sequences of that length instead)."""
+    completion_only = ds.resolved_completion_only_loss
+    limit = None if ds.packing else max_length
+    where = f"{split} split ({origin})"
+
+    def finish(pairs: list[tuple[list[int], list[int]]]) -> dict[str, list]:
+        ids = [i[:limit] for i, _ in pairs]
+        labels = [lab[:limit] for _, lab in pairs]
+        return {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids], "labels": labels}
+
+    def text(batch):
+        values = ["" if v is None else str(v) for v in batch[ds.text_column]]
+        if not ds.packing:  # unchanged: the collator copies input_ids into the labels
+            return tokenizer(values, truncation=True, max_length=max_length)
+        encoded = tokenizer(values)["input_ids"]
+        pairs = []
+        for ids in encoded:
+            ids = ids + _eos(tokenizer) if not ids or ids[-1] != tokenizer.eos_token_id else ids
+            pairs.append((ids, list(ids)))
+        return finish(pairs)
+
+    def prompt_completion(batch):
+        return finish([prompt_completion_example(tokenizer, str(p), str(c), completion_only)
+                       for p, c in zip(batch[ds.resolved_prompt_column],
+                                       batch[ds.resolved_completion_column])])
+
+    def conversational(batch, indices):
+        field = "spec.dataset.messagesColumn"
+        return finish([conversational_example(
+            tokenizer, _check_turns(m, row, field, where), completion_only,
+            f"row {row} of the {where}")
+            for m, row in zip(batch[ds.resolved_messages_column], indices)])
+
+    return {"text": text, "prompt-completion": prompt_completion,
+            "conversational": conversational}[ds.format]
+
+
+def tokenize_split(dataset: Any, ds: api.DatasetSource, tokenizer: Any, max_length: int,
+                   split: str, origin: str) -> Any:
+    fn = tokenize_function(ds, tokenizer, max_length, split, origin)
+    out = dataset.map(fn, batched=True, with_indices=ds.format == "conversational",
+                      remove_columns=dataset.column_names, desc="tokenize")
+    untrained = examples_without_trained_tokens(out)
+    if untrained:
+        log.warning("spec.dataset.maxLength: %d of %d examples in the %s split (%s) have no "
+                    "token left to train on (a prompt of maxLength tokens or more, or no "
+                    "assistant turn); they add nothing to the loss", untrained, len(out),
+                    split, origin)
+    if ds.packing:
+        out = pack(out, max_length)
+    return out
+
+
+def examples_without_trained_tokens(dataset: Any) -> int:
+    """Rows whose labels are all -100 (0 where the labels are the inputs)."""
+    import pyarrow.compute as pc
+
+    if "labels" not in dataset.column_names or not len(dataset):
+        return 0
+    labels = dataset.data.column("labels").combine_chunks()
+    trained = pc.not_equal(labels.flatten(), IGNORE)
+    rows_with = pc.unique(pc.filter(pc.list_parent_indices(labels), trained))
+    return len(dataset) - len(rows_with)
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def pack(dataset: Any, max_length: int) -> Any:
+    """Concatenate every example in order and cut into rows of `max_length` tokens (the
+    last row keeps the remainder). Vectorised over Arrow buffers: no per-example Python."""
+    import datasets
+    import numpy as np
+    import pyarrow as pa
+
+    columns = {}
+    total = None
+    for name in ("input_ids", "labels"):
+        flat = dataset.data.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        columns[name] = flat
+        total = len(flat)
+    if not total:
+        return dataset.select([])
+    offsets = np.append(np.arange(0, total, max_length), total).astype(np.int32)
+    table = pa.table({
+        "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(columns["input_ids"])),
+        "labels": pa.ListArray.from_arrays(pa.array(offsets), pa.array(columns["labels"])),
+    })
+    return datasets.Dataset(table)
+
+
+def padding_stats(lengths: list[int], batch_size: int) -> tuple[int, int]:
+    """(real tokens, padded slots) when consecutive rows are padded to their batch's longest."""
+    real = padded = 0
+    for start in range(0, len(lengths), batch_size):
+        batch = lengths[start:start + batch_size]
+        real += sum(batch)
+        padded += max(batch) * len(batch)
+    return real, padded - real
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class Collator:
+    """Pads input_ids with the pad token and labels with -100 (so a pad id equal to EOS,
+    as on GPT-2 and Llama, does not hide the real EOS labels); attention_mask marks the
+    real tokens."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), longest), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+            labels[row, :n] = torch.as_tensor(f["labels"], dtype=torch.long)
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def uses_own_collator(ds: api.DatasetSource) -> bool:
+    """Format text without packing keeps DataCollatorForLanguageModeling (labels = inputs)."""
+    return ds.format != "text" or ds.packing
