@@ -637,6 +637,127 @@ class EarlyStopping(ApiModel):
     )
 
 
+class SearchParameter(ApiModel):
+    """One searched `TrainingArguments` key: a float or int range, or a list of choices."""
+
+    type: Literal["float", "int", "categorical"] = Field(
+        description="`float` (Optuna `suggest_float`), `int` (`suggest_int`) or `categorical` "
+        "(`suggest_categorical`)."
+    )
+    low: float | None = Field(default=None, description="Lower bound (float and int).")
+    high: float | None = Field(default=None, description="Upper bound, included (float and int).")
+    log: bool = Field(
+        default=False, description="Sample on a log scale (e.g. learning rates); needs low > 0."
+    )
+    step: float | None = Field(
+        default=None, gt=0, description="Discretisation step of the range; not with `log`."
+    )
+    choices: list[Any] | None = Field(
+        default=None,
+        min_length=1,
+        description="The values to choose from (categorical only): numbers, strings or "
+        "booleans.",
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchParameter:
+        if self.choices is not None:
+            odd = [c for c in self.choices if not isinstance(c, (bool, int, float, str))]
+            if odd:
+                raise ValueError(f"`choices` must be numbers, strings or booleans, got {odd[0]!r}")
+        if self.type == "categorical":
+            if self.choices is None:
+                raise ValueError("a categorical parameter needs `choices`")
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("`low`, `high`, `step` and `log` apply to float and int ranges, "
+                                 "not to a categorical parameter")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"`choices` applies only to type categorical, not {self.type}")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs `low` and `high`")
+        if self.low > self.high:
+            raise ValueError(f"`low` ({self.low:g}) is greater than `high` ({self.high:g})")
+        if self.log and self.step is not None:
+            raise ValueError("set either `log` or `step`, not both")
+        if self.log and self.low <= 0:
+            raise ValueError(f"`log` needs `low` > 0, got {self.low:g}")
+        if self.type == "int":
+            for name in ("low", "high", "step"):
+                value = getattr(self, name)
+                if value is not None and value != int(value):
+                    raise ValueError(f"`{name}` of an int parameter must be a whole number, "
+                                     f"got {value:g}")
+        return self
+
+    def grid(self) -> list[Any] | None:
+        """Every value of a discrete parameter in order, or None for a continuous range."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.log or (self.type == "float" and self.step is None):
+            return None
+        step = self.step or 1
+        count = int(round((self.high - self.low) / step)) + 1
+        values = [self.low + i * step for i in range(count) if self.low + i * step <= self.high + 1e-12]
+        return [int(v) for v in values] if self.type == "int" else values
+
+
+class HyperparameterSearch(ApiModel):
+    """Optuna through `Trainer.hyperparameter_search`: `trials` runs, each from the pretrained
+    weights with some `trainingArguments` drawn from `space`; the best parameters then train
+    the final model."""
+
+    trials: int = Field(ge=1, le=10000, description="Trials to finish (completed or pruned).")
+    direction: Literal["minimize", "maximize"] = Field(
+        default="minimize", description="Whether a smaller or a larger `metric` is better."
+    )
+    metric: str = Field(
+        default="eval_loss",
+        pattern=r"^eval_[A-Za-z0-9_]+$",
+        description="Evaluation metric to optimise, as Trainer logs it (e.g. `eval_loss`, "
+        "`eval_accuracy`).",
+    )
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        default="tpe", description="Optuna sampler: `tpe`, `random`, or `grid` (every "
+        "combination of discrete values; needs `trials` <= the number of combinations)."
+    )
+    seed: int | None = Field(default=None, ge=0, description="Seed of the sampler.")
+    pruner: Literal["none", "median"] = Field(
+        default="none",
+        description="`median` stops a trial whose intermediate evaluation is worse than the "
+        "median of earlier trials at the same step (needs evaluations during training).",
+    )
+    space: dict[str, SearchParameter] = Field(
+        min_length=1,
+        description="`TrainingArguments` key -> how to draw it, e.g. `learning_rate: {type: "
+        "float, low: 1e-5, high: 1e-3, log: true}`.",
+    )
+
+    def grid_size(self) -> int | None:
+        """Number of combinations when every parameter is discrete, else None."""
+        size = 1
+        for param in self.space.values():
+            values = param.grid()
+            if values is None:
+                return None
+            size *= len(values)
+        return size
+
+    @model_validator(mode="after")
+    def _grid(self) -> HyperparameterSearch:
+        if self.sampler != "grid":
+            return self
+        size = self.grid_size()
+        if size is None:
+            continuous = [k for k, p in self.space.items() if p.grid() is None]
+            raise ValueError(f"sampler grid needs discrete values: give {', '.join(continuous)} "
+                             "a `step` (and no `log`) or `choices`")
+        if self.trials > size:
+            raise ValueError(f"sampler grid has {size} combinations, fewer than trials "
+                             f"({self.trials})")
+        return self
+
+
 # --------------------------------------------------------------------------- spec
 
 
@@ -697,6 +818,12 @@ class FineTuneJobSpec(ApiModel):
         "then succeeds with the best model. Needs `load_best_model_at_end: true`, "
         "`metric_for_best_model` and matching `eval_strategy` and `save_strategy` in "
         "`trainingArguments`.",
+    )
+    hyperparameter_search: HyperparameterSearch | None = Field(
+        default=None,
+        description="Search `trainingArguments` with Optuna before training the final model "
+        "with the best values found. The study lives on the output volume, so a restarted job "
+        "keeps its finished trials. Needs evaluation data.",
     )
     clean_pod_policy: Literal["None", "Running", "All"] = Field(
         default="Running",
@@ -837,6 +964,19 @@ class Goodput(ApiModel):
     )
 
 
+class SearchStatus(ApiModel):
+    """Written by the trainer's rank-0 process during a hyperparameter search."""
+
+    trials: str | None = Field(
+        default=None, description="Finished trials out of the total, e.g. `2/4`."
+    )
+    trials_completed: int = Field(default=0, description="Trials finished (completed or pruned).")
+    trials_total: int = Field(default=0, description="Trials the search runs in all.")
+    best_trial: int | None = Field(default=None, description="Number of the best trial so far.")
+    best_value: float | None = Field(default=None, description="Its value of the metric.")
+    best_params: dict[str, Any] | None = Field(default=None, description="Its parameters.")
+
+
 class FineTuneJobStatus(ApiModel):
     phase: Phase | None = Field(default=None, description="Where the job is in its life.")
     message: str | None = Field(default=None, description="Why the job is in this phase.")
@@ -856,6 +996,7 @@ class FineTuneJobStatus(ApiModel):
     metrics: dict[str, float] | None = Field(
         default=None, description="Final metrics of a succeeded job."
     )
+    search: SearchStatus | None = Field(default=None, description="Hyperparameter search.")
 
 
 class ObjectMeta(ApiModel):

@@ -42,6 +42,8 @@ PRINTER_COLUMNS = [
     {"name": "Step", "type": "integer", "jsonPath": ".status.progress.globalStep"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent",
      "description": "Percent of max steps done"},
+    {"name": "Trials", "type": "string", "jsonPath": ".status.search.trials",
+     "description": "Finished trials of a hyperparameter search, e.g. 2/4"},
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
     {"name": "Goodput", "type": "number", "jsonPath": ".status.goodput.ratio", "priority": 1},

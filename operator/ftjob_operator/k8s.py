@@ -153,21 +153,16 @@ class Kube:
     async def set_webhook_ca_bundle(self, name: str, ca_bundle: str) -> int:
         """Put the webhook server's CA (base64 PEM) into every webhook of a
         ValidatingWebhookConfiguration; returns how many webhooks it changed."""
-        what = f"patch ValidatingWebhookConfiguration {name}"
-        try:
-            current = await self._call(self.admission.read_validating_webhook_configuration, name)
-            stale = [w["name"] for w in current.get("webhooks") or []
-                     if (w.get("clientConfig") or {}).get("caBundle") != ca_bundle]
-            if stale:
-                patch = {"webhooks": [{"name": n, "clientConfig": {"caBundle": ca_bundle}}
-                                      for n in stale]}
-                await self._call(self.admission.patch_validating_webhook_configuration,
-                                 name, patch)
-            return len(stale)
-        except ApiException as exc:
-            raise _classify(exc, what) from exc
-        except _NETWORK_ERRORS as exc:
-            raise _classify(exc, what) from exc
+        current = await self._call(f"read ValidatingWebhookConfiguration {name}",
+                                   self.admission.read_validating_webhook_configuration, name)
+        stale = [w["name"] for w in current.get("webhooks") or []
+                 if (w.get("clientConfig") or {}).get("caBundle") != ca_bundle]
+        if stale:
+            patch = {"webhooks": [{"name": n, "clientConfig": {"caBundle": ca_bundle}}
+                                  for n in stale]}
+            await self._call(f"patch ValidatingWebhookConfiguration {name}",
+                             self.admission.patch_validating_webhook_configuration, name, patch)
+        return len(stale)
 
     # ------------------------------------------------------------------ plans
 

@@ -372,8 +372,34 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
             plan.events.append(Event("Warning", "SpecChangeIgnored", text))
     else:
         out.condition("SpecChangeIgnored", False, "SpecMatches", "")
+    _announce_trials(status, out, plan)
     plan.status = out.patch()
     return plan
+
+
+def _announce_trials(status: dict[str, Any], out: _Status, plan: Plan) -> None:
+    """An event each time the trainer's status.search shows another finished trial. The
+    `SearchProgress` condition remembers what was announced, so an operator restart does not
+    announce it again."""
+    text = search_message(status.get("search"))
+    if text is None:
+        return
+    previous = _condition(status, "SearchProgress")
+    if previous is not None and previous.get("message") == text:
+        return
+    out.condition("SearchProgress", True, "TrialFinished", text)
+    plan.events.append(Event("Normal", "TrialFinished", text))
+
+
+def search_message(search: Any) -> str | None:
+    """`2/4 trials finished; best trial 1: 0.689` from status.search, or None before the
+    first finished trial (pure)."""
+    if not isinstance(search, dict) or not search.get("trialsCompleted"):
+        return None
+    text = f"{search['trialsCompleted']}/{search.get('trialsTotal')} trials finished"
+    if search.get("bestTrial") is not None and isinstance(search.get("bestValue"), (int, float)):
+        text += f"; best trial {search['bestTrial']}: {search['bestValue']:.4g}"
+    return text
 
 
 def _invalid(job: JobState, out: _Status, message: str) -> Plan:

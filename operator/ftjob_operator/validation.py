@@ -139,6 +139,67 @@ def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
     problems.extend(_check_monitoring(spec.monitoring))
     problems.extend(_check_volumes(spec))
     problems.extend(_check_early_stopping(spec))
+    problems.extend(_check_search(spec))
+    return problems
+
+
+SEARCH = "spec.hyperparameterSearch"
+# Which catalogue types each kind of searched value can fill.
+_SEARCH_KINDS = {"float": {"number"}, "int": {"integer", "number"}}
+
+
+def _check_search(spec: api.FineTuneJobSpec) -> list[Problem]:
+    """Searched keys exist in TrainingArguments, take the drawn type, are not managed by ftjob
+    and are not also fixed; the search has evaluation data to score trials with."""
+    search = spec.hyperparameter_search
+    if search is None:
+        return []
+    problems = []
+    if not spec.dataset.has_eval_data:
+        problems.append(Problem(SEARCH, "trials are scored on evaluation data: set "
+                                "spec.dataset.files.validation, evalSplit or evalFraction"))
+    if spec.early_stopping is not None:
+        problems.append(Problem("spec.earlyStopping", "not with spec.hyperparameterSearch; "
+                                "use its `pruner: median` to stop poor trials early"))
+    if spec.deepspeed is not None:
+        problems.append(Problem("spec.deepspeed", "not supported with "
+                                "spec.hyperparameterSearch"))
+    if search.pruner == "median" and training_args.effective(
+            spec.training_arguments, "eval_strategy") in ("no", None):
+        problems.append(Problem(f"{SEARCH}.pruner", "median pruning compares evaluations during "
+                                "training: set trainingArguments.eval_strategy to steps or epoch"))
+    catalogue = training_args.fields()
+    for key, param in search.space.items():
+        path = f"{SEARCH}.space.{key}"
+        if key in training_args.MANAGED_KEYS:
+            problems.append(Problem(path, f"managed by ftjob: {training_args.MANAGED_KEYS[key]}"))
+            continue
+        info = catalogue.get(key)
+        if info is None:
+            unknown = training_args._unknown_key(key, list(catalogue))
+            problems.append(Problem(path, unknown.message))
+            continue
+        if info["seq2seqOnly"] and spec.task != api.Task.SEQ2SEQ.value:
+            problems.append(Problem(path, f"applies only to task seq2seq (this job is {spec.task})"))
+            continue
+        if key in spec.training_arguments:
+            problems.append(Problem(path, f"also fixed in trainingArguments.{key}; a key is "
+                                    "either fixed for every trial or searched"))
+        if param.type in _SEARCH_KINDS:
+            if not _SEARCH_KINDS[param.type] & set(info["types"]):
+                expected = " or ".join(t for t in info["types"] if t != "null")
+                problems.append(Problem(f"{path}.type", f"{key} takes {expected}, not a "
+                                        f"drawn {param.type}"))
+                continue
+            for bound in ("low", "high"):
+                value = getattr(param, bound)
+                drawn = int(value) if param.type == "int" else value
+                for problem in training_args._check_value(key, drawn, info):
+                    problems.append(Problem(f"{path}.{bound}", problem.message))
+        else:
+            for i, choice in enumerate(param.choices or []):
+                for problem in training_args._check_value(key, choice, info):
+                    problems.append(Problem(f"{path}.choices[{i}]", problem.message))
     return problems
 
 

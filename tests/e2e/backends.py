@@ -14,6 +14,7 @@ installed with helm, and the Docker pod runner registered as the one Node.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -34,6 +35,13 @@ CRD_FILE = REPO / "crds" / "finetune.dev_finetunejobs.yaml"
 KUBECTL = os.environ.get("KUBECTL", "kubectl")  # LocalBackend uses the pinned build
 OPERATOR_IMAGE = os.environ.get("FTJOB_OPERATOR_IMAGE", "ftjob-operator:dev")
 TRAINER_IMAGE = os.environ.get("FTJOB_TRAINER_IMAGE", "ftjob-trainer:dev")
+# A namespace the admission webhook is told to leave alone (the chart's
+# webhook.namespaceSelector, set by both installs: LocalBackend and run-kind.sh): what the
+# operator does with a job the webhook never saw (failurePolicy Ignore while the operator
+# was down, a namespace outside the selector).
+UNCHECKED_NAMESPACE = "ftjob-e2e-unchecked"
+WEBHOOK_NAMESPACE_SELECTOR = {"matchExpressions": [
+    {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [UNCHECKED_NAMESPACE]}]}
 
 
 RESOURCES = {"Pod": "pods", "ConfigMap": "configmaps", "PersistentVolumeClaim":
@@ -100,6 +108,16 @@ class Backend:
         if done.returncode != 0 and "NotFound" not in done.stderr:
             raise AssertionError(f"deleting {resource}/{name}: {done.stderr}")
 
+    def create_namespace(self, name: str) -> None:
+        """Another namespace for training jobs (removed by `close`)."""
+        raise NotImplementedError
+
+    def in_namespace(self, name: str) -> "Backend":
+        """This backend, with its requests going to namespace `name`."""
+        other = copy.copy(self)
+        other.namespace = name
+        return other
+
     def check(self) -> None:
         """Fail at once when a part of the backend died (instead of at a wait's deadline)."""
 
@@ -159,10 +177,15 @@ class LocalBackend(Backend):
         self._install_chart()
         create_namespace(self.plane, namespace, restricted=True)
 
+    def create_namespace(self, name: str) -> None:
+        from tests.controlplane.install import create_namespace
+        create_namespace(self.plane, name, restricted=True)
+
     def _install_chart(self) -> None:
         """`helm install` as a platform team would, with the images built here."""
         repo, tag = OPERATOR_IMAGE.rsplit(":", 1)
         trainer_repo, trainer_tag = TRAINER_IMAGE.rsplit(":", 1)
+        webhook_port = _free_port()
         done = subprocess.run([
             str(self.plane.binary("helm")), "install", self.RELEASE, str(REPO / "charts" / "ftjob"),
             f"--kubeconfig={self.plane.kubeconfig}", f"--namespace={self.RELEASE_NAMESPACE}",
@@ -173,6 +196,14 @@ class LocalBackend(Backend):
             f"--set=trainer.image.tag={trainer_tag}", "--set=trainer.image.pullPolicy=Never",
             # Host network: the liveness port must not clash with anything on this host.
             f"--set=livenessPort={_free_port()}",
+            # The admission webhook, called by URL: Endpoints refuse the loopback addresses
+            # the pod runner gives pods, but the operator pod shares the host's network, and
+            # its self-signed certificate names the URL's host. `Fail`: a webhook that stops
+            # answering fails the scenarios instead of being skipped silently.
+            "--set=webhook.enabled=true", f"--set=webhook.port={webhook_port}",
+            f"--set=webhook.url=https://127.0.0.1:{webhook_port}",
+            "--set=webhook.failurePolicy=Fail",
+            f"--set-json=webhook.namespaceSelector={json.dumps(WEBHOOK_NAMESPACE_SELECTOR)}",
         ], capture_output=True, text=True, timeout=240)
         if done.returncode != 0:
             raise AssertionError(f"helm install failed:\n{done.stderr}{done.stdout}\n"
@@ -235,7 +266,14 @@ class ClusterBackend(Backend):
         kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
         namespace = namespace or f"ftjob-e2e-{uuid.uuid4().hex[:6]}"
         super().__init__(namespace, kubeconfig, TRAINER_IMAGE)
+        self.namespaces = [namespace]
         self.kubectl("create", "namespace", namespace)
+
+    def create_namespace(self, name: str) -> None:
+        done = self.kubectl("create", "namespace", name, check=False)
+        if done.returncode != 0 and "AlreadyExists" not in done.stderr:
+            raise AssertionError(f"creating namespace {name}: {done.stderr}")
+        self.namespaces.append(name)
 
     def kill_container(self, pod: str) -> None:
         """SIGKILL the container's main process from its node (kind nodes are containers)."""
@@ -256,10 +294,33 @@ class ClusterBackend(Backend):
         return self.kubectl("get", "pods,events", "-o", "wide", check=False).stdout
 
     def close(self) -> None:
-        self.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+        for name in self.namespaces:
+            self.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def wait_ready(backend: Backend, timeout: float = 60) -> None:
     """The FineTuneJob resource answers (the CRD is served)."""
     wait_for(lambda: backend.kubectl("get", "finetunejobs", check=False).returncode == 0,
              timeout, "the FineTuneJob API")
+
+
+def refusal(backend: Backend, job: dict[str, Any], *args: str) -> str | None:
+    """What `kubectl apply` answers for `job` when the API server refuses it, None when it
+    is admitted (`args`: more kubectl arguments, e.g. --dry-run=server)."""
+    done = backend.kubectl("apply", "-f", "-", *args, input=yaml.safe_dump(job), check=False)
+    return None if done.returncode == 0 else done.stderr + done.stdout
+
+
+def wait_admission(backend: Backend, job: dict[str, Any], timeout: float = 120) -> None:
+    """The admission webhook answers: a server-side dry run of an invalid `job` is denied
+    by it. Until the operator has published its certificate's CA the API server cannot
+    call it (and, under `Ignore`, would admit anything)."""
+    last = ""
+
+    def denied() -> bool:
+        nonlocal last
+        last = refusal(backend, job, "--dry-run=server") or "(admitted)"
+        return "denied the request" in last
+
+    wait_for(denied, timeout, "the admission webhook to answer",
+             describe=lambda: f"last answer: {last}\n{backend.diagnostics()}")

@@ -46,7 +46,8 @@ def _work_dir(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def backend(request):
-    from .backends import ClusterBackend, LocalBackend, wait_ready
+    from . import jobs
+    from .backends import ClusterBackend, LocalBackend, wait_admission, wait_ready
 
     if request.param == "local":
         _require_docker()
@@ -55,6 +56,7 @@ def backend(request):
         chosen = ClusterBackend()
     try:
         wait_ready(chosen)
+        wait_admission(chosen, jobs.misspelt_job("e2e-admission-probe"))
         yield chosen
     finally:
         chosen.close()

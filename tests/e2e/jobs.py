@@ -93,3 +93,11 @@ def training_job(name: str, max_steps: int, save_steps: int, *, train_file: str 
             "restartPolicy": {"maxRestarts": max_restarts, "backoffSeconds": 1},
         },
     }
+
+
+MISSPELT = ("learning_rat", "learning_rate")  # (the typo, what `ftjob validate` suggests)
+
+
+def misspelt_job(name: str) -> dict[str, Any]:
+    """A job with a misspelt training argument: what the admission webhook must refuse."""
+    return training_job(name, 10, 10, **{MISSPELT[0]: 1e-3})

@@ -14,6 +14,7 @@ import pytest
 from ftjob_operator import naming
 
 from . import jobs, kit
+from .backends import UNCHECKED_NAMESPACE, refusal
 from .kit import checkpoint_step, finished, probe_claim, seed, step_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -144,17 +145,44 @@ def test_graceful_pod_deletion_leaves_the_restart_budget_alone(preempted):
     assert after.get("preemptions", 0) == 1, after
 
 
+def test_kubectl_apply_refuses_a_misspelt_training_argument(backend):
+    """The chart's admission webhook, served by the operator's Deployment and called by the
+    API server: the typo is refused at apply time, with its field path and a suggestion,
+    and nothing is stored."""
+    name = "e2e-typo"
+    answer = refusal(backend, jobs.misspelt_job(name))
+    assert answer is not None, "kubectl apply admitted a misspelt training argument"
+    typo, suggestion = jobs.MISSPELT
+    assert 'admission webhook "validate.finetune.dev" denied the request' in answer, answer
+    assert f"spec.trainingArguments.{typo}: unknown field; did you mean {suggestion}?" \
+        in answer, answer
+    assert backend.get("finetunejobs", name) is None, "a refused job was stored"
+
+
 def test_invalid_spec_and_missing_data_fail_without_restarts(seeded):
     backend = seeded
     invalid = jobs.training_job("e2e-invalid", MAX_STEPS, SAVE_STEPS,
                                 no_such_training_argument=1)
     missing = jobs.training_job("e2e-nodata", MAX_STEPS, SAVE_STEPS, train_file="nope.jsonl")
-    backend.apply(invalid, missing)
+    # Where the webhook checks, the invalid spec never gets in; the missing file is beyond
+    # what admission can see, so that job is stored and fails when it runs.
+    refused = refusal(backend, invalid)
+    assert refused is not None and "no_such_training_argument" in refused, refused
+    assert backend.get("finetunejobs", "e2e-invalid") is None
+    backend.apply(missing)
 
-    bad_spec = wait_status(backend, "e2e-invalid", finished, "Failed", timeout=60)
+    # A job the webhook never saw (a namespace outside its selector; under failurePolicy
+    # Ignore, one applied while the operator was down): the operator's own check fails it,
+    # with the problems the webhook reports.
+    backend.create_namespace(UNCHECKED_NAMESPACE)
+    unchecked = backend.in_namespace(UNCHECKED_NAMESPACE)
+    unchecked.apply(invalid)
+    bad_spec = kit.wait_status(unchecked, "e2e-invalid", finished, "Failed", timeout=60)
     assert bad_spec["phase"] == "Failed"
     assert "no_such_training_argument" in bad_spec["message"], bad_spec["message"]
-    assert backend.list("pods", f"{naming.LABEL_JOB}=e2e-invalid") == [], "pods for a bad spec"
+    for problem in bad_spec["message"].split("; "):
+        assert problem in refused, (problem, refused)
+    assert unchecked.list("pods", f"{naming.LABEL_JOB}=e2e-invalid") == [], "pods for a bad spec"
 
     no_data = wait_status(backend, "e2e-nodata", finished, "Failed")
     assert no_data["phase"] == "Failed"

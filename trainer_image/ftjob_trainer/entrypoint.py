@@ -37,6 +37,7 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     final_model: str | None = None
     stopped_early: str | None = None  # why training ended before max_steps
+    search: dict[str, Any] | None = None  # status.search of a hyperparameter search
 
 
 def main() -> None:
@@ -77,6 +78,7 @@ def run(env) -> int:
             "metrics": exits.numeric_metrics(outcome.metrics),
             "finalModel": outcome.final_model,
             **({"stoppedEarly": outcome.stopped_early} if outcome.stopped_early else {}),
+            **({"search": outcome.search} if outcome.search else {}),
         })
     _finish()
     return 0
@@ -125,6 +127,7 @@ class Prepared:
     model: Any
     splits: Any  # tokenized data.Splits
     labels: Any  # data.Labels for classification, else None
+    model_init: Any = None  # () -> a fresh pretrained model
 
 
 def prepare(ctx: JobContext) -> Prepared:
@@ -174,9 +177,16 @@ def prepare(ctx: JobContext) -> Prepared:
     if spec.peft is not None:
         model = modeling.add_lora(model, spec.task, spec.peft)
 
+    def model_init():
+        """The pretrained model again (hyperparameter search: every trial starts from it;
+        Trainer seeds before calling this, so the fresh head is the same each time)."""
+        fresh = modeling.load_model(spec.task, source, kwargs, field_name, tokenizer,
+                                    labels.id2label if labels else None)
+        return modeling.add_lora(fresh, spec.task, spec.peft) if spec.peft is not None else fresh
+
     tokenized = data.tokenize(splits, spec, tokenizer, labels,
                               first=lambda: targs.main_process_first(local=False, desc="tokenize"))
-    return Prepared(targs, save_total_limit, tokenizer, model, tokenized, labels)
+    return Prepared(targs, save_total_limit, tokenizer, model, tokenized, labels, model_init)
 
 
 def train(ctx: JobContext, stop: StopRequest) -> Outcome:
@@ -192,13 +202,13 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
     if world_rank() == 0:
         progress.start()
     try:
-        return _train(ctx, stop, progress)
+        return _train(ctx, stop, reporter, progress)
     finally:
         progress.close()
         reporter.close()
 
 
-def _train(ctx: JobContext, stop: StopRequest, progress: Any) -> Outcome:
+def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> Outcome:
     from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
 
     from . import checkpoints, data, early_stopping, metrics, testing
@@ -231,19 +241,40 @@ def _train(ctx: JobContext, stop: StopRequest, progress: Any) -> Outcome:
         early = early_stopping.build(ctx.spec.early_stopping, resume.path if resume else None)
         callbacks.append(early)
     trainer_cls = Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
-    trainer = trainer_cls(
-        model=p.model,
-        args=p.targs,
-        train_dataset=p.splits.train,
-        eval_dataset=p.splits.eval,
-        processing_class=p.tokenizer,
-        data_collator=data.collator(task, p.tokenizer, p.model, ctx.spec.dataset),
-        compute_metrics=metrics.classification_metrics(len(p.labels.names)) if p.labels else None,
-        callbacks=callbacks,
-    )
-    if ctx.reporter == "console":
-        trainer.remove_callback(PrinterCallback)
+    search_spec = ctx.spec.hyperparameter_search
 
+    def make_trainer(cls, args):
+        trainer = cls(
+            # A search starts every trial and the final run from the pretrained weights
+            # (Trainer takes a model or a model_init, not both).
+            model=p.model if search_spec is None else None,
+            model_init=p.model_init if search_spec is not None else None,
+            args=args,
+            train_dataset=p.splits.train,
+            eval_dataset=p.splits.eval,
+            processing_class=p.tokenizer,
+            data_collator=data.collator(task, p.tokenizer, p.model, ctx.spec.dataset),
+            compute_metrics=(metrics.classification_metrics(len(p.labels.names)) if p.labels
+                             else None),
+            callbacks=callbacks,
+        )
+        if ctx.reporter == "console":
+            trainer.remove_callback(PrinterCallback)
+        return trainer
+
+    search_status = None
+    if search_spec is not None:
+        from .search import SearchStopped
+
+        try:
+            best = _search(ctx, p, make_trainer, trainer_cls, preemption, reporter, is_zero)
+        except SearchStopped as stopped:
+            log.warning("%s", stopped)
+            return Outcome(stopped.global_step, resume.step if resume else 0, preempted=True)
+        search_status = best.status
+        for key, value in best.params.items():
+            setattr(p.targs, key, value)
+    trainer = make_trainer(trainer_cls, p.targs)
     result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
     resumed_from = resume.step if resume else 0
     # A stop that lands on the last step still finishes: only evaluation is left.
@@ -262,7 +293,27 @@ def _train(ctx: JobContext, stop: StopRequest, progress: Any) -> Outcome:
             log.info("%s", stopped_early)
     final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
     return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
-                   final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early)
+                   final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early,
+                   search=search_status)
+
+
+def _search(ctx: JobContext, p: Prepared, make_trainer, trainer_cls, preemption, reporter,
+            is_zero: bool) -> dict[str, Any]:
+    """Run spec.hyperparameterSearch's remaining trials and return the best parameters
+    (search.SearchStopped when a stop request ended a trial: its checkpoint is kept for the
+    next attempt)."""
+    import copy
+
+    from . import search
+
+    cls = search.search_trainer(trainer_cls)
+    # The trials change their arguments; the final run starts from the spec's own.
+    trainer = make_trainer(cls, copy.deepcopy(p.targs))
+    trainer.hooks = search.Hooks(root=ctx.output_dir, space=ctx.spec.hyperparameter_search.space,
+                                 is_zero=is_zero, stopped=lambda: preemption.stopped_at,
+                                 on_trial_start=lambda trial: None)
+    return search.run(output_dir=ctx.output_dir, search=ctx.spec.hyperparameter_search,
+                      trainer=trainer, is_zero=is_zero, reporter=reporter)
 
 
 def evaluate_and_save(ctx: JobContext, trainer: Any, p: Prepared, train_metrics: dict[str, Any],

@@ -153,7 +153,7 @@ def most_significant(failures: list[Failure]) -> Failure | None:
 
 def success_summary(result: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {"status": "succeeded"}
-    for key in ("globalStep", "resumedFromStep", "finalModel", "stoppedEarly"):
+    for key in ("globalStep", "resumedFromStep", "finalModel", "stoppedEarly", "search"):
         if result.get(key) is not None:
             summary[key] = result[key]
     summary["metrics"] = numeric_metrics(result.get("metrics") or {})

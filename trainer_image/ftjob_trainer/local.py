@@ -119,6 +119,11 @@ def describe(summary: dict[str, Any]) -> str:
     lines = [f"succeeded after {summary.get('globalStep')} steps"]
     if summary.get("stoppedEarly"):
         lines.append(f"  {summary['stoppedEarly']}")
+    if summary.get("search"):
+        from .search import describe as describe_search
+
+        lines.append(f"  {describe_search(summary['search'])}; the final model trained with "
+                     "these")
     for key in ("eval_accuracy", "eval_f1", "eval_loss", "test_accuracy", "eval_perplexity"):
         if key in metrics:
             lines.append(f"  {key}: {metrics[key]:.4f}")

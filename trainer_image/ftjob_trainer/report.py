@@ -1,5 +1,6 @@
 """`ftjob report DIR`: one PNG of a run (train and eval loss, learning rate, eval metrics
-against the optimizer step, a mark where an attempt resumed from a checkpoint).
+against the optimizer step, a mark where an attempt resumed from a checkpoint; for a
+hyperparameter search, the metric of every trial from `search.json`).
 
 Reads what a run leaves in its output folder: Hugging Face's `trainer_state.json` (the
 final one, or the newest complete checkpoint's while the run is going) and ftjob's
@@ -17,6 +18,7 @@ from typing import Any
 from . import checkpoints
 
 ATTEMPTS_FILE = "attempts.jsonl"
+SEARCH_FILE = "search.json"
 REPORT_FILE = "report.png"
 STATE_FILE = "trainer_state.json"
 # Logged with every evaluation but not model quality: left out of the plots.
@@ -76,6 +78,40 @@ def resume_steps(lines: list[str]) -> list[int]:
     return steps
 
 
+@dataclass
+class Trials:
+    """A search's metric per trial: finished values, pruned trials' last reports, the best."""
+
+    metric: str
+    completed: Points = field(default_factory=list)
+    pruned: Points = field(default_factory=list)
+    best: int | None = None
+
+
+def trials(doc: dict[str, Any]) -> Trials:
+    """The per-trial points of a search.json document (pure; odd entries skipped)."""
+    out = Trials(metric=str(doc.get("metric") or "objective"),
+                 best=doc.get("bestTrial") if isinstance(doc.get("bestTrial"), int) else None)
+    for trial in doc.get("trials") or []:
+        if not isinstance(trial, dict) or not isinstance(trial.get("number"), int):
+            continue
+        if trial.get("state") == "COMPLETE" and _number(trial.get("value")):
+            out.completed.append((trial["number"], float(trial["value"])))
+        elif trial.get("state") == "PRUNED":
+            last = (trial.get("lastReported") or {}).get("value")
+            if _number(last):
+                out.pruned.append((trial["number"], float(last)))
+    return out
+
+
+def load_trials(output_dir: Path) -> Trials | None:
+    try:
+        doc = json.loads((output_dir / SEARCH_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return trials(doc) if isinstance(doc, dict) else None
+
+
 def load(output_dir: Path) -> tuple[Series, Path]:
     """The run's series and the trainer_state.json they came from (the newer of the final
     one and the newest complete checkpoint's)."""
@@ -106,15 +142,18 @@ def record_attempt(output_dir: Path, resumed_from_step: int, world_size: int, no
                               "worldSize": world_size}) + "\n")
 
 
-def write_png(data: Series, path: Path, title: str) -> Path:
+def write_png(data: Series, path: Path, title: str, search: Trials | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 3 if data.eval_metrics else 2
-    fig, axes = plt.subplots(panels, 1, figsize=(9, 3.1 * panels), sharex=True,
-                             constrained_layout=True)
+    step_panels = 3 if data.eval_metrics else 2
+    panels = step_panels + (1 if search is not None else 0)
+    fig, all_axes = plt.subplots(panels, 1, figsize=(9, 3.1 * panels), constrained_layout=True)
+    axes = list(all_axes[:step_panels])
+    for ax in axes[1:]:
+        ax.sharex(axes[0])
     loss_ax, lr_ax = axes[0], axes[1]
     if data.train_loss:
         loss_ax.plot(*zip(*data.train_loss), color="tab:blue", linewidth=1.4, label="train loss")
@@ -149,11 +188,31 @@ def write_png(data: Series, path: Path, title: str) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=9)
     axes[-1].set_xlabel("optimizer step")
+    if search is not None:
+        _draw_trials(all_axes[-1], search)
     fig.suptitle(title, fontsize=12)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _draw_trials(ax, search: Trials) -> None:
+    if search.completed:
+        ax.plot(*zip(*search.completed), "o", color="tab:blue", label="completed")
+    if search.pruned:
+        ax.plot(*zip(*search.pruned), "x", color="tab:gray", label="pruned (last report)")
+    best = dict(search.completed).get(search.best) if search.best is not None else None
+    if best is not None:
+        ax.plot([search.best], [best], "*", color="tab:red", markersize=14,
+                label=f"best: trial {search.best}")
+    ax.set_title(f"Hyperparameter search: {search.metric} per trial")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(search.metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=9)
 
 
 def job_name(output_dir: Path) -> str:
@@ -165,9 +224,15 @@ def job_name(output_dir: Path) -> str:
 
 
 def report(output_dir: Path, output: Path | None = None) -> Path:
-    data, source = load(output_dir)
+    search = load_trials(output_dir)
+    try:
+        data, _ = load(output_dir)
+    except FileNotFoundError:
+        if search is None:
+            raise
+        data = Series()  # a search still in its trials: the final run has not started
     name = job_name(output_dir)
     title = f"{name}: step {data.global_step or 0}" + (f" of {data.max_steps}" if data.max_steps else "")
     if data.resumed_from:
         title += f", resumed from step {', '.join(str(s) for s in data.resumed_from)}"
-    return write_png(data, output or output_dir / REPORT_FILE, title)
+    return write_png(data, output or output_dir / REPORT_FILE, title, load_trials(output_dir))

@@ -15,6 +15,9 @@ class NullReporter:
     def report(self, progress, checkpoint, final=False) -> None:
         pass
 
+    def report_search(self, search) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -31,6 +34,14 @@ class FanoutReporter:
                 reporter.report(progress, checkpoint, final)
             except Exception:  # noqa: BLE001
                 log.exception("%s failed", type(reporter).__name__)
+
+    def report_search(self, search) -> None:
+        for reporter in self.reporters:
+            if hasattr(reporter, "report_search"):
+                try:
+                    reporter.report_search(search)
+                except Exception:  # noqa: BLE001
+                    log.exception("%s failed", type(reporter).__name__)
 
     def close(self) -> None:
         for reporter in self.reporters:
@@ -77,6 +88,14 @@ class KubernetesReporter:
         return {"status": status}
 
     def report(self, progress, checkpoint, final=False) -> None:
+        self._patch(self.body(progress, checkpoint), "status.progress")
+
+    def report_search(self, search: dict[str, Any]) -> None:
+        """status.search (api.SearchStatus). A merge patch merges bestParams key by key, which
+        replaces it: every trial has the same keys (those of the search space)."""
+        self._patch({"status": {"search": search}}, "status.search")
+
+    def _patch(self, body: dict[str, Any], what: str) -> None:
         try:
             self._custom_objects().patch_namespaced_custom_object_status(
                 group=api.GROUP,
@@ -84,12 +103,12 @@ class KubernetesReporter:
                 namespace=self.namespace,
                 plural=api.PLURAL,
                 name=self.name,
-                body=self.body(progress, checkpoint),
+                body=body,
                 _content_type=self.CONTENT_TYPE,
                 _request_timeout=10,
             )
         except Exception as exc:  # noqa: BLE001 - logged, never raised
-            log.warning("could not patch %s/%s status.progress: %s", self.namespace, self.name, exc)
+            log.warning("could not patch %s/%s %s: %s", self.namespace, self.name, what, exc)
 
     def close(self) -> None:
         if self._api_client is not None and hasattr(self._api_client, "close"):
@@ -177,6 +196,14 @@ class ConsoleReporter:
             return
         lines, self._shown = self.lines(progress, checkpoint, self._shown)
         for line in lines:
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+    def report_search(self, search: dict[str, Any]) -> None:
+        from .search import describe
+
+        line = describe(search)
+        if line != getattr(self, "_search_shown", None):
+            self._search_shown = line
             self.console.print(line, highlight=False, soft_wrap=True)
 
     def close(self) -> None:

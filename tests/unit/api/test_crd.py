@@ -45,10 +45,11 @@ def test_names_scope_and_subresources(generated):
 def test_printer_columns(generated):
     columns = generated["spec"]["versions"][0]["additionalPrinterColumns"]
     default = [c["name"] for c in columns if not c.get("priority")]
-    assert default == ["Phase", "Step", "Progress", "Loss", "Restarts", "Age"]
+    assert default == ["Phase", "Step", "Progress", "Trials", "Loss", "Restarts", "Age"]
     by_name = {c["name"]: c for c in columns}
     assert by_name["Step"]["jsonPath"] == ".status.progress.globalStep"
     assert by_name["Restarts"]["jsonPath"] == ".status.restarts"
+    assert by_name["Trials"]["jsonPath"] == ".status.search.trials"
 
 
 def walk(node: dict, path: str = ""):

@@ -30,6 +30,13 @@ def ta(**args):
     return {"spec": {"trainingArguments": args}}
 
 
+LR = {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}
+
+
+def hp(space, **fields):
+    return {"spec": {"hyperparameterSearch": {"trials": 4, "space": space, **fields}}}
+
+
 CATALOG = [
     # --- trainingArguments: names
     ("ta-typo", ta(lerning_rate=1e-4), "spec.trainingArguments.lerning_rate",
@@ -214,6 +221,23 @@ CATALOG = [
         {"name": "a", "claimName": "c", "mountPath": "/data"},
         {"name": "b", "claimName": "d", "mountPath": "/data/models"}]}},
      "spec.volumes[1].mountPath", "overlaps another volume's mount at /data"),
+    # --- hyperparameterSearch
+    ("search-typo-key", hp({"lerning_rate": LR}), "spec.hyperparameterSearch.space.lerning_rate",
+     "did you mean learning_rate?"),
+    ("search-managed-key", hp({"output_dir": {"type": "categorical", "choices": ["/o"]}}),
+     "spec.hyperparameterSearch.space.output_dir", "managed by ftjob"),
+    ("search-fixed-and-searched", hp({"learning_rate": LR}),
+     "spec.hyperparameterSearch.space.learning_rate", "also fixed in trainingArguments"),
+    ("search-float-for-int", hp({"per_device_train_batch_size": LR}),
+     "spec.hyperparameterSearch.space.per_device_train_batch_size.type", "takes integer"),
+    ("search-quoted-choice", hp({"lr_scheduler_type": {"type": "categorical",
+                                                       "choices": ["linear", "cosin"]}}),
+     "spec.hyperparameterSearch.space.lr_scheduler_type.choices[1]", "did you mean cosine?"),
+    ("search-no-eval-data", merge(hp({"weight_decay": {"type": "float", "low": 0, "high": 0.1}}),
+                                  {"spec": {"dataset": {"files": {"validation": DELETE}},
+                                            "trainingArguments": {"eval_strategy": "no",
+                                                                  "save_strategy": "no"}}}),
+     "spec.hyperparameterSearch", "evaluation data"),
     # --- envelope
     ("name-uppercase", {"metadata": {"name": "Topics"}}, "metadata.name", "lowercase"),
     ("name-too-long", {"metadata": {"name": "a" * 41}}, "metadata.name", "at most 40"),

@@ -15,7 +15,8 @@ RELEASE = "ftjob"
 RELEASE_NAMESPACE = "ftjob-system"
 KUBE_VERSION = "1.32"  # the schemas objects are validated against; kubectl here is 1.32 too
 
-# Every value the chart exposes set away from its default: the "upgrade" a platform team
+# Every value the chart exposes set away from its default (but `webhook.enabled`, on by
+# default: its other values only matter when it is on): the "upgrade" a platform team
 # might run on a GPU cluster with two watched namespaces, HA replicas and monitoring.
 NON_DEFAULT_VALUES: dict[str, Any] = {
     "replicaCount": 2,

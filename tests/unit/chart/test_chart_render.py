@@ -90,7 +90,8 @@ def test_validation_rejects_a_malformed_object():
 
 def test_objects_rendered_by_default():
     kinds = sorted(o["kind"] for o in render())
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+                     "ServiceAccount", "ValidatingWebhookConfiguration"]  # Service: the webhook's
 
 
 def test_objects_rendered_with_every_option_on():
@@ -184,6 +185,11 @@ def test_operator_env_defaults():
         "FTJOB_LOG_LEVEL": "INFO",
         "FTJOB_LOG_FORMAT": "text",
         "FTJOB_LIVENESS_PORT": "8080",
+        "FTJOB_WEBHOOK_PORT": "9443",
+        "FTJOB_WEBHOOK_HOSTS": "ftjob-webhook.ftjob-system.svc,"
+                               "ftjob-webhook.ftjob-system.svc.cluster.local,"
+                               "ftjob-webhook.ftjob-system,ftjob-webhook",
+        "FTJOB_WEBHOOK_CONFIGURATION": "ftjob",
     }
 
 
@@ -250,7 +256,8 @@ def test_single_replica_never_overlaps_and_has_no_peering():
 @pytest.mark.parametrize("namespaces, kind", [([], "ClusterKopfPeering"),
                                               (["team-a", "team-b"], "KopfPeering")])
 def test_replicas_share_a_peering_object(namespaces, kind):
-    objects = render({"replicaCount": 2, "watchNamespaces": namespaces})
+    objects = render({"replicaCount": 2, "watchNamespaces": namespaces,
+                      "webhook": {"certificates": {"source": "cert-manager"}}})
     env = container_env(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
     peerings = by_kind(objects, kind)
     assert [p["metadata"]["name"] for p in peerings] == [env["FTJOB_PEERING"]] * max(
@@ -262,7 +269,8 @@ def test_replicas_share_a_peering_object(namespaces, kind):
 
 def test_metrics_off_by_default():
     assert "FTJOB_METRICS_PORT" not in container_env(operator_container())
-    assert by_kind(render(), "Service") == []
+    services = by_kind(render(), "Service")
+    assert not any(p["name"] == "metrics" for s in services for p in s["spec"]["ports"])
 
 
 def test_metrics_service_and_monitor_reach_the_operator_port():

@@ -27,12 +27,31 @@ def env(values) -> dict[str, str]:
     return container_env(pod_spec(values)["containers"][0])
 
 
-def test_off_by_default():
+def test_on_by_default_with_a_self_signed_certificate_and_ignore():
+    """`helm install` with no values: the webhook through the Service, the operator signing
+    its certificate and publishing the CA, and an unreachable webhook blocking nothing."""
     objects = render()
+    [config] = by_kind(objects, "ValidatingWebhookConfiguration")
+    [hook] = config["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["clientConfig"]["service"]["name"] == one(objects, "Service")["metadata"]["name"]
+    settings = from_env(env({}))
+    assert settings.webhook_port == 9443
+    assert settings.webhook_configuration == config["metadata"]["name"]
+    assert settings.webhook_cert_dir is None
+    assert by_kind(objects, "Certificate") == by_kind(objects, "Issuer") == []
+
+
+def test_can_be_turned_off():
+    off = {"webhook": {"enabled": False}}
+    objects = render(off)
     assert by_kind(objects, "ValidatingWebhookConfiguration") == []
     assert by_kind(objects, "Service") == []
-    assert not any(k.startswith("FTJOB_WEBHOOK_") for k in env({}))
-    assert from_env(env({})).webhook_port is None
+    assert not any(k.startswith("FTJOB_WEBHOOK_") for k in env(off))
+    assert from_env(env(off)).webhook_port is None
+    # nor does the operator get the right to patch a webhook configuration
+    rules = [r for o in objects if o["kind"] in ("ClusterRole", "Role") for r in o["rules"]]
+    assert not any("validatingwebhookconfigurations" in r.get("resources", []) for r in rules)
 
 
 def test_only_creates_and_spec_edits_of_jobs_reach_it():
@@ -82,9 +101,11 @@ def test_self_signed_certificate_names_the_service_and_publishes_into_the_config
 
 
 def test_self_signed_needs_one_replica():
-    with pytest.raises(Exception, match="self-signed needs replicaCount 1"):
-        render({"replicaCount": 2, **ON})
+    with pytest.raises(Exception, match="self-signed needs replicaCount 1.*cert-manager.*"
+                                        "webhook.enabled=false"):
+        render({"replicaCount": 2})
     render({"replicaCount": 2, **CERT_MANAGER})
+    render({"replicaCount": 2, "webhook": {"enabled": False}})
 
 
 def test_cert_manager_certificate_is_mounted_and_injected():

@@ -107,6 +107,12 @@ def test_describe_names_accuracy_and_the_saved_model():
     text = local.describe({"status": "succeeded", "globalStep": 9, "finalModel": "/o/final",
                            "metrics": {"eval_accuracy": 0.8125}})
     assert "eval_accuracy: 0.8125" in text and "saved model: /o/final" in text
+    searched = local.describe({"status": "succeeded", "globalStep": 9, "finalModel": "/o/final",
+                               "search": {"trials": "4/4", "bestTrial": 1, "bestValue": 0.68899,
+                                          "bestParams": {"learning_rate": 0.0056776,
+                                                         "lr_scheduler_type": "cosine"}}})
+    assert ("search: 4/4 trials finished; best trial 1 (0.6890) with learning_rate=0.005678, "
+            "lr_scheduler_type=cosine; the final model trained with these") in searched
     stopped = local.describe({"status": "failed", "exitCode": 30, "reason": "Preempted",
                               "message": "m", "globalStep": 41})
     assert stopped.startswith("stopped at step 41") and "again to resume" in stopped

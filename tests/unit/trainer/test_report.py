@@ -73,3 +73,31 @@ def test_ftjob_report_writes_a_png(tmp_path, capsys):
 def test_ftjob_report_without_a_run_says_so(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 1
     assert "no trainer_state.json" in capsys.readouterr().err
+
+
+SEARCH = {"metric": "eval_loss", "bestTrial": 2, "trials": [
+    {"number": 0, "state": "COMPLETE", "value": 0.9},
+    {"number": 1, "state": "PRUNED", "lastReported": {"step": 10, "value": 1.2}},
+    {"number": 2, "state": "COMPLETE", "value": 0.7},
+    {"number": 3, "state": "FAIL"}, {"number": "x"}, "junk"]}
+
+
+def test_search_points_per_trial():
+    points = report.trials(SEARCH)
+    assert points.completed == [(0, 0.9), (2, 0.7)]
+    assert points.pruned == [(1, 1.2)]
+    assert (points.best, points.metric) == (2, "eval_loss")
+
+
+def test_ftjob_report_draws_the_search_panel_even_before_the_final_run(tmp_path, capsys):
+    (tmp_path / "search.json").write_text(json.dumps(SEARCH))
+    assert cli.main(["report", str(tmp_path)]) == 0  # no trainer_state.json yet
+    from PIL import Image
+
+    with Image.open(tmp_path / "report.png") as image:
+        trials_only = image.size
+    write_state(tmp_path, 40, HISTORY)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    with Image.open(tmp_path / "report.png") as image:
+        assert image.size[1] > trials_only[1]  # loss, learning rate, metrics and trials
+        assert image.size[1] > 1200
