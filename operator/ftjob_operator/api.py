@@ -597,7 +597,9 @@ class RestartPolicy(ApiModel):
     pending_timeout_seconds: int = Field(
         default=1800,
         ge=30,
-        description="Fail the job when a pod stays Pending (unschedulable, image pull) this long.",
+        description="Fail the job when a pod stays Pending (unschedulable, image pull) this "
+                    "long, or when the API server refuses to create the pods (a missing "
+                    "RuntimeClass, a ResourceQuota) this long.",
     )
     stall_timeout_seconds: int = Field(
         default=1800,

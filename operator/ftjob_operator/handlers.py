@@ -145,14 +145,14 @@ def job_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
 # --------------------------------------------------------------------------- the job loop
 
 
-def observe_job(job: JobState, pods_index: kopf.Index, specs_index: kopf.Index
-                ) -> observe.Observed:
+def observe_job(job: JobState, pods_index: kopf.Index, specs_index: kopf.Index,
+                refusal: observe.Refusal | None = None) -> observe.Observed:
     key = (job.namespace, job.name)
     pods = tuple(pods_index.get(key, ()))
     started = None
     for cm in specs_index.get(key, ()):
         started = observe.started_spec_from_config_map(cm, job.uid) or started
-    return observe.Observed(pods=pods, started_spec=started)
+    return observe.Observed(pods=pods, started_spec=started, refusal=refusal)
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=1.0,
@@ -166,6 +166,10 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
     kube: k8s.Kube = memo.kube
     failures = 0
     ignored: list[str] = []
+    # Since when (and why) the API server refuses to create the job's objects. Kept only in
+    # this loop: an operator restart forgets it, which restarts the pendingTimeoutSeconds
+    # allowance for a refused job rather than failing it early.
+    refusal: observe.Refusal | None = None
     try:
         while not stopped:
             waker.clear()
@@ -182,7 +186,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                                    ", ".join(dropped))
                 ignored = dropped
             started = time.monotonic()
-            plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs),
+            plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs, refusal),
                           datetime.now(timezone.utc))
             try:
                 await kube.apply(plan, render.JobRef(job.name, job.namespace, job.uid))
@@ -192,9 +196,15 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 logger.warning("%s; retrying in %.1fs", exc, delay)
                 if isinstance(exc, k8s.RejectedError) and failures == 1:
                     kopf.event(body, type="Warning", reason="ApiRejected", message=str(exc))
+                if isinstance(exc, k8s.CreateRejectedError):
+                    since = refusal.since if refusal else datetime.now(timezone.utc)
+                    refusal = observe.Refusal(since, str(exc))
+                    if plan.requeue_after is not None:  # e.g. when the refusals' allowance ends
+                        delay = min(delay, max(plan.requeue_after, 0.05))
                 await _sleep(waker, stopped, delay * random.uniform(0.8, 1.2), wake_early=False)
                 continue
             failures = 0
+            refusal = None
             _record(memo, plan, time.monotonic() - started)
             for event in plan.events:
                 kopf.event(body, type=event.type, reason=event.reason, message=event.message)

@@ -40,6 +40,10 @@ class RejectedError(Exception):
     until something else changes."""
 
 
+class CreateRejectedError(RejectedError):
+    """The API refused to create one of the job's objects (admission, quota, policy)."""
+
+
 def load_configuration() -> client.Configuration:
     """In-cluster config when running in a pod, else $KUBECONFIG / ~/.kube/config.
 
@@ -127,8 +131,11 @@ class Kube:
             "RoleBinding": self.rbac.create_namespaced_role_binding,
         }
         # 409: already there (an earlier try, or another replica): success.
-        created = await self._call(f"create {kind} {ns}/{manifest['metadata']['name']}",
-                                   creators[kind], ns, manifest, tolerate=(409,))
+        try:
+            created = await self._call(f"create {kind} {ns}/{manifest['metadata']['name']}",
+                                       creators[kind], ns, manifest, tolerate=(409,))
+        except RejectedError as exc:
+            raise CreateRejectedError(str(exc)) from exc
         return created is not TOLERATED
 
     async def delete_pod(self, namespace: str, name: str) -> None:
@@ -172,6 +179,9 @@ class Kube:
         Status first: a restart or failure is on record before any pod is touched, so an
         operator stopped half-way (or an API refusing the deletes) cannot lose it; every
         action is one the next decision re-derives from that status if it did not happen.
+        It also keeps the status writable while the API server refuses a create: the
+        decision that reports the refusal (and the one that fails the job for it) lands
+        even though its creates fail again.
         """
         if plan.status:
             if await self.patch_status(job.namespace, job.name, plan.status) is None:

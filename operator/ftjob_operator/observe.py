@@ -71,10 +71,20 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """The API server has refused to create the job's pods (or objects) since `since`, the
+    last time with `message`: a missing RuntimeClass, an exceeded ResourceQuota, a policy."""
+    since: datetime
+    message: str
+
+
+@dataclass(frozen=True)
 class Observed:
     pods: tuple[PodView, ...] = ()
     # The spec the job started with (its ConfigMap); None before the first start.
     started_spec: dict[str, Any] | None = None
+    # Creates refused since when and why; None when the last attempt to create went through.
+    refusal: Refusal | None = None
 
 
 def _int_label(labels: dict[str, str], key: str) -> int | None:

@@ -17,7 +17,8 @@ from typing import Any
 import pydantic
 
 from . import api, contract, naming, validation
-from .observe import Failure, Observed, PodView, classify, parse_time, success_summary
+from .observe import (Failure, Observed, PodView, Refusal, classify, parse_time,
+                      success_summary)
 from .problems import errors
 
 # Spec fields that take effect while a job runs; edits to any other field are ignored
@@ -109,6 +110,7 @@ class Case(StrEnum):
     PERMANENT_FAILURE = "permanent failure"
     BUDGET_EXHAUSTED = "restart budget exhausted"
     PENDING_TIMEOUT = "pending timeout"
+    CREATION_REJECTED = "pod creation rejected"
     DEADLINE_EXCEEDED = "deadline exceeded"
     RESTART_WAITING = "restart, waiting for pods to go"
     BACKING_OFF = "restart, backing off"
@@ -449,6 +451,7 @@ class _Ctx:
     out: _Status
     now: datetime
     deadline_wait: float | None  # seconds until activeDeadlineSeconds, if set
+    refusal: Refusal | None = None  # the API server refuses to create the pods
 
     @property
     def phase(self) -> str | None:
@@ -496,7 +499,7 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
         deadline_wait = _seconds_until(deadline, now)
 
     ctx = _Ctx(job, spec, raw_spec, pods, [p for p in pods if not p.deleting], attempt,
-               observed.started_spec is None, out, now, deadline_wait)
+               observed.started_spec is None, out, now, deadline_wait, observed.refusal)
 
     # -- suspended by the user (or a queue): stop every pod; the trainer checkpoints on SIGTERM
     if spec.suspend:
@@ -663,13 +666,34 @@ def _active_attempt(ctx: _Ctx) -> Plan:
                              Case.PENDING_TIMEOUT)
             pending_wait = _min_requeue(pending_wait, _seconds_until(stuck_until, now))
 
+    # -- the API server refuses to create the pods (a missing RuntimeClass, a ResourceQuota):
+    # the same allowance as a pod stuck Pending, counted from the first refusal
+    refusal = ctx.refusal if missing else None
+    if refusal is not None:
+        refused_until = refusal.since + timedelta(seconds=limit)
+        if now >= refused_until:
+            return _fail(job, ctx.pods, out, "PodCreationRejected",
+                         f"the API server refused to create the pods for longer than "
+                         f"pendingTimeoutSeconds ({limit}s): {refusal.message}",
+                         Case.CREATION_REJECTED)
+        pending_wait = _min_requeue(pending_wait, _seconds_until(refused_until, now))
+        refused = (f"attempt {attempt}: the API server has refused to create the pods since "
+                   f"{rfc3339(refusal.since)} (the job fails after pendingTimeoutSeconds, "
+                   f"{limit}s): {refusal.message}")
+        out.condition("PodCreationRejected", True, "ApiRejected", refused)
+    else:
+        out.condition("PodCreationRejected", False, "PodsCreated")
+
     if missing:
         # Created after the status said so (crash mid-create) or not yet seen: create-if-absent.
         plan = plan_of(Case.CREATE_MISSING)
         if ctx.ensure:
             plan.actions.append(EnsureJobObjects(ctx.raw_spec))
         plan.actions.append(CreatePods(attempt, tuple(missing), ctx.raw_spec))
-        out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
+        if refusal is not None:
+            out.phase(api.Phase.PENDING, "PodCreationRejected", refused)
+        else:
+            out.phase(api.Phase.PENDING, "PodsCreated", _pending_message(attempt, spec))
         if phase not in (api.Phase.PENDING.value, None):
             plan.events.append(Event("Normal", "Started",
                                      f"created {nodes} pod(s) for attempt {attempt}"))

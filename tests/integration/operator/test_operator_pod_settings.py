@@ -11,7 +11,8 @@ import pytest
 from ftjob_operator import naming
 
 from tests.integration.operator.helpers import (TIMEOUT, Real, condition, describe, manifest,
-                                                objects, phase_is, pods, wait_event)
+                                                objects, parse_time, phase_is, pods, status,
+                                                wait_event)
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -88,6 +89,32 @@ def test_missing_runtime_class_is_reported_and_the_job_starts_once_it_exists(h, 
         with runtime_class(h, runtime):
             wait_for(lambda: len(pods(h, attempt=1)) == 2, TIMEOUT, what="pods once it exists",
                      describe=lambda: describe(h))
+
+
+def test_pod_creation_refused_past_pending_timeout_fails_the_job(h, run_operator):
+    # The same refusal, never resolved: the status says so while it lasts, and the job fails
+    # once it has lasted longer than pendingTimeoutSeconds (the allowance of a Pending pod).
+    runtime = f"never-{h.ns}"
+    refused = f'RuntimeClass "{runtime}" not found'
+    with run_operator():
+        h.create_job(manifest(podTemplate={"runtimeClassName": runtime},
+                              restartPolicy={"pendingTimeoutSeconds": 30}))
+        pending = wait_for(lambda: (st := status(h)).get("phase") == "Pending"
+                           and refused in (st.get("message") or "") and st, TIMEOUT,
+                           what="Pending naming the refusal", describe=lambda: describe(h))
+        cond = condition(pending, "PodCreationRejected")
+        assert cond is not None and cond["status"] == "True", pending
+        assert refused in cond["message"] and "pendingTimeoutSeconds" in cond["message"], cond
+        st = wait_for(phase_is(h, "Failed"), 30 + TIMEOUT, what="phase Failed",
+                      describe=lambda: describe(h))
+    failed = condition(st, "Failed")
+    assert failed["reason"] == "PodCreationRejected", failed
+    assert refused in failed["message"] and "pendingTimeoutSeconds (30s)" in failed["message"]
+    # Not before the allowance: from the job's start to its failure, at least 30s passed.
+    started, ended = parse_time(st["startTime"]), parse_time(st["completionTime"])
+    assert (ended - started).total_seconds() >= 29, st  # both rounded down to whole seconds
+    wait_event(h, "PodCreationRejected")
+    assert not pods(h)
 
 
 def test_reserved_label_fails_the_job_naming_the_field(h, run_operator):

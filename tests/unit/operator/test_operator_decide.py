@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ftjob_operator.observe import Observed, PodView
+from ftjob_operator.observe import Observed, PodView, Refusal
 from ftjob_operator.reconcile import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects,
                                       JobState, decide, restart_delay, rfc3339)
 
@@ -82,8 +82,11 @@ class Case:
     writes: set[str] = field(default_factory=set)  # exactly the status keys it patches
     events: list[str] = field(default_factory=list)  # exactly these event reasons
     requeue: float | None = None  # exactly (None: no timer)
+    refusal: Refusal | None = None  # the API server refuses to create the pods
 
 
+REFUSED = ('create Pod ns/demo-1-0: HTTP 403 Forbidden: pods "demo-1-0" is forbidden: '
+           'pod rejected: RuntimeClass "gvisr" not found')
 OK = json.dumps({"status": "succeeded", "globalStep": 50,
                  "metrics": {"eval_accuracy": 0.9, "note": "x"}, "finalModel": "/output/final"})
 
@@ -244,6 +247,34 @@ CASES: dict[str, Case] = {
              status={"phase": "Failed"},
              writes={"attempts", "completionTime", "conditions", "goodput", "message",
                     "observedGeneration", "phase"}, events=["PendingTimeout"]),
+    "pod creation refused within pendingTimeoutSeconds -> Pending, saying why":
+        Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
+                 restartPolicy={"pendingTimeoutSeconds": 30}),
+             started=STARTED, refusal=Refusal(NOW - timedelta(seconds=10), REFUSED),
+             case="create missing pods", actions=[CreatePods],
+             writes={"attempts", "conditions", "message", "observedGeneration"},
+             requeue=20.0),  # wakes when the refusals' allowance ends
+    "pod creation refused past pendingTimeoutSeconds -> Failed":
+        Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
+                 restartPolicy={"pendingTimeoutSeconds": 30}),
+             started=STARTED, refusal=Refusal(NOW - timedelta(seconds=30), REFUSED),
+             case="pod creation rejected", status={"phase": "Failed"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message",
+                    "observedGeneration", "phase"}, events=["PodCreationRejected"]),
+    "refused pod of rank 1 past the limit -> Failed, rank 0 deleted":
+        Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
+                 restartPolicy={"pendingTimeoutSeconds": 30}),
+             pods=[pod(0, phase="Pending")], started=STARTED,
+             refusal=Refusal(NOW - timedelta(seconds=31), REFUSED),
+             case="pod creation rejected", actions=[DeletePods], status={"phase": "Failed"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message",
+                    "observedGeneration", "phase"}, events=["PodCreationRejected"]),
+    "a stale refusal once every pod exists -> ignored":
+        Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
+                 restartPolicy={"pendingTimeoutSeconds": 30}),
+             pods=[pod(0, phase="Pending"), pod(1, phase="Pending")], started=STARTED,
+             refusal=Refusal(NOW - timedelta(seconds=31), REFUSED), case="pending",
+             writes={"attempts", "conditions", "message", "observedGeneration"}, requeue=25.0),
     "finished -> nothing; TTL later":
         Case(job({"phase": "Succeeded", "completionTime": rfc3339(NOW - timedelta(seconds=5))},
                  ttlSecondsAfterFinished=10), started=STARTED, case="finished", requeue=5.0),
@@ -265,7 +296,8 @@ CASES: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_decide(name: str) -> None:
     c = CASES[name]
-    plan = decide(c.job, Observed(pods=tuple(c.pods), started_spec=c.started), NOW)
+    plan = decide(c.job, Observed(pods=tuple(c.pods), started_spec=c.started,
+                                  refusal=c.refusal), NOW)
     assert plan.case == c.case
     assert [type(a) for a in plan.actions] == c.actions
     for key, value in c.status.items():
@@ -273,6 +305,39 @@ def test_decide(name: str) -> None:
     assert set(plan.status) == c.writes, plan.status
     assert [e.reason for e in plan.events] == c.events
     assert plan.requeue_after == (pytest.approx(c.requeue) if c.requeue is not None else None)
+
+
+def test_refused_pod_creation_is_in_the_status_until_it_goes_through():
+    pending = job({"phase": "Pending", "attempt": 1, "startTime": EARLIER, "conditions": []},
+                  restartPolicy={"pendingTimeoutSeconds": 30})
+    since = NOW - timedelta(seconds=10)
+    plan = decide(pending, Observed((), STARTED, Refusal(since, REFUSED)), NOW)
+    text = ("attempt 1: the API server has refused to create the pods since "
+            f"{rfc3339(since)} (the job fails after pendingTimeoutSeconds, 30s): {REFUSED}")
+    assert plan.status["message"] == text
+    refused = next(c for c in plan.status["conditions"] if c["type"] == "PodCreationRejected")
+    assert (refused["status"], refused["reason"], refused["message"]) == ("True", "ApiRejected",
+                                                                         text)
+    # The same refusal again: nothing new to write, the creates are retried.
+    settled = job({**pending.status, **plan.status}, restartPolicy={"pendingTimeoutSeconds": 30})
+    again = decide(settled, Observed((), STARTED, Refusal(since, REFUSED)),
+                   NOW + timedelta(seconds=5))
+    assert again.status == {} and [type(a) for a in again.actions] == [CreatePods]
+    # The cause went away (the RuntimeClass was created): the pods exist, the job waits as usual.
+    created = decide(settled, Observed((pod(0, phase="Pending"), pod(1, phase="Pending")),
+                                       STARTED), NOW + timedelta(seconds=5))
+    assert created.case == "pending" and created.status["message"] == \
+        "attempt 1: waiting for 2 pod(s) to run"
+    cleared = next(c for c in created.status["conditions"] if c["type"] == "PodCreationRejected")
+    assert (cleared["status"], cleared["reason"]) == ("False", "PodsCreated")
+    # Failed at the end of the allowance, naming the refusal.
+    failed = decide(settled, Observed((), STARTED, Refusal(since, REFUSED)),
+                    since + timedelta(seconds=30))
+    assert failed.status["phase"] == "Failed"
+    cond = next(c for c in failed.status["conditions"] if c["type"] == "Failed")
+    assert cond["reason"] == "PodCreationRejected"
+    assert cond["message"] == ("the API server refused to create the pods for longer than "
+                               f"pendingTimeoutSeconds (30s): {REFUSED}")
 
 
 def test_running_job_with_no_change_writes_nothing():
