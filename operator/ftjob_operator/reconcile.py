@@ -747,6 +747,23 @@ def stall_allowance(policy: api.RestartPolicy, progress: api.Progress | None,
     return since, policy.stall_timeout_seconds, "stallTimeoutSeconds"
 
 
+def _legacy_report(progress: api.Progress | None, running_since: datetime | None) -> bool:
+    """status.progress from a trainer that predates stall reporting (no `attempt`, no
+    `lastStepTime`), written while the current attempt's pods run.
+
+    Such a trainer (pods made before an operator upgrade, or an older image) reports
+    progress but never says which attempt wrote it or when it last stepped, so the running
+    attempt cannot be judged: the start-up allowance would count from when its pods ran and
+    restart every job older than startupTimeoutSeconds. Stall detection is skipped for it.
+    A report written before the attempt's pods all ran (a previous attempt's) says nothing
+    about this attempt, which keeps the start-up allowance: a trainer that reports nothing
+    at all, new or old, is still restarted when it never gets going."""
+    if progress is None or progress.attempt is not None:
+        return False
+    written = parse_time(progress.updated_at)
+    return written is None or running_since is None or written >= running_since
+
+
 def _stall(ctx: _Ctx) -> Plan | float | None:
     """A gang restart (reason Stalled) when the running attempt stopped stepping for longer
     than its allowance; else the seconds until it would be due."""
@@ -755,6 +772,8 @@ def _stall(ctx: _Ctx) -> Plan | float | None:
     running = _condition(ctx.job.status, "Running") or {}
     running_since = (parse_time(running.get("lastTransitionTime"))
                      if running.get("status") == "True" else None)
+    if progress is None and _legacy_report(out.read.progress, running_since):
+        return None
     allowance = stall_allowance(ctx.spec.restart_policy, progress, running_since)
     if allowance is None:
         return None
@@ -797,9 +816,8 @@ def _on_failure(ctx: _Ctx, failures: list[Failure]) -> Plan:
     cause = _pick(failures)
     text = cause.describe() + (f" on node {cause.node}" if cause.node else "")
     if cause.kind == "permanent":
-        ctx.out.end_attempt("Failed", text, resumes=False)
         return _fail(ctx.job, ctx.pods, ctx.out, cause.reason, cause.describe(),
-                     Case.PERMANENT_FAILURE)
+                     Case.PERMANENT_FAILURE, history_text=text)
     return _restart(ctx, cause.kind, cause.reason, _history_reason(cause), cause.describe(),
                     history_text=text)
 
@@ -841,10 +859,10 @@ def _restart(ctx: _Ctx, kind: str, reason: str, history_reason: str, text: str,
 
 
 def _fail(job: JobState, pods: list[PodView], out: _Status, reason: str, message: str,
-          case: Case) -> Plan:
+          case: Case, history_text: str | None = None) -> Plan:
     plan = Plan(case)
     _clean_up_pods(job, pods, plan)
-    out.end_attempt("Failed", message, resumes=False)
+    out.end_attempt("Failed", history_text or message, resumes=False)
     out.phase(api.Phase.FAILED, reason, message)
     out.set(completionTime=rfc3339(out.now))
     plan.events.append(Event("Warning", reason, message))

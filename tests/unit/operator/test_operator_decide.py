@@ -471,6 +471,47 @@ def test_a_stall_with_the_budget_spent_fails_the_job():
     assert plan.status["attempts"][0]["reason"] == "Stalled"
 
 
+def legacy(step: int, written_ago: float) -> dict[str, Any]:
+    """What a trainer that predates stall reporting writes: no attempt, no lastStepTime."""
+    return {"globalStep": step, "updatedAt": rfc3339(NOW - timedelta(seconds=written_ago))}
+
+
+@pytest.mark.parametrize("progress, attempt, now, requeue", [
+    # Pods from before an operator upgrade, running long past startupTimeoutSeconds: the
+    # old trainer cannot be judged, so it is not restarted.
+    (legacy(40, 5), 1, NOW + timedelta(seconds=3600), None),
+    (legacy(40, 5), 1, NOW, None),
+    # A report from before this attempt's pods ran says nothing about this attempt: the
+    # start-up allowance still applies (whatever trainer the new pods run).
+    (legacy(40, 900), 2, NOW, 201.0),
+    # A trainer that reports nothing at all still gets only the start-up allowance.
+    (None, 1, NOW, 201.0),
+], ids=["old trainer, long run", "old trainer", "old report of a previous attempt",
+        "no report"])
+def test_a_trainer_without_stall_reporting_is_not_judged(progress, attempt, now, requeue):
+    plan = decide(job(running_attempt(attempt, progress), restartPolicy=POLICY),
+                  Observed((pod(0, attempt), pod(1, attempt)), STARTED), now)
+    assert (plan.case, plan.actions, plan.events) == ("running", [], [])
+    assert plan.requeue_after == (None if requeue is None else pytest.approx(requeue))
+
+
+def test_a_previous_attempts_old_report_does_not_excuse_a_start_up_stall():
+    now = RUNNING_SINCE + timedelta(seconds=301)
+    plan = decide(job(running_attempt(2, legacy(40, 900)), restartPolicy=POLICY),
+                  Observed((pod(0, 2), pod(1, 2)), STARTED), now)
+    assert plan.case == "stalled, gang restart"
+    assert plan.events[0].message.startswith("attempt 2 took no training step in 301s")
+
+
+def test_a_permanent_failure_records_the_node_once():
+    failed = pod(1, phase="Failed", exit_code=10, node="node-b")
+    plan = decide(job(running_attempt(1)), Observed((pod(0), failed), STARTED), NOW)
+    record = plan.status["attempts"][0]
+    assert plan.case == "permanent failure" and record["reason"] == "Failed"
+    assert record["message"].endswith(" on node node-b")
+    assert not plan.status["message"].endswith(" on node node-b")
+
+
 def test_stall_is_judged_only_while_every_pod_runs():
     status = running_attempt(1, stepped(7, 600))
     plan = decide(job(status, restartPolicy=POLICY),
