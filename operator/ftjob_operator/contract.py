@@ -24,6 +24,24 @@ ENV_REPORTER = "FTJOB_REPORTER"  # "kubernetes" | "console" | "none"
 ENV_PROGRESS_INTERVAL = "FTJOB_PROGRESS_INTERVAL"  # seconds between progress writes
 ENV_METRICS_PORT = "FTJOB_METRICS_PORT"  # Prometheus port on rank 0; unset = off
 ENV_DEEPSPEED_CONFIG = "FTJOB_DEEPSPEED_CONFIG"  # file of spec.deepspeed.configMapRef, mounted
+# Set by ftjob-launch for its ranks (the launcher overwrites whatever the pod has).
+ENV_STOP_FILE = "FTJOB_STOP_FILE"  # exists once a graceful stop was requested
+ENV_RESULT_DIR = "FTJOB_RESULT_DIR"  # per-rank failure files and rank 0's result
+# The trainer's fault injection for the project's own tests (ftjob_trainer/testing.py).
+ENV_TEST_MODE = "FTJOB_TEST_MODE"
+ENV_TEST_HANG_AT_STEP = "FTJOB_TEST_HANG_AT_STEP"
+ENV_TEST_HANG_RANK = "FTJOB_TEST_HANG_RANK"
+
+# Every FTJOB_* variable the trainer image reads. Each pod sets all of them explicitly
+# (empty when ftjob has nothing to set; the trainer treats empty as unset): explicit `env`
+# wins over `envFrom`, so a user ConfigMap or Secret in `spec.podTemplate.envFrom` can
+# never supply one, the test hooks included.
+TRAINER_ENV = (
+    ENV_JOB_FILE, ENV_OUTPUT_DIR, ENV_JOB_NAME, ENV_NAMESPACE, ENV_JOB_UID, ENV_ATTEMPT,
+    ENV_TERMINATION_LOG, ENV_REPORTER, ENV_PROGRESS_INTERVAL, ENV_METRICS_PORT,
+    ENV_DEEPSPEED_CONFIG, ENV_STOP_FILE, ENV_RESULT_DIR, ENV_TEST_MODE, ENV_TEST_HANG_AT_STEP,
+    ENV_TEST_HANG_RANK,
+)
 
 # Variables users may not set in `spec.env`: ftjob's own, and those torchrun, NCCL,
 # DeepSpeed and the Hugging Face cache get from the operator or the launcher.

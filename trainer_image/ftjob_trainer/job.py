@@ -23,8 +23,8 @@ from .exits import InvalidSpec
 
 ENV_DEEPSPEED_CONFIG = contract.ENV_DEEPSPEED_CONFIG  # set by the operator with configMapRef
 # Launcher-internal variables (not part of the operator contract: the launcher sets them).
-ENV_STOP_FILE = "FTJOB_STOP_FILE"  # exists once a graceful stop was requested
-ENV_RESULT_DIR = "FTJOB_RESULT_DIR"  # per-rank failure files and rank 0's result
+ENV_STOP_FILE = contract.ENV_STOP_FILE  # exists once a graceful stop was requested
+ENV_RESULT_DIR = contract.ENV_RESULT_DIR  # per-rank failure files and rank 0's result
 
 REPORTERS = ("kubernetes", "console", "none")
 

@@ -1,8 +1,9 @@
 """Fault injection for the project's own tests: a rank that stops stepping (a hang).
 
-Honoured only when `FTJOB_TEST_MODE=1`. Users cannot set either variable in a cluster (the
-operator reserves every `FTJOB_*` name) and the operator never sets them, so these hooks
-only act in tests that launch the trainer themselves.
+Honoured only when `FTJOB_TEST_MODE=1`. In a cluster the operator sets these variables
+empty on every pod (empty is unset here): validation rejects `FTJOB_*` names in `spec.env`,
+and explicit pod `env` wins over `spec.podTemplate.envFrom`, so no user ConfigMap or Secret
+can supply them either. These hooks only act in tests that launch the trainer themselves.
 
     FTJOB_TEST_HANG_AT_STEP=N   once step N is done (logged, saved), world rank
                                 FTJOB_TEST_HANG_RANK (default 1, or 0 when alone) blocks
@@ -17,13 +18,14 @@ import os
 import threading
 from collections.abc import Mapping
 
+from ftjob_operator import contract
 from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
 
-ENV_TEST_MODE = "FTJOB_TEST_MODE"
-ENV_HANG_AT_STEP = "FTJOB_TEST_HANG_AT_STEP"
-ENV_HANG_RANK = "FTJOB_TEST_HANG_RANK"
+ENV_TEST_MODE = contract.ENV_TEST_MODE
+ENV_HANG_AT_STEP = contract.ENV_TEST_HANG_AT_STEP
+ENV_HANG_RANK = contract.ENV_TEST_HANG_RANK
 
 
 class HangAtStep(TrainerCallback):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from ftjob_operator import api, naming, render
+from ftjob_operator import api, contract, naming, render
 from ftjob_operator.manifests import dump
 from ftjob_operator.settings import Settings
 
@@ -247,6 +248,32 @@ def test_pod_template_adds_labels_annotations_runtime_class_and_env_sources():
     assert service["spec"]["selector"].items() <= _pod(spec_doc)["metadata"]["labels"].items()
 
 
+def _trainer_read_names() -> set[str]:
+    """Every FTJOB_* name in the trainer image's code: literals, and the contract's ENV_*
+    constants it refers to (found independently of contract.TRAINER_ENV)."""
+    root = Path(__file__).parents[3] / "trainer_image"
+    text = "\n".join(p.read_text() for p in root.rglob("*.py"))
+    names = set(re.findall(r"\bFTJOB_[A-Z][A-Z0-9_]*", text))
+    names |= {getattr(contract, c) for c in re.findall(r"\b(ENV_[A-Z0-9_]+)", text)
+              if isinstance(getattr(contract, c, None), str)}
+    return names
+
+
+@pytest.mark.parametrize("name", list(_golden_cases()))
+def test_every_trainer_variable_is_set_explicitly_so_env_from_cannot_supply_it(name):
+    read = _trainer_read_names()
+    assert {"FTJOB_TEST_MODE", "FTJOB_TEST_HANG_AT_STEP", "FTJOB_STOP_FILE",
+            "FTJOB_DEEPSPEED_CONFIG", "FTJOB_METRICS_PORT", "FTJOB_JOB_FILE"} <= read
+    assert read <= set(contract.TRAINER_ENV)
+    spec = dict(_golden_cases()[name], monitoring={"metricsPort": 0})
+    for pod in render.render_pods(JOB, api.parse_spec(spec), 1, SETTINGS):
+        env = pod["spec"]["containers"][0]["env"]
+        names = [e["name"] for e in env]
+        assert all(names.count(n) == 1 for n in read), names
+        assert _env(pod)["FTJOB_TEST_MODE"] == "" and _env(pod)["FTJOB_TEST_HANG_AT_STEP"] == ""
+        assert _env(pod)["FTJOB_METRICS_PORT"] == ""  # metrics off
+
+
 def test_without_pod_template_the_pod_has_none_of_its_fields():
     spec_doc = {k: v for k, v in CPU_SPEC.items() if k != "podTemplate"}
     pod = _pod(spec_doc)
@@ -283,7 +310,8 @@ def test_metrics_port_env_and_named_container_port(spec_port, default, want):
     rank0, rank1 = (render.render_pod(JOB, spec, 1, r, settings) for r in (0, 1))
     for pod in (rank0, rank1):
         # Every rank knows the port (the trainer serves it from world rank 0 only).
-        assert _env(pod).get("FTJOB_METRICS_PORT") == (None if want is None else str(want))
+        # Off: set empty (unset for the trainer), so envFrom cannot turn it on.
+        assert _env(pod)["FTJOB_METRICS_PORT"] == ("" if want is None else str(want))
     ports = {p["name"]: p["containerPort"] for p in rank0["spec"]["containers"][0]["ports"]}
     assert ports == ({"rendezvous": 29500} | ({} if want is None else {"metrics": want}))
     assert [p["name"] for p in rank1["spec"]["containers"][0]["ports"]] == ["rendezvous"]
