@@ -179,6 +179,20 @@ def test_fast_defaults_on_gpu_and_the_users_setting_wins(tmp_path):
     assert not set(listed) & set(mine)  # what the log lists as ftjob's is really ftjob's
 
 
+@pytest.mark.parametrize("deepspeed,bf16", [
+    ({"zeroStage": 2}, True),  # the generated config says "auto": it follows bf16
+    ({"configMapRef": {"name": "ds", "key": "ds.json"}}, None),  # may fix fp16 itself
+])
+def test_bf16_default_leaves_a_users_own_deepspeed_config_alone(tmp_path, deepspeed, bf16):
+    s = api.parse_spec({"task": "causal-lm", "model": {"path": "/m"},
+                        "dataset": {"files": {"train": "t.jsonl"}},
+                        "resources": {"gpusPerNode": 1}, "deepspeed": deepspeed})
+    user_config = {"fp16": {"enabled": True}, "zero_optimization": {"stage": 2}}
+    kwargs, _ = arguments.settings(s, tmp_path, bf16_supported=True, deepspeed=user_config)
+    assert kwargs.get("bf16") is bf16
+    assert ("bf16" in arguments.defaults(s, bf16_supported=True)) is (bf16 is True)
+
+
 def test_examples_left_without_a_trained_token_are_counted(tokenizer, caplog):
     rows = [{"prompt": "goal match team win cup league", "completion": "bank"},  # 8 prompt tokens
             {"prompt": "goal", "completion": "bank tax"}]
