@@ -136,6 +136,24 @@ def test_packing_cuts_the_concatenation_into_full_rows_and_one_partial(tokenizer
         assert partial <= 1
 
 
+def test_packing_offsets_past_two_to_the_31_tokens_are_int64(monkeypatch):
+    small = c.pack_offsets(10, 4)
+    assert small.tolist() == [0, 4, 8, 10] and small.dtype.itemsize == 4
+    total = 2**31 + 5  # more tokens than an int32 offset counts
+    large = c.pack_offsets(total, 2**30)
+    assert large.tolist() == [0, 2**30, 2**31, total] and large.dtype.itemsize == 8
+    assert c.pack_offsets(2**31 - 1, 2**30)[-1] == 2**31 - 1  # the last int32 one
+
+    # The large-list path end to end, with the limit lowered to a tiny dataset's size.
+    monkeypatch.setattr(c, "INT32_MAX", 3)
+    rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5]],
+                                       "labels": [[-100, 2, 3], [4, 5]]})
+    packed = c.pack(rows, 2)
+    assert packed["input_ids"] == [[1, 2], [3, 4], [5]]
+    assert packed["labels"] == [[-100, 2], [3, 4], [5]]
+    assert "large_list" in str(packed.data.schema.field("input_ids").type)
+
+
 def test_text_packing_separates_examples_with_eos(tokenizer):
     s = spec(packing=True, maxLength=8)
     packed = data.tokenize(splits_of([{"text": "goal match"}, {"text": "bank"}]), s,
