@@ -286,3 +286,28 @@ def test_a_second_train_run_on_the_same_callback_follows_evaluations_again(tmp_p
         assert callback.activity == "saving"  # the save after this evaluation comes next
         callback.on_train_end(args, state, TrainerControl())
         assert callback.activity == "evaluating"
+
+
+def test_a_stop_request_reports_the_exact_step_and_its_checkpoint_at_once(tmp_path):
+    """The operator's suspend check compares the last reported step with the checkpoint:
+    both must be exact when the pod stops, however recent the throttled last report."""
+    from ftjob_trainer.stopping import PreemptionCallback, StopRequest
+
+    callback, args, state, clock, rec = make(tmp_path, interval=3600)
+    request = StopRequest()
+    preemption = PreemptionCallback(request, agree_fn=lambda local: local)
+    callback.on_train_begin(args, state, TrainerControl())
+    for step in (1, 2, 3):
+        state.global_step = step
+        control = TrainerControl()
+        if step == 3:
+            request._on_signal(15, None)  # SIGTERM during step 3
+        for cb in (preemption, callback):  # the trainer's callback order
+            cb.on_step_end(args, state, control)
+    assert rec.reports[-1][0]["globalStep"] == 3  # at the stop's step end, not throttled
+    assert control.should_save and control.should_training_stop
+    saved(tmp_path, 3)
+    callback.on_save(args, state, control)
+    callback.on_train_end(args, state, control)
+    for progress, checkpoint, _ in rec.reports[-2:]:
+        assert progress["globalStep"] == 3 and checkpoint["latest"]["step"] == 3
