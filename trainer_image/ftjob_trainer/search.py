@@ -12,10 +12,11 @@ are unreliable (SQLite FAQ); Optuna's JournalFileBackend appends one JSON line p
 under a link-based lock and is documented for NFS. Only world rank 0 ever writes it.
 
 Restarts. Optuna numbers trials itself; after a gang restart, a trial the dead run left
-RUNNING, stopped by a preemption, or ended by an error that a retry may not repeat (out of
+RUNNING, stopped by a preemption, or ended by an error that may pass on a retry (out of
 memory, a lost peer, a failed collective) is marked FAIL and enqueued again with the same
-parameters (and, for the grid sampler, the same grid point); its folder is renamed to the new trial's, so the retry resumes from the
-interrupted trial's newest complete checkpoint. Finished (COMPLETE or PRUNED) trials are never
+parameters (and, for the grid sampler, the same grid point); its folder is renamed to the new
+trial's, so the retry resumes from the interrupted trial's newest complete checkpoint. A trial
+that failed on a permanent error (invalid spec, data or model) is not retried. Finished (COMPLETE or PRUNED) trials are never
 run again, and only `trials` minus the finished ones are asked of the study, so the total stays
 `trials`. Samplers are seeded with `seed + trials already in the study`, so a restarted random
 or TPE sampler does not draw the first run's parameters again.
