@@ -16,10 +16,11 @@ RUNNING, stopped by a preemption, or ended by an error that may pass on a retry 
 memory, a lost peer, a failed collective) is marked FAIL and enqueued again with the same
 parameters (and, for the grid sampler, the same grid point); its folder is renamed to the new
 trial's, so the retry resumes from the interrupted trial's newest complete checkpoint. A trial
-that failed on a permanent error (invalid spec, data or model) is not retried. Finished (COMPLETE or PRUNED) trials are never
-run again, and only `trials` minus the finished ones are asked of the study, so the total stays
-`trials`. Samplers are seeded with `seed + trials already in the study`, so a restarted random
-or TPE sampler does not draw the first run's parameters again.
+that failed on a permanent error (invalid spec, data or model) is not retried. Finished
+(COMPLETE or PRUNED) trials are never run again, and only `trials` minus the finished ones are
+asked of the study, so the total stays `trials`. Samplers are seeded with
+`seed + trials already in the study`, so a restarted random or TPE sampler does not draw the
+first run's parameters again.
 
 Torchrun. As in transformers' run_hp_search_optuna, rank 0 runs the study and broadcasts each
 trial's parameters (a FixedTrial) to the other ranks, which run the same number of trials.
