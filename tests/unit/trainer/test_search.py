@@ -355,3 +355,23 @@ def test_a_search_whose_trials_are_all_pruned_ends_with_no_completed_trial(tmp_p
         search.run(output_dir=tmp_path, search=make_search(), trainer=Trainer(), is_zero=True,
                    reporter=None)
     assert Trainer.ran == 3
+
+
+def test_a_search_does_not_keep_the_pretrained_model_loaded_next_to_the_trials(tmp_path):
+    """Every trial and the final run load their own through model_init."""
+    from ftjob_trainer import entrypoint
+    from ftjob_trainer.job import JobContext
+    from tests import tinymodels as tm
+    from tests.integration.trainer.helpers import classification_spec
+
+    tiny = {"bert": tm.build_bert(tmp_path / "bert"),
+            "cls_train": tm.write_jsonl(tmp_path / "train.jsonl", tm.classification_rows(16, 1)),
+            "cls_val": tm.write_jsonl(tmp_path / "val.jsonl", tm.classification_rows(8, 2))}
+    spec = classification_spec(tiny, max_steps=2, eval_strategy="steps", eval_steps=1)
+    plain = entrypoint.prepare(JobContext("a", None, api.parse_spec(spec), tmp_path / "a"))
+    assert plain.model is not None
+    spec["hyperparameterSearch"] = {"trials": 2, "space": {
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}}
+    searched = entrypoint.prepare(JobContext("b", None, api.parse_spec(spec), tmp_path / "b"))
+    assert searched.model is None
+    assert type(searched.model_init()) is type(plain.model)
