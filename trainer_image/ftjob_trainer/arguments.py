@@ -68,7 +68,7 @@ def defaults(spec: api.FineTuneJobSpec, *, quiet_console: bool = False,
 
     Keys the spec sets are left out: a user's own setting always wins. None of these
     changes what is computed beyond floating-point precision (bf16, only where the GPU
-    runs it natively and no precision was chosen)."""
+    runs it natively, no precision was chosen and no user DeepSpeed config given)."""
     user = spec.training_arguments
     on_gpu = spec.resources.gpus_per_node > 0
     chosen: dict[str, tuple[Any, str]] = {
@@ -81,9 +81,12 @@ def defaults(spec: api.FineTuneJobSpec, *, quiet_console: bool = False,
                                        "per step"),
     }
     if on_gpu:
-        if bf16_supported and not any(k in user for k in PRECISION_KEYS):
-            chosen["bf16"] = (True, "the GPU computes bfloat16 natively and the spec chose "
-                              "no precision")
+        # A user's own DeepSpeed config (configMapRef) may fix fp16 or bf16 itself, and
+        # HF rejects a TrainingArguments precision that differs from it: leave it alone.
+        own_ds_config = spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None
+        if bf16_supported and not own_ds_config and not any(k in user for k in PRECISION_KEYS):
+            chosen["bf16"] = (True, "the GPU computes bfloat16 natively, the spec chose no "
+                              "precision and gives no DeepSpeed config of its own")
         chosen["dataloader_num_workers"] = (
             GPU_DATALOADER_WORKERS, "collate the next batches while the GPU computes; the "
             "sampler stays in the main process, so the batch order is unchanged")

@@ -218,23 +218,38 @@ def pack(dataset: Any, max_length: int) -> Any:
     """Concatenate every example in order and cut into rows of `max_length` tokens (the
     last row keeps the remainder). Vectorised over Arrow buffers: no per-example Python."""
     import datasets
-    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     columns = {}
     total = None
     for name in ("input_ids", "labels"):
-        flat = dataset.data.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        # Flattened chunk by chunk: combining the chunks first would overflow a list
+        # column's int32 offsets past 2**31 tokens.
+        flat = pc.list_flatten(dataset.data.column(name)).to_numpy()
         columns[name] = flat
         total = len(flat)
     if not total:
         return dataset.select([])
-    offsets = np.append(np.arange(0, total, max_length), total).astype(np.int32)
+    offsets = pack_offsets(total, max_length)
+    lists = pa.ListArray if offsets.dtype.itemsize == 4 else pa.LargeListArray
     table = pa.table({
-        "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(columns["input_ids"])),
-        "labels": pa.ListArray.from_arrays(pa.array(offsets), pa.array(columns["labels"])),
+        "input_ids": lists.from_arrays(pa.array(offsets), pa.array(columns["input_ids"])),
+        "labels": lists.from_arrays(pa.array(offsets), pa.array(columns["labels"])),
     })
     return datasets.Dataset(table)
+
+
+INT32_MAX = 2**31 - 1
+
+
+def pack_offsets(total: int, max_length: int) -> Any:
+    """Where each packed row starts, then `total` (pure): int32 while every offset fits
+    (an Arrow list), int64 beyond 2**31 - 1 tokens (an Arrow large list)."""
+    import numpy as np
+
+    offsets = np.append(np.arange(0, total, max_length, dtype=np.int64), np.int64(total))
+    return offsets.astype(np.int32) if total <= INT32_MAX else offsets
 
 
 def padding_stats(lengths: list[int], batch_size: int) -> tuple[int, int]:

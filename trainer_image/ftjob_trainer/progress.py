@@ -114,7 +114,10 @@ class ProgressCallback(TrainerCallback):
         self.last_step_time: float | None = None  # wall time of that
         self._force_log = False  # the log of this attempt's first step reports at once
         self._last: tuple[Any, Any] | None = None  # (args, state) of the last report
-        self._lock = threading.Lock()
+        # Held while a report is built and sent: a heartbeat built before a save must not
+        # be sent after the save's report (it would roll status.checkpoint back). Reentrant:
+        # _emit sends through _report. The Kubernetes reporter's request has a timeout.
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -163,6 +166,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
+            self.finished = False  # a search runs train() again on this callback
             self.start_time = self.clock()
             self.start_step = state.global_step
             self.step_seen = state.global_step
@@ -225,6 +229,10 @@ class ProgressCallback(TrainerCallback):
     # ------------------------------------------------------------------------------
 
     def _emit(self, args, state, force: bool = False, final: bool = False) -> None:
+        with self._lock:  # built and sent at once, in the order the state changed
+            self._emit_locked(args, state, force, final)
+
+    def _emit_locked(self, args, state, force: bool, final: bool) -> None:
         now = self.clock()
         if not due(now, self.last_report, self.interval, force):
             return

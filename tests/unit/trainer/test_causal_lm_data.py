@@ -136,6 +136,24 @@ def test_packing_cuts_the_concatenation_into_full_rows_and_one_partial(tokenizer
         assert partial <= 1
 
 
+def test_packing_offsets_past_two_to_the_31_tokens_are_int64(monkeypatch):
+    small = c.pack_offsets(10, 4)
+    assert small.tolist() == [0, 4, 8, 10] and small.dtype.itemsize == 4
+    total = 2**31 + 5  # more tokens than an int32 offset counts
+    large = c.pack_offsets(total, 2**30)
+    assert large.tolist() == [0, 2**30, 2**31, total] and large.dtype.itemsize == 8
+    assert c.pack_offsets(2**31 - 1, 2**30)[-1] == 2**31 - 1  # the last int32 one
+
+    # The large-list path end to end, with the limit lowered to a tiny dataset's size.
+    monkeypatch.setattr(c, "INT32_MAX", 3)
+    rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5]],
+                                       "labels": [[-100, 2, 3], [4, 5]]})
+    packed = c.pack(rows, 2)
+    assert packed["input_ids"] == [[1, 2], [3, 4], [5]]
+    assert packed["labels"] == [[-100, 2], [3, 4], [5]]
+    assert "large_list" in str(packed.data.schema.field("input_ids").type)
+
+
 def test_text_packing_separates_examples_with_eos(tokenizer):
     s = spec(packing=True, maxLength=8)
     packed = data.tokenize(splits_of([{"text": "goal match"}, {"text": "bank"}]), s,
@@ -177,6 +195,20 @@ def test_fast_defaults_on_gpu_and_the_users_setting_wins(tmp_path):
     assert {k: kwargs[k] for k in mine} == mine
     listed = arguments.defaults(spec(training=mine, resources=gpu), bf16_supported=True)
     assert not set(listed) & set(mine)  # what the log lists as ftjob's is really ftjob's
+
+
+@pytest.mark.parametrize("deepspeed,bf16", [
+    ({"zeroStage": 2}, True),  # the generated config says "auto": it follows bf16
+    ({"configMapRef": {"name": "ds", "key": "ds.json"}}, None),  # may fix fp16 itself
+])
+def test_bf16_default_leaves_a_users_own_deepspeed_config_alone(tmp_path, deepspeed, bf16):
+    s = api.parse_spec({"task": "causal-lm", "model": {"path": "/m"},
+                        "dataset": {"files": {"train": "t.jsonl"}},
+                        "resources": {"gpusPerNode": 1}, "deepspeed": deepspeed})
+    user_config = {"fp16": {"enabled": True}, "zero_optimization": {"stage": 2}}
+    kwargs, _ = arguments.settings(s, tmp_path, bf16_supported=True, deepspeed=user_config)
+    assert kwargs.get("bf16") is bf16
+    assert ("bf16" in arguments.defaults(s, bf16_supported=True)) is (bf16 is True)
 
 
 def test_examples_left_without_a_trained_token_are_counted(tokenizer, caplog):

@@ -228,3 +228,86 @@ def test_the_hang_hook_acts_only_in_test_mode():
     hook, = testing.hooks({"FTJOB_TEST_MODE": "1", "FTJOB_TEST_HANG_AT_STEP": "3",
                            "WORLD_SIZE": "2"})
     assert (hook.step, hook.rank) == (3, 1)
+
+
+def saved(tmp_path, step):
+    folder = tmp_path / f"checkpoint-{step}"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    checkpoints.write_marker(folder, step)
+
+
+def test_a_heartbeat_built_before_a_save_is_not_sent_after_it(tmp_path):
+    """The heartbeat thread stops inside building its report (at its wall-clock read)
+    while the training thread steps on and saves: the last report must be the save's."""
+    import threading
+
+    callback, args, state, clock, rec = make(tmp_path)
+    callback.on_train_begin(args, state, TrainerControl())
+    state.global_step = 10
+    saved(tmp_path, 10)
+    callback.on_save(args, state, TrainerControl())
+    building, release = threading.Event(), threading.Event()
+
+    def wall():
+        if threading.current_thread().name == "heartbeat" and not building.is_set():
+            building.set()
+            release.wait(30)
+        return 1.7e9
+
+    callback.wall = wall
+    heartbeat = threading.Thread(target=callback.beat, name="heartbeat")
+    heartbeat.start()
+    assert building.wait(30)
+
+    def train_and_save():
+        state.global_step = 20
+        saved(tmp_path, 20)
+        callback.on_save(args, state, TrainerControl())
+
+    training = threading.Thread(target=train_and_save)
+    training.start()
+    training.join(1.0)  # the save waits for the heartbeat's report (or, unguarded, overtakes it)
+    release.set()
+    heartbeat.join(30)
+    training.join(30)
+    progress, checkpoint, _ = rec.reports[-1]
+    assert progress["globalStep"] == 20
+    assert checkpoint["latest"]["step"] == 20
+
+
+def test_a_second_train_run_on_the_same_callback_follows_evaluations_again(tmp_path):
+    """A hyperparameter search calls train() once per trial and once for the final run."""
+    callback, args, state, clock, rec = make(tmp_path)
+    for _ in range(2):
+        callback.on_train_begin(args, state, TrainerControl())
+        control = TrainerControl(should_save=True)
+        callback.on_evaluate(args, state, control, metrics={"eval_loss": 0.5})
+        assert callback.activity == "saving"  # the save after this evaluation comes next
+        callback.on_train_end(args, state, TrainerControl())
+        assert callback.activity == "evaluating"
+
+
+def test_a_stop_request_reports_the_exact_step_and_its_checkpoint_at_once(tmp_path):
+    """The operator's suspend check compares the last reported step with the checkpoint:
+    both must be exact when the pod stops, however recent the throttled last report."""
+    from ftjob_trainer.stopping import PreemptionCallback, StopRequest
+
+    callback, args, state, clock, rec = make(tmp_path, interval=3600)
+    request = StopRequest()
+    preemption = PreemptionCallback(request, agree_fn=lambda local: local)
+    callback.on_train_begin(args, state, TrainerControl())
+    for step in (1, 2, 3):
+        state.global_step = step
+        control = TrainerControl()
+        if step == 3:
+            request._on_signal(15, None)  # SIGTERM during step 3
+        for cb in (preemption, callback):  # the trainer's callback order
+            cb.on_step_end(args, state, control)
+    assert rec.reports[-1][0]["globalStep"] == 3  # at the stop's step end, not throttled
+    assert control.should_save and control.should_training_stop
+    saved(tmp_path, 3)
+    callback.on_save(args, state, control)
+    callback.on_train_end(args, state, control)
+    for progress, checkpoint, _ in rec.reports[-2:]:
+        assert progress["globalStep"] == 3 and checkpoint["latest"]["step"] == 3
