@@ -174,7 +174,12 @@ def prepare(ctx: JobContext) -> Prepared:
     targs.average_tokens_across_devices = arguments.average_tokens_across_devices(spec, divides)
     log.info("average_tokens_across_devices=%s (%s)", targs.average_tokens_across_devices,
              arguments.average_tokens_reason(spec, type(model).__name__, divides))
-    if spec.peft is not None:
+    if spec.hyperparameter_search is not None and spec.task != api.Task.SEQ2SEQ.value:
+        # Every trial and the final run load their own (model_init); kept, this one would sit
+        # in memory through the whole search. Seq2seq keeps it: DataCollatorForSeq2Seq builds
+        # decoder_input_ids with it.
+        model = None
+    elif spec.peft is not None:
         model = modeling.add_lora(model, spec.task, spec.peft)
 
     def model_init():

@@ -12,12 +12,15 @@ are unreliable (SQLite FAQ); Optuna's JournalFileBackend appends one JSON line p
 under a link-based lock and is documented for NFS. Only world rank 0 ever writes it.
 
 Restarts. Optuna numbers trials itself; after a gang restart, a trial the dead run left
-RUNNING (or stopped by a preemption) is marked FAIL and enqueued again with the same
-parameters; its folder is renamed to the new trial's, so the retry resumes from the
-interrupted trial's newest complete checkpoint. Finished (COMPLETE or PRUNED) trials are never
-run again, and only `trials` minus the finished ones are asked of the study, so the total stays
-`trials`. Samplers are seeded with `seed + trials already in the study`, so a restarted random
-or TPE sampler does not draw the first run's parameters again.
+RUNNING, stopped by a preemption, or ended by an error that may pass on a retry (out of
+memory, a lost peer, a failed collective) is marked FAIL and enqueued again with the same
+parameters (and, for the grid sampler, the same grid point); its folder is renamed to the new
+trial's, so the retry resumes from the interrupted trial's newest complete checkpoint. A trial
+that failed on a permanent error (invalid spec, data or model) is not retried. Finished
+(COMPLETE or PRUNED) trials are never run again, and only `trials` minus the finished ones are
+asked of the study, so the total stays `trials`. Samplers are seeded with
+`seed + trials already in the study`, so a restarted random or TPE sampler does not draw the
+first run's parameters again.
 
 Torchrun. As in transformers' run_hp_search_optuna, rank 0 runs the study and broadcasts each
 trial's parameters (a FixedTrial) to the other ranks, which run the same number of trials.
@@ -39,7 +42,7 @@ from typing import Any, Callable
 from ftjob_operator import api
 
 from . import checkpoints
-from .exits import InvalidSpec, write_json_atomic
+from .exits import InvalidData, InvalidModel, InvalidSpec, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ SEARCH_FILE = "search.json"
 STUDY_NAME = "ftjob"
 TRIAL_PREFIX = "trial-"
 FINISHED = ("COMPLETE", "PRUNED")
+# Errors that the same trial would raise again: the job fails, the trial is not retried.
+PERMANENT = (InvalidSpec, InvalidData, InvalidModel)
+# What GridSampler keeps of a trial's grid point; an enqueued retry needs it (see recover).
+GRID_ATTRS = ("grid_id", "search_space")
 
 
 class SearchStopped(Exception):
@@ -142,11 +149,22 @@ def describe(status: dict[str, Any]) -> str:
 
 
 def to_retry(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trials a dead or stopped run left unfinished and that were not retried yet (pure)."""
+    """Trials a dead, stopped or failed run left unfinished and that were not retried yet
+    (pure). A FAIL counts only when marked `interrupted` (a stop request or a retryable error);
+    one that failed on a permanent error (PERMANENT) is not run again."""
     retried = {r["retryOf"] for r in records if "retryOf" in r}
     return [r for r in records
             if (r["state"] == "RUNNING" or (r["state"] == "FAIL" and r.get("interrupted")))
             and r["number"] not in retried]
+
+
+def none_completed(records: list[dict[str, Any]]) -> bool:
+    """Every trial ended without a value: pruned, or failed and retried (pure). A trial that
+    failed and was not retried, or is unfinished, is not a search without result."""
+    retried = {r["retryOf"] for r in records if "retryOf" in r}
+    return bool(records) and all(r["state"] == "PRUNED" or
+                                 (r["state"] == "FAIL" and r["number"] in retried)
+                                 for r in records)
 
 
 def remaining(records: list[dict[str, Any]], total: int) -> int:
@@ -223,7 +241,14 @@ def recover(study, output_dir: Path) -> list[tuple[int, int]]:
         if record["state"] == "RUNNING":
             study.tell(old, state=TrialState.FAIL)
         study.enqueue_trial(record["params"], user_attrs={"retry_of": old})
-        new = study.get_trials(deepcopy=False)[-1].number
+        trials = study.get_trials(deepcopy=False)
+        retry, new = trials[-1], trials[-1].number
+        # GridSampler gives an enqueued trial no grid point, yet its after_trial reads one
+        # when a single point is left (KeyError): the retry takes the failed trial's.
+        for key in GRID_ATTRS:
+            if key in trials[old].system_attrs:
+                study._storage.set_trial_system_attr(retry._trial_id, key,
+                                                     trials[old].system_attrs[key])
         source, target = trial_dir(output_dir, old), trial_dir(output_dir, new)
         if source.is_dir():
             if target.exists():
@@ -309,15 +334,32 @@ def search_trainer(base: type) -> type:
                 result = super().train(resume_from_checkpoint=str(resume.path) if resume else None,
                                        trial=trial, **kwargs)
             except optuna.TrialPruned:
+                # transformers frees a trial's model only after a completed one
+                self.release_model()
                 if hooks.is_zero:
                     raise  # Optuna records the trial as pruned
                 return None  # the other ranks go on to the next trial's broadcast
+            except PERMANENT:
+                raise  # the trial would fail the same way again: FAIL, not retried
+            except Exception:
+                # Out of memory, a lost peer, a collective failing after SIGTERM: Optuna stores
+                # the trial as FAIL; marked, the next attempt retries it from its checkpoint
+                # (to_retry) instead of counting it as done.
+                if hooks.is_zero and hasattr(trial, "set_user_attr"):
+                    trial.set_user_attr("interrupted", True)
+                raise
             stopped = hooks.stopped()
             if stopped is not None and self.state.global_step < self.state.max_steps:
                 if hooks.is_zero:
                     trial.set_user_attr("interrupted", True)
                 raise SearchStopped(self.state.global_step)
             return result
+
+        def release_model(self):
+            from accelerate.utils.memory import release_memory
+
+            self.model_wrapped, self.model = release_memory(self.model_wrapped, self.model)
+            self.accelerator.clear()
 
         def _hp_search_setup(self, trial):
             super()._hp_search_setup(trial)
@@ -410,12 +452,18 @@ def run(*, output_dir: Path, search: api.HyperparameterSearch, trainer: Any, is_
         trainer.hooks.on_trial_start = lambda trial: recorder.record(trial.study)
     todo = broadcast(todo)
     if todo:
-        trainer.hyperparameter_search(
-            hp_space=lambda trial: suggest(search.space, trial),
-            compute_objective=objective_of(search.metric),
-            n_trials=todo, direction=search.direction, backend="optuna",
-            hp_name=lambda trial: "",  # the folder is set per trial (SearchTrainer.train)
-            **kwargs)
+        try:
+            trainer.hyperparameter_search(
+                hp_space=lambda trial: suggest(search.space, trial),
+                compute_objective=objective_of(search.metric),
+                n_trials=todo, direction=search.direction, backend="optuna",
+                hp_name=lambda trial: "",  # the folder is set per trial (SearchTrainer.train)
+                **kwargs)
+        except ValueError:
+            # transformers reads study.best_trial after the trials, which raises ValueError
+            # when none completed; NoCompletedTrial below says so (permanent, on every rank).
+            if not (is_zero and none_completed(records_of(open_study(output_dir, search)[1]))):
+                raise
     best, final = None, {}
     if is_zero:
         _, study = open_study(output_dir, search)

@@ -226,3 +226,152 @@ def test_pruning_is_reported_by_rank_zero_and_stops_training_through_trial_prune
     other._report_to_hp_search(optuna.trial.FixedTrial({"learning_rate": 1e-3}), 10,
                                {"eval_loss": 0.9})
     assert other.objective == 0.9 and other.callback_handler.ended == 0
+
+
+def test_a_grid_search_retries_an_interrupted_point_and_then_runs_the_rest(tmp_path):
+    """GridSampler gives an enqueued trial no grid point; with one point left after the retry
+    its after_trial read the missing grid_id (KeyError). The retry takes the dead trial's."""
+    grid = make_search(sampler="grid", trials=2, space={
+        "lr_scheduler_type": {"type": "categorical", "choices": ["linear", "cosine"]}})
+    storage, study = search.open_study(tmp_path, grid)
+    study.sampler = search.sampler(grid, 0)
+    dead = study.ask()  # the run is killed during trial 0: left RUNNING
+    first = search.suggest(grid.space, dead)
+
+    storage, study = search.open_study(tmp_path, grid)  # the relaunch, as search.run does it
+    assert search.recover(study, tmp_path) == [(0, 1)]
+    records = search.records_of(study)
+    resumed = optuna.create_study(storage=storage, study_name=search.STUDY_NAME,
+                                  load_if_exists=True, sampler=search.sampler(grid, len(records)))
+    seen = []
+
+    def objective(trial):
+        seen.append(search.suggest(grid.space, trial)["lr_scheduler_type"])
+        return 1.0
+
+    resumed.optimize(objective, n_trials=search.remaining(records, grid.trials))
+    assert seen[0] == first["lr_scheduler_type"]  # the retry, with the dead trial's value
+    assert sorted(seen) == ["cosine", "linear"]  # then the point not run yet
+    assert [t.state for t in resumed.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE,
+                                                       TrialState.COMPLETE]
+
+
+def test_none_completed_means_every_trial_pruned_or_failed_and_retried():
+    assert search.none_completed([record(0, "PRUNED"), record(1, "FAIL"),
+                                  record(2, "PRUNED", retryOf=1)])
+    assert not search.none_completed([record(0, "PRUNED"), record(1, "COMPLETE", 0.5)])
+    assert not search.none_completed([record(0, "PRUNED"), record(1, "FAIL")])  # not retried
+    assert not search.none_completed([])
+
+
+class Accelerator:
+    def __init__(self):
+        self.cleared = 0
+
+    def clear(self):
+        self.cleared += 1
+
+
+class TrainingBase(FakeBase):
+    """What SearchTrainer.train uses of Trainer; its train raises `failure`."""
+
+    failure: BaseException | None = None
+
+    def __init__(self, tmp_path):
+        super().__init__()
+        import contextlib
+        import types
+
+        self.args = types.SimpleNamespace(
+            output_dir=None, main_process_first=lambda **_: contextlib.nullcontext())
+        self.model = self.model_wrapped = object()
+        self.accelerator = Accelerator()
+        self.hooks = search.Hooks(root=tmp_path, space=make_search().space, is_zero=True,
+                                  stopped=lambda: None, on_trial_start=lambda trial: None)
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        raise self.failure
+
+    def _hp_search_setup(self, trial):
+        pass
+
+
+@pytest.mark.parametrize("failure, retried", [
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("NCCL error: remote process exited"), True),
+    (search.InvalidSpec("spec.hyperparameterSearch.metric: eval_f1 is not among ..."), False),
+])
+def test_a_trial_ended_by_an_error_is_retried_unless_the_error_is_permanent(tmp_path, failure,
+                                                                            retried):
+    _, study = search.open_study(tmp_path, make_search())
+    trainer = search.search_trainer(TrainingBase)(tmp_path)
+    trainer.failure = failure
+    with pytest.raises(type(failure)):
+        study.optimize(lambda trial: trainer.train(trial=trial), n_trials=1)
+    assert study.get_trials()[0].state == TrialState.FAIL  # as Optuna stores it
+    _, reopened = search.open_study(tmp_path, make_search())
+    assert search.recover(reopened, tmp_path) == ([(0, 1)] if retried else [])
+
+
+def test_a_pruned_trial_frees_its_model_on_every_rank(tmp_path):
+    for is_zero in (True, False):
+        trainer = search.search_trainer(TrainingBase)(tmp_path)
+        trainer.hooks.is_zero = is_zero
+        trainer.failure = optuna.TrialPruned()
+        trial = optuna.trial.FixedTrial({"learning_rate": 1e-3, "warmup_steps": 5,
+                                         "lr_scheduler_type": "linear"}, 0)
+        if is_zero:
+            with pytest.raises(optuna.TrialPruned):
+                trainer.train(trial=trial)
+        else:
+            assert trainer.train(trial=trial) is None
+        assert trainer.model is None and trainer.model_wrapped is None
+        assert trainer.accelerator.cleared == 1
+
+
+def test_a_search_whose_trials_are_all_pruned_ends_with_no_completed_trial(tmp_path):
+    """transformers' run_hp_search_optuna reads study.best_trial (ValueError when no trial
+    completed) before search.run can say why: that would be exit 1, retried in vain."""
+    import types
+
+    from transformers.integrations.integration_utils import run_hp_search_optuna
+
+    class Trainer:
+        args = types.SimpleNamespace(process_index=0, world_size=1)
+        hooks = types.SimpleNamespace(on_trial_start=None)
+        ran = 0
+
+        def train(self, resume_from_checkpoint=None, trial=None):
+            Trainer.ran += 1
+            search.suggest(make_search().space, trial)
+            trial.report(1.0, 1)
+            raise optuna.TrialPruned()
+
+        def hyperparameter_search(self, hp_space, compute_objective, n_trials, direction,
+                                  backend, hp_name, **kwargs):
+            return run_hp_search_optuna(self, n_trials, direction, **kwargs)
+
+    with pytest.raises(search.NoCompletedTrial, match="no trial of 3 completed"):
+        search.run(output_dir=tmp_path, search=make_search(), trainer=Trainer(), is_zero=True,
+                   reporter=None)
+    assert Trainer.ran == 3
+
+
+def test_a_search_does_not_keep_the_pretrained_model_loaded_next_to_the_trials(tmp_path):
+    """Every trial and the final run load their own through model_init."""
+    from ftjob_trainer import entrypoint
+    from ftjob_trainer.job import JobContext
+    from tests import tinymodels as tm
+    from tests.integration.trainer.helpers import classification_spec
+
+    tiny = {"bert": tm.build_bert(tmp_path / "bert"),
+            "cls_train": tm.write_jsonl(tmp_path / "train.jsonl", tm.classification_rows(16, 1)),
+            "cls_val": tm.write_jsonl(tmp_path / "val.jsonl", tm.classification_rows(8, 2))}
+    spec = classification_spec(tiny, max_steps=2, eval_strategy="steps", eval_steps=1)
+    plain = entrypoint.prepare(JobContext("a", None, api.parse_spec(spec), tmp_path / "a"))
+    assert plain.model is not None
+    spec["hyperparameterSearch"] = {"trials": 2, "space": {
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}}
+    searched = entrypoint.prepare(JobContext("b", None, api.parse_spec(spec), tmp_path / "b"))
+    assert searched.model is None
+    assert type(searched.model_init()) is type(plain.model)
