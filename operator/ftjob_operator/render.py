@@ -220,13 +220,11 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
         config_file = f"{contract.DEEPSPEED_CONFIG_MOUNT_DIR}/{contract.DEEPSPEED_CONFIG_FILE_NAME}"
         ours.append({"name": contract.ENV_DEEPSPEED_CONFIG, "value": config_file})
     # Every other name the trainer reads, empty (= unset for the trainer): explicit env wins
-    # over envFrom, so podTemplate.envFrom cannot reach them (the test hooks included).
+    # over envFrom, so podTemplate.envFrom cannot reach them (the test hooks included). No
+    # `value` key: the API server stores an empty value that way (it drops `value: ""`), so
+    # the pod reads back exactly as rendered.
     named = {e["name"] for e in ours}
-    ours += [{"name": name, "value": ""} for name in contract.TRAINER_ENV if name not in named]
-    # Every other name the trainer reads, empty (= unset for the trainer): explicit env wins
-    # over envFrom, so podTemplate.envFrom cannot reach them (the test hooks included).
-    named = {e["name"] for e in ours}
-    ours += [{"name": name, "value": ""} for name in contract.TRAINER_ENV if name not in named]
+    ours += [{"name": name} for name in contract.TRAINER_ENV if name not in named]
     token = spec.model.hf_token_secret_ref
     if token is not None:
         # By reference only: the token never appears in the job, its ConfigMap or status.

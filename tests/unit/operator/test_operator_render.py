@@ -84,7 +84,8 @@ def _pod(spec_doc: dict[str, Any], rank: int = 0, attempt: int = 1) -> dict[str,
 
 
 def _env(pod: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom"))
+    # A variable with neither `value` nor `valueFrom` is set to the empty string.
+    return {e["name"]: e.get("value", e.get("valueFrom", ""))
             for e in pod["spec"]["containers"][0]["env"]}
 
 

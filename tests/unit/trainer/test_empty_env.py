@@ -15,7 +15,9 @@ from tests.unit.operator.test_operator_render import CPU_SPEC, JOB, SETTINGS
 
 def test_the_trainer_reads_every_empty_variable_as_unset(tmp_path):
     pod = render.render_pod(JOB, api.parse_spec(CPU_SPEC | {"monitoring": {}}), 1, 0, SETTINGS)
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"] if "value" in e}
+    # The container sees a variable with neither `value` nor `valueFrom` as the empty string.
+    env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]
+           if "valueFrom" not in e}
     blank = {n: "" for n in contract.TRAINER_ENV if env.get(n) == ""}
     assert {"FTJOB_TEST_MODE", "FTJOB_DEEPSPEED_CONFIG", "FTJOB_STOP_FILE"} <= blank.keys()
     assert testing.hooks(blank) == []
