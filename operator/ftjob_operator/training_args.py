@@ -244,7 +244,7 @@ def _is_numeric(text: str) -> bool:
     return True
 
 
-def _check_value(key: str, value: Any, info: dict[str, Any]) -> list[Problem]:
+def check_value(key: str, value: Any, info: dict[str, Any]) -> list[Problem]:
     path = f"{ROOT}.{key}"
     kinds = info["types"]
     if not any(_matches(value, k) for k in kinds):
@@ -269,7 +269,7 @@ def _check_value(key: str, value: Any, info: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _unknown_key(key: str, known: list[str]) -> Problem:
+def unknown_key(key: str, known: list[str]) -> Problem:
     path = f"{ROOT}.{key}"
     if key in RENAMED_KEYS:
         return Problem(path, f"not a TrainingArguments field: {RENAMED_KEYS[key]}")
@@ -293,12 +293,12 @@ def check_keys_and_types(args: dict[str, Any], task: str | None) -> list[Problem
             continue
         info = catalogue.get(key)
         if info is None:
-            problems.append(_unknown_key(key, list(catalogue)))
+            problems.append(unknown_key(key, list(catalogue)))
             continue
         if info["seq2seqOnly"] and task is not None and task != "seq2seq":
             problems.append(Problem(path, f"applies only to task seq2seq (this job is {task})"))
             continue
-        problems.extend(_check_value(key, value, info))
+        problems.extend(check_value(key, value, info))
     return problems
 
 

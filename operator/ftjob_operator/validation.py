@@ -176,7 +176,7 @@ def _check_search(spec: api.FineTuneJobSpec) -> list[Problem]:
             continue
         info = catalogue.get(key)
         if info is None:
-            unknown = training_args._unknown_key(key, list(catalogue))
+            unknown = training_args.unknown_key(key, list(catalogue))
             problems.append(Problem(path, unknown.message))
             continue
         if info["seq2seqOnly"] and spec.task != api.Task.SEQ2SEQ.value:
@@ -194,11 +194,11 @@ def _check_search(spec: api.FineTuneJobSpec) -> list[Problem]:
             for bound in ("low", "high"):
                 value = getattr(param, bound)
                 drawn = int(value) if param.type == "int" else value
-                for problem in training_args._check_value(key, drawn, info):
+                for problem in training_args.check_value(key, drawn, info):
                     problems.append(Problem(f"{path}.{bound}", problem.message))
         else:
             for i, choice in enumerate(param.choices or []):
-                for problem in training_args._check_value(key, choice, info):
+                for problem in training_args.check_value(key, choice, info):
                     problems.append(Problem(f"{path}.choices[{i}]", problem.message))
     return problems
 

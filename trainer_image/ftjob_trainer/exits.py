@@ -132,12 +132,6 @@ def _short(text: str, limit: int = 1500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def significance(code: int) -> tuple[int, int]:
-    """Lower is more significant; the order is contract.FAILURE_KINDS (shared with the
-    operator)."""
-    return contract.exit_significance(code)
-
-
 def most_significant(failures: list[Failure]) -> Failure | None:
     """The failure that explains the run: permanent > preempted > OOM/timeout > unknown.
 
@@ -145,7 +139,7 @@ def most_significant(failures: list[Failure]) -> Failure | None:
     """
     if not failures:
         return None
-    return min(failures, key=lambda f: (significance(f.exit_code), f.rank))
+    return min(failures, key=lambda f: (contract.exit_significance(f.exit_code), f.rank))
 
 
 # --------------------------------------------------------------------------- summaries
