@@ -121,6 +121,15 @@ def test_a_rank_that_stops_stepping_restarts_the_gang_as_stalled(h, tiny, tmp_pa
                  describe=lambda: describe(h, "hang"))
 
 
+def suspend_once_stepping(h: Real, name: str, pod: str, trainer: Run) -> None:
+    """Once attempt 1 has trained 3 steps, suspend the job and wait for the pod's deletion."""
+    wait_for(stepped(h, name, 1, 3), TRAINER_TIMEOUT, "the trainer to step",
+             describe=lambda: trainer.log())
+    h.patch_spec({"suspend": True}, name=name)
+    wait_for(lambda: h.kubelet.get(h.ns, pod)["metadata"].get("deletionTimestamp"),
+             TIMEOUT, "the pod to be deleted")
+
+
 def test_suspend_records_the_verified_checkpoint_and_resume_loses_nothing(h, tiny, tmp_path,
                                                                           run_operator):
     body = manifest("pause", **spec(tiny, max_steps=400, save_steps=1000))
@@ -131,11 +140,7 @@ def test_suspend_records_the_verified_checkpoint_and_resume_loses_nothing(h, tin
         h.kubelet.hold(h.ns, pod)  # Terminating until the container has stopped
         trainer = run_pod_container(h, tmp_path, body, 1)
         try:
-            wait_for(stepped(h, "pause", 1, 3), TRAINER_TIMEOUT, "the trainer to step",
-                     describe=lambda: trainer.log())
-            h.patch_spec({"suspend": True}, name="pause")
-            wait_for(lambda: h.kubelet.get(h.ns, pod)["metadata"].get("deletionTimestamp"),
-                     TIMEOUT, "the pod to be deleted")
+            suspend_once_stepping(h, "pause", pod, trainer)
             wait_for(lambda: status(h, "pause")["message"].startswith(
                 "suspending: waiting for 1 pod"), TIMEOUT, "the Suspending message")
             # The kubelet's SIGTERM to the container's PID 1.
@@ -180,11 +185,7 @@ def test_suspend_whose_save_failed_says_so(h, tiny, tmp_path, run_operator):
         h.kubelet.hold(h.ns, pod)
         trainer = run_pod_container(h, tmp_path, body, 1)
         try:
-            wait_for(stepped(h, "lost", 1, 3), TRAINER_TIMEOUT, "the trainer to step",
-                     describe=lambda: trainer.log())
-            h.patch_spec({"suspend": True}, name="lost")
-            wait_for(lambda: h.kubelet.get(h.ns, pod)["metadata"].get("deletionTimestamp"),
-                     TIMEOUT, "the pod to be deleted")
+            suspend_once_stepping(h, "lost", pod, trainer)
         finally:
             kill(trainer)  # past the grace period: no save
         h.kubelet.remove(h.ns, pod)
