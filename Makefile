@@ -29,10 +29,12 @@ demo: venv
 	@echo "report of the run (loss, learning rate, eval metrics):"
 	@$(BIN)/ftjob report ftjob-runs/demo-headlines
 
-test: venv
+# The integration tests run on the local control plane: it is built first (its progress
+# printed; 15-25 minutes the first time on 2 cores, cached afterwards).
+test: venv control-plane
 	$(BIN)/python -m pytest tests -m "not e2e" -q
 
-test-fast: venv
+test-fast: venv control-plane
 	$(BIN)/python -m pytest tests -m "not slow and not e2e" -q
 
 test-slow: venv
@@ -53,7 +55,7 @@ images:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and helm at the
 # pinned releases, built with Go into ~/.cache/ftjob/control-plane (once per pin).
 control-plane:
-	bash scripts/build-control-plane.sh
+	@bash scripts/build-control-plane.sh
 
 # A local control plane on 127.0.0.1:6443; admin kubeconfig in .cache/cluster/kubeconfig.
 cluster-up: venv control-plane

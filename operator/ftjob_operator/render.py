@@ -223,7 +223,8 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
     # over envFrom, so podTemplate.envFrom cannot reach them (the test hooks included). No
     # `value` key: the API server stores an empty value that way (it drops `value: ""`), so
     # the pod reads back exactly as rendered.
-    named = {e["name"] for e in ours}
+    named = {e["name"] for e in ours} | {v.name for v in spec.env
+                                          if v.name in contract.USER_SETTABLE_ENV}
     ours += [{"name": name} for name in contract.TRAINER_ENV if name not in named]
     token = spec.model.hf_token_secret_ref
     if token is not None:

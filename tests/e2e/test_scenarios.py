@@ -16,12 +16,14 @@ from ftjob_operator import naming
 from . import jobs, kit
 from .backends import UNCHECKED_NAMESPACE, refusal
 from .kit import checkpoint_step, finished, probe_claim, seed, step_of
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MAX_STEPS = 60
 SAVE_STEPS = 10
 TRAIN_TIMEOUT = 300  # seconds for a job to finish, restarts included, on 2 slow cores
+EVENT_TIMEOUT = 60  # seconds for the operator's Events to be posted after the status
 
 OK, CRASH, PREEMPT = "e2e-ok", "e2e-crash", "e2e-preempt"
 
@@ -76,9 +78,20 @@ def test_kubectl_shows_columns_and_events(seeded):
     row = next(line.split() for line in table[1:] if line.split()[0] == OK)
     assert row[header.index("PHASE")] == "Succeeded"
     assert row[header.index("STEP")] == str(MAX_STEPS)
-    described = backend.kubectl("describe", "ftj", OK).stdout
+    # The operator posts its Events in the background, the last one after the status that
+    # says Succeeded: poll `kubectl describe` until they are all there.
+    reasons = ("Started", "Running", "Succeeded")
+
+    def described_with_events() -> str | None:
+        text = backend.kubectl("describe", "ftj", OK).stdout
+        listed = text.split("Events:", 1)[1] if "Events:" in text else ""
+        return text if all(reason in listed for reason in reasons) else None
+
+    described = wait_for(described_with_events, EVENT_TIMEOUT, f"{OK}: events {reasons}",
+                         interval=1.0,
+                         describe=lambda: backend.kubectl("describe", "ftj", OK).stdout)
     assert "Events:" in described
-    for reason in ("Started", "Running", "Succeeded"):
+    for reason in reasons:
         assert reason in described.split("Events:", 1)[1], described
 
 

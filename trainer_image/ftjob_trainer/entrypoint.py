@@ -91,10 +91,19 @@ def _setup_logging(rank: int) -> None:
     import datasets
     import transformers
 
-    transformers.logging.set_verbosity_warning()
+    # What loading says (the model's LOAD REPORT, tokenizer notes) is the same on every rank:
+    # rank 0 says it once. Once built, the Trainer sets each process's level itself
+    # (`log_level_replica`, warning by default).
+    if rank == 0:
+        transformers.logging.set_verbosity_warning()
+    else:
+        transformers.logging.set_verbosity_error()
     # One progress display per run (the reporter's); per-file save/load bars are log noise.
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    # datasets prints through a handler of its own and also passes each record on to the
+    # root logger: without it, a record is printed once, with the rank.
+    logging.getLogger("datasets").handlers.clear()
 
 
 def _finish() -> None:

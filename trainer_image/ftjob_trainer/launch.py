@@ -29,6 +29,7 @@ from .job import ENV_RESULT_DIR, ENV_STOP_FILE
 log = logging.getLogger("ftjob_trainer.launch")
 
 WORKER_MODULE = "ftjob_trainer.entrypoint"
+TORCHRUN_MODULE = "ftjob_trainer.torchrun"  # torchrun, its failure report left to the launcher
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,18 @@ class Decision:
 
 
 def torchrun_command(options: list[str], python: str = sys.executable) -> list[str]:
-    return [python, "-m", "torch.distributed.run", *options, "--max-restarts=0",
+    return [python, "-m", TORCHRUN_MODULE, *options, "--max-restarts=0",
             "-m", WORKER_MODULE]
+
+
+def signal_name(status: int) -> str | None:
+    """SIGKILL for -9 (a process killed by a signal) or 137 (128 + 9, as ftjob_trainer.torchrun
+    and shells report a worker killed by it); None for an ordinary exit status (pure)."""
+    number = -status if status < 0 else status - 128 if status > 128 else 0
+    try:
+        return signal.Signals(number).name if number else None
+    except ValueError:
+        return f"signal {number}"
 
 
 def decide(torchrun_rc: int, failures: list[exits.Failure], result: dict[str, Any] | None,
@@ -56,8 +67,9 @@ def decide(torchrun_rc: int, failures: list[exits.Failure], result: dict[str, An
         else:
             code = ExitCode.UNKNOWN
             message = f"torchrun exited with {torchrun_rc} and no worker recorded a failure"
-            if torchrun_rc < 0 or torchrun_rc > 128:
-                message += " (a worker was probably killed by a signal, e.g. the OOM killer)"
+            killer = signal_name(torchrun_rc)
+            if killer:
+                message += f" (a worker was killed by {killer}, e.g. by the OOM killer)"
         failure = exits.Failure(int(code), exit_reason(code), message)
     return Decision(failure.exit_code, exits.failure_summary(failure))
 

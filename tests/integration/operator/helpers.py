@@ -226,6 +226,41 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def settled_audit_events(h: Real, user: str | None = None) -> list[dict[str, Any]]:
+    """The API server's audit log (tests/controlplane/install.py: audit_events) once it holds
+    the requests answered so far. The server writes a request's event after it has sent the
+    response, so a client that stopped can read the log before its last requests are in:
+    send one more request (as admin: a GET of a ConfigMap that does not exist, under a
+    unique name) and poll until that one is logged."""
+    import uuid
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from tests.controlplane.install import audit_events
+
+    log = h.cluster.plane.audit_log
+    offset = log.stat().st_size if log.exists() else 0
+    marker = f"audit-marker-{uuid.uuid4().hex[:12]}"
+    try:
+        client.CoreV1Api(h.api_client).read_namespaced_config_map(marker, h.ns,
+                                                                  _request_timeout=30)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+    def logged() -> bool:
+        if not log.exists():
+            return False
+        with log.open("rb") as f:  # the log only grows: read what came after the request
+            f.seek(offset)
+            return f'"{marker}"'.encode() in f.read()
+
+    wait_for(logged, TIMEOUT, what=f"the audit log to record the request for {marker}",
+             interval=0.5)
+    return audit_events(h.cluster.plane, user)
+
+
 # --------------------------------------------------------------------------- acting
 
 

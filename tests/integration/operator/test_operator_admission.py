@@ -90,9 +90,31 @@ def kubectl_apply(cluster: Any, doc: dict[str, Any], *args: str):
                    input=yaml.safe_dump(doc), check=False)
 
 
+def answering(webhook: Webhook) -> None:
+    """Until the API server calls the webhook with the CA now in its configuration: a
+    server-side dry run of an invalid job is denied by it. The API server reads webhook
+    configurations through its own watch, a moment after they are stored; until then it
+    cannot call the webhook (under `Ignore` it admits anything, under `Fail` it refuses
+    with a certificate error)."""
+    doc, _ = INVALID["typo"]
+    last = ""
+
+    def denied() -> bool:
+        nonlocal last
+        done = kubectl_apply(webhook.cluster, doc, "--dry-run=server")
+        last = done.stderr if done.returncode != 0 else "(admitted)"
+        return 'admission webhook "validate.finetune.dev" denied the request' in last
+
+    wait_for(denied, TIMEOUT, what="the API server to call the webhook", interval=0.5,
+             describe=lambda: f"last answer: {last}")
+
+
 def ready(webhook: Webhook) -> str:
-    """Until the operator has published its CA; returns it."""
-    return wait_for(webhook.ca_bundle, TIMEOUT, what="webhook CA in the configuration")
+    """Until the operator has published its CA and the API server calls the webhook with
+    it; returns the CA."""
+    ca = wait_for(webhook.ca_bundle, TIMEOUT, what="webhook CA in the configuration")
+    answering(webhook)
+    return ca
 
 
 def assert_refused(cluster: Any, doc: dict[str, Any], expected: list[str]) -> str:
@@ -196,6 +218,7 @@ def test_restarted_operator_publishes_its_new_certificate(cluster, webhook, run_
         second = wait_for(lambda: (ca := webhook.ca_bundle()) != first and ca, TIMEOUT,
                           what="the new CA in the configuration")
         assert second != first
+        answering(webhook)  # the API server trusts the new CA only once it has read it
         assert_refused(cluster, doc, expected)
         done = kubectl_apply(cluster, manifest())
         assert done.returncode == 0, done.stderr

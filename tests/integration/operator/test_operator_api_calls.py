@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from ftjob_operator import naming
 
-from tests.controlplane.install import audit_events
 from tests.integration.operator.helpers import (TIMEOUT, Real, bring_up, describe, get_job,
-                                                manifest, parse_time, phase_is, pods, succeed)
+                                                manifest, parse_time, phase_is, pods,
+                                                settled_audit_events, succeed)
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -60,7 +60,8 @@ def test_recorded_api_calls_are_current(cluster, run_operator):
         bring_up(h, 3)
         succeed(h, 3, globalStep=1)
         wait_for(lambda: get_job(h) is None, TIMEOUT, what="job deleted after its TTL")
-    events = [e for e in audit_events(cluster.plane, user=cluster.session.operator_account)
+    # The server logs a request after answering it: wait for the log to catch up.
+    events = [e for e in settled_audit_events(h, user=cluster.session.operator_account)
               if e.get("objectRef")  # not discovery (/api, /apis: non-resource URLs)
               and parse_time(e["requestReceivedTimestamp"]) >= started
               and (e["objectRef"].get("namespace") or cluster.ns) == cluster.ns]

@@ -97,6 +97,11 @@ def test_active_deadline_fails_the_job(h, run_operator):
             assert condition(st, "Failed")["reason"] == "DeadlineExceeded"
             wait_for(lambda: not pods(h), TIMEOUT, what="pods deleted",
                      describe=lambda: describe(h))
+        # The watch thread lags the API: once it has seen both deletions it has seen every
+        # creation before them.
+        wait_for(lambda: all(n in created.deleted_at for n in ("demo-1-0", "demo-1-1")),
+                 TIMEOUT, what="the pod watch to see both pods deleted",
+                 describe=lambda: f"created {created.names}, deleted {created.deleted_at}")
         assert sorted(created.names) == ["demo-1-0", "demo-1-1"]  # it did start
     finally:
         created.stop()

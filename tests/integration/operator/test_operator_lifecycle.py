@@ -121,7 +121,12 @@ def test_next_attempt_waits_until_every_old_pod_is_gone(h, run_operator):
                   what="attempt 2 before rank 0 is gone")
             h.kubelet.remove(h.ns, naming.pod("demo", 1, 0))
             bring_up(h, attempt=2)
-        wait_for(lambda: "demo-1-0" in created.deleted_at, TIMEOUT, what="rank 0 gone")
+        # The watch thread sees the API's changes in order, some time after them (bring_up
+        # listed the new pods; the watch may not have shown them yet): wait for all three.
+        wait_for(lambda: "demo-1-0" in created.deleted_at
+                 and all(n in created.created_at for n in ("demo-2-0", "demo-2-1")),
+                 TIMEOUT, what="the pod watch to see rank 0 gone and attempt 2 created",
+                 describe=lambda: f"created {created.created_at}, deleted {created.deleted_at}")
         assert min(created.created_at["demo-2-0"],
                    created.created_at["demo-2-1"]) > created.deleted_at["demo-1-0"]
         assert status(h)["restarts"] == 1 and status(h).get("preemptions", 0) == 0

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane.install import audit_events
 from tests.integration.operator.helpers import (TIMEOUT, Real, describe, manifest,
-                                                parse_time, pods, status)
+                                                parse_time, pods, settled_audit_events, status)
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -60,23 +59,36 @@ def test_module_runs_the_operator_with_liveness_and_metrics(cluster, tmp_path):
         image = pods(h)[0]["spec"]["containers"][0]["image"]
         assert image == "example/trainer:7"
         assert wait_for(lambda: status(h).get("phase") == "Pending", TIMEOUT, what="Pending")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
+
+        # The operator counts a decision once its plan is carried out, after the status
+        # patch and the pod creates this test has already seen: poll for the count.
+        def start_counted() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                            timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                return None
+            return text if 'ftjob_operator_decisions_total{case="start"}' in text else None
+
+        text = wait_for(start_counted, TIMEOUT, what="the start decision on /metrics")
         assert 'ftjob_operator_decisions_total{case="start"} 1.0' in text
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         log.close()
     # Namespaced mode: the operator (as the chart's ServiceAccount) touched jobs in its
-    # namespace only; the API server's audit log says so.
-    calls = [e for e in audit_events(cluster.plane, user=cluster.session.operator_account)
+    # namespace only; the API server's audit log says so (once it has caught up: the server
+    # logs a request after answering it).
+    logged = settled_audit_events(h, user=cluster.session.operator_account)
+    calls = [e for e in logged
              if (e.get("objectRef") or {}).get("resource") == "finetunejobs"
              and parse_time(e["requestReceivedTimestamp"]) >= started]
     assert calls, "no FineTuneJob request by the operator's ServiceAccount in the audit log"
     assert {e["objectRef"].get("namespace") for e in calls} == {h.ns}
     # ...and it asked for nothing its RBAC refuses (a namespace scan would: a minute of 403s).
     refused = [(e["verb"], e["objectRef"].get("resource"))
-               for e in audit_events(cluster.plane, user=cluster.session.operator_account)
+               for e in logged
                if (e.get("responseStatus") or {}).get("code") == 403
                and parse_time(e["requestReceivedTimestamp"]) >= started]
     assert refused == [], refused

@@ -20,7 +20,7 @@ from ftjob_operator.contract import ExitCode
 from tests import tinymodels as tm
 from tests.controlplane.install import service_account_kubeconfig
 from tests.integration.operator.helpers import (TIMEOUT, Real, bring_up, condition, describe,
-                                                events, manifest, pods, status)
+                                                events, manifest, pods, status, wait_event)
 from tests.integration.trainer.helpers import Run, start
 from tests.polling import wait_for
 
@@ -113,9 +113,11 @@ def test_a_rank_that_stops_stepping_restarts_the_gang_as_stalled(h, tiny, tmp_pa
         assert "no training step since step 3 for" in record["message"], record
         restarting = condition(st, "Restarting")
         assert restarting["reason"] == "Stalled" or st["phase"] != "Restarting", st
-        stalled = [e for e in events(h, "hang") if e["reason"] == "Stalled"]
-        assert stalled and "since step 3 for" in stalled[0]["message"], events(h, "hang")
-        assert "stallTimeoutSeconds 20s" in stalled[0]["message"]
+        # Events are posted in the background, after the status patch: poll for it.
+        wait_event(h, "Stalled", "hang")
+        stalled = next(e for e in events(h, "hang") if e["reason"] == "Stalled")
+        assert "since step 3 for" in stalled["message"], stalled
+        assert "stallTimeoutSeconds 20s" in stalled["message"], stalled
         # The budget counts it, and the next attempt follows.
         wait_for(lambda: len(pods(h, "hang", 2)) == 1, TIMEOUT, "attempt 2",
                  describe=lambda: describe(h, "hang"))
@@ -159,7 +161,7 @@ def test_suspend_records_the_verified_checkpoint_and_resume_loses_nothing(h, tin
         assert record["stepsLost"] == 0, record
         assert f"checkpoint-{saved} verified" in record["message"]
         assert condition(st, "SuspendCheckpointSaved")["status"] == "True"
-        assert "SuspendCheckpointSaved" in [e["reason"] for e in events(h, "pause")]
+        wait_event(h, "SuspendCheckpointSaved", "pause")
 
         h.patch_spec({"suspend": False}, name="pause")
         bring_up(h, attempt=2, name="pause", nodes=1)
@@ -192,9 +194,10 @@ def test_suspend_whose_save_failed_says_so(h, tiny, tmp_path, run_operator):
         st = wait_for(lambda: (s := status(h, "lost")).get("attempts")
                       and s["attempts"][0].get("endTime") and s, TIMEOUT,
                       "the suspended attempt to be recorded", describe=lambda: describe(h, "lost"))
+        # Posted in the background: awaited while the operator still runs.
+        wait_event(h, "SuspendCheckpointFailed", "lost")
     record = st["attempts"][0]
     assert record["reason"] == "Suspended" and record["stepsLost"] == record["lastStep"] >= 3
     assert "its checkpoint was not saved" in record["message"], record
     saved = condition(st, "SuspendCheckpointSaved")
     assert saved["status"] == "False" and saved["reason"] == "CheckpointMissing", saved
-    assert "SuspendCheckpointFailed" in [e["reason"] for e in events(h, "lost")]

@@ -46,8 +46,11 @@ def test_rank0_serves_prometheus_metrics_while_it_trains(tiny, tmp_path):
     run = start(tmp_path, spec, nproc=2, isolate=True,
                 env={"FTJOB_METRICS_PORT": str(port), "FTJOB_PROGRESS_INTERVAL": "1"})
     try:
-        samples = poll(lambda: (s := scrape(port)) and s.get("ftjob_train_loss") and s, 240,
-                       f"a training loss on :{port}/metrics")
+        # A report sets the gauges one after the other while the server thread may scrape:
+        # wait for a scrape that has the loss and the throughput set after it.
+        samples = poll(lambda: (s := scrape(port)) and s.get("ftjob_train_loss")
+                       and s.get("ftjob_samples_per_second") and s, 240,
+                       f"a training loss and throughput on :{port}/metrics")
     finally:
         os.kill(run.proc.pid, signal.SIGKILL)  # the PID namespace dies with it, like a pod
         run.wait(30)

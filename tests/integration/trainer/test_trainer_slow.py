@@ -88,7 +88,7 @@ def _worker_pid(launcher_pid: int, rank: int) -> int | None:
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"ftjob_trainer.entrypoint" in cmdline and b"torch.distributed.run" not in cmdline \
+        if b"ftjob_trainer.entrypoint" in cmdline and b"ftjob_trainer.torchrun" not in cmdline \
                 and f"RANK={rank}".encode() in environ:
             return pid
     return None

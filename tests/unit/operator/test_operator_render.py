@@ -12,6 +12,7 @@ import pytest
 from ftjob_operator import api, contract, naming, render
 from ftjob_operator.manifests import dump
 from ftjob_operator.settings import Settings
+from ftjob_operator.validation import validate_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = Settings(trainer_image="registry.example/ftjob/trainer:1.0", storage_class="fast")
@@ -113,6 +114,18 @@ def test_user_env_cannot_override_reserved_names():
     names = [e["name"] for e in env]
     assert "MASTER_ADDR" not in names and names.count("FTJOB_ATTEMPT") == 1
     assert {"name": "FTJOB_ATTEMPT", "value": "1"} in env and {"name": "OK_VAR", "value": "1"} in env
+
+
+def test_user_env_may_set_the_debug_switch_once():
+    # FTJOB_DEBUG is the one FTJOB_* name left to users: their value, never doubled by the
+    # empty entry that keeps envFrom from supplying it.
+    debug = [e for e in _pod(dict(CPU_SPEC, env=[{"name": "FTJOB_DEBUG", "value": "1"}]))[
+        "spec"]["containers"][0]["env"] if e["name"] == "FTJOB_DEBUG"]
+    assert debug == [{"name": "FTJOB_DEBUG", "value": "1"}]
+    assert _env(_pod(CPU_SPEC))["FTJOB_DEBUG"] == ""
+    problems = validate_spec(dict(CPU_SPEC, env=[{"name": "FTJOB_DEBUG", "value": "1"},
+                                                 {"name": "FTJOB_OTHER", "value": "1"}]))
+    assert [p.path for p in problems] == ["spec.env[1].name"], problems
 
 
 def test_gpu_pod_gets_gpus_and_nccl_env_cpu_pod_gets_deepspeed_cpu():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from ftjob_operator.contract import TERMINATION_MESSAGE_LIMIT, ExitCode
-from ftjob_trainer import exits, launch
+from ftjob_trainer import exits, launch, torchrun
 from ftjob_trainer.exits import Failure
 
 
@@ -58,7 +58,15 @@ def test_decide_uses_the_ranks_failure_not_torchruns_code():
 def test_decide_without_any_record():
     assert launch.decide(1, [], None, stop_requested=False).exit_code == ExitCode.UNKNOWN
     assert launch.decide(1, [], None, stop_requested=True).exit_code == ExitCode.PREEMPTED
-    assert "killed by a signal" in launch.decide(-9, [], None, False).summary["message"]
+    assert "killed by SIGKILL" in launch.decide(-9, [], None, False).summary["message"]
+    # ftjob_trainer.torchrun reports a worker killed by signal N as 128 + N.
+    assert "killed by SIGKILL" in launch.decide(137, [], None, False).summary["message"]
+    assert "killed" not in launch.decide(1, [], None, False).summary["message"]
+
+
+@pytest.mark.parametrize("worker_exitcode, status", [(11, 11), (-9, 137), (-15, 143), (0, 1)])
+def test_torchrun_turns_a_failed_worker_into_its_exit_status(worker_exitcode, status):
+    assert torchrun.exit_status(worker_exitcode) == status
 
 
 def test_failure_files_round_trip_and_torn_files_are_ignored(tmp_path):
@@ -79,7 +87,7 @@ def test_summary_always_fits_the_termination_message(message_len, metric_count):
 
 def test_torchrun_command_never_restarts_on_its_own():
     cmd = launch.torchrun_command(["--nnodes=2", "--node-rank=0"], python="py")
-    assert cmd == ["py", "-m", "torch.distributed.run", "--nnodes=2", "--node-rank=0",
+    assert cmd == ["py", "-m", "ftjob_trainer.torchrun", "--nnodes=2", "--node-rank=0",
                    "--max-restarts=0", "-m", "ftjob_trainer.entrypoint"]
 
 
