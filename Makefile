@@ -38,14 +38,14 @@ test-fast: venv
 test-slow: venv
 	$(BIN)/python -m pytest tests -m "slow and not e2e" -q
 
-# Regenerate the CRD (and the chart's copy) from operator/ftjob_operator/api.py.
+# Regenerate the CRD (and the chart's copy) from api/ftjob_api/api.py.
 crds: venv
 	$(BIN)/ftjob crd -o crds/finetune.dev_finetunejobs.yaml
 	if [ -d charts/ftjob/crds ]; then cp crds/finetune.dev_finetunejobs.yaml charts/ftjob/crds/; fi
 
 # Regenerate the TrainingArguments catalogue after changing the transformers pin.
 catalog: venv
-	$(BIN)/python -m ftjob_operator.training_args
+	$(BIN)/python -m ftjob_api.training_args
 
 images:
 	bash scripts/build-images.sh

@@ -9,8 +9,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from ftjob_operator import api, contract, naming, render
-from ftjob_operator.manifests import dump
+from ftjob_api import api, contract, naming
+from ftjob_api.manifests import dump
+from ftjob_operator import render
 from ftjob_operator.settings import Settings
 
 GOLDEN = Path(__file__).parent / "golden"
