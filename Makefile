@@ -29,10 +29,15 @@ demo: venv
 	@echo "report of the run (loss, learning rate, eval metrics):"
 	@$(BIN)/ftjob report ftjob-runs/demo-headlines
 
-test: venv
+# The package layers (pyproject.toml [tool.importlinter]): ftjob_cli above ftjob_operator |
+# ftjob_trainer (never each other) above ftjob_api; k8s.py imports no render.
+lint: venv
+	$(BIN)/lint-imports
+
+test: venv lint
 	$(BIN)/python -m pytest tests -m "not e2e" -q
 
-test-fast: venv
+test-fast: venv lint
 	$(BIN)/python -m pytest tests -m "not slow and not e2e" -q
 
 test-slow: venv
