@@ -29,25 +29,30 @@ demo: venv
 	@echo "report of the run (loss, learning rate, eval metrics):"
 	@$(BIN)/ftjob report ftjob-runs/demo-headlines
 
+# The package layers (pyproject.toml [tool.importlinter]): ftjob_cli above ftjob_operator |
+# ftjob_trainer (never each other) above ftjob_api; k8s.py imports no render.
+lint: venv
+	$(BIN)/lint-imports
+
 # The integration tests run on the local control plane: it is built first (its progress
 # printed; 15-25 minutes the first time on 2 cores, cached afterwards).
-test: venv control-plane
+test: venv lint control-plane
 	$(BIN)/python -m pytest tests -m "not e2e" -q
 
-test-fast: venv control-plane
+test-fast: venv lint control-plane
 	$(BIN)/python -m pytest tests -m "not slow and not e2e" -q
 
 test-slow: venv
 	$(BIN)/python -m pytest tests -m "slow and not e2e" -q
 
-# Regenerate the CRD (and the chart's copy) from operator/ftjob_operator/api.py.
+# Regenerate the CRD (and the chart's copy) from api/ftjob_api/api.py.
 crds: venv
 	$(BIN)/ftjob crd -o crds/finetune.dev_finetunejobs.yaml
 	if [ -d charts/ftjob/crds ]; then cp crds/finetune.dev_finetunejobs.yaml charts/ftjob/crds/; fi
 
 # Regenerate the TrainingArguments catalogue after changing the transformers pin.
 catalog: venv
-	$(BIN)/python -m ftjob_operator.training_args
+	$(BIN)/python -m ftjob_api.training_args
 
 images:
 	bash scripts/build-images.sh

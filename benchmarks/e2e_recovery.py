@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ftjob_operator import naming  # noqa: E402
+from ftjob_api import naming  # noqa: E402
 
 from tests.e2e import jobs, kit  # noqa: E402
 from tests.e2e.backends import LocalBackend, wait_ready  # noqa: E402

@@ -32,7 +32,7 @@ def child() -> None:
     with atheris.instrument_imports():
         import yaml  # noqa: F401  (instrumented: the pure-Python scanner and parser)
 
-        from ftjob_operator import manifest_reader, manifests, validation
+        from ftjob_api import manifest_reader, manifests, validation
 
     def one_input(data: bytes) -> None:
         try:

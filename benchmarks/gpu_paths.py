@@ -76,7 +76,7 @@ def launch(doc: dict, work: Path, isolate: bool = False) -> subprocess.Popen:
     path = work / f"{doc['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(doc))
     out = work / "runs" / doc["metadata"]["name"]
-    cmd = [sys.executable, "-m", "ftjob_operator.cli", "run", str(path), "--local",
+    cmd = [sys.executable, "-m", "ftjob_cli.cli", "run", str(path), "--local",
            "--nproc", "1", "--output", str(out)]
     if isolate:
         # A new PID namespace: killing it kills torchrun's workers too (they start new

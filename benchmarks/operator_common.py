@@ -20,8 +20,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ftjob_operator import api  # noqa: E402
-from ftjob_operator.crd import build_crd  # noqa: E402
+from ftjob_api import api  # noqa: E402
+from ftjob_api.crd import build_crd  # noqa: E402
 from tests.kubeemu import Emulator  # noqa: E402
 from tests.polling import wait_for  # noqa: E402,F401 - re-exported for the benchmarks
 
@@ -63,7 +63,7 @@ def operator_process(emu: Emulator, **env: str) -> Iterator[subprocess.Popen]:
     kubeconfig = emu.write_kubeconfig(workdir / "kubeconfig")
     full_env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FTJOB_LOG_LEVEL": "WARNING",
                 "FTJOB_LIVENESS_PORT": str(_free_port()), "FTJOB_RESYNC_SECONDS": "30",
-                "PYTHONPATH": str(ROOT / "operator"), **env}
+                "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("api", "operator")), **env}
     log = open(workdir / "operator.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "ftjob_operator"], env=full_env,
                             stdout=log, stderr=subprocess.STDOUT)

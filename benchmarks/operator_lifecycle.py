@@ -18,7 +18,7 @@ import time
 from collections import Counter
 
 from benchmarks.operator_common import (NS, cluster, manifest, operator_process, wait_for)
-from ftjob_operator import api, naming
+from ftjob_api import api, naming
 
 # What this lifecycle cannot do with less (2 nodes, 2 attempts):
 MINIMUM = {

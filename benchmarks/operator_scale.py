@@ -18,7 +18,7 @@ from collections import Counter
 
 from benchmarks.operator_common import (NS, cluster, cpu_seconds, manifest, operator_process,
                                         percentile, rss_mib, wait_for)
-from ftjob_operator import api, naming
+from ftjob_api import api, naming
 
 
 def run(jobs: int, nodes: int, timeout: float) -> dict:

@@ -45,8 +45,8 @@ from typing import Any
 
 from benchmarks.operator_common import (NS, ROOT, _free_port, cpu_seconds, manifest, percentile,
                                         rss_mib, wait_for)
-from ftjob_operator import api, naming
-from ftjob_operator.crd import build_crd
+from ftjob_api import api, naming
+from ftjob_api.crd import build_crd
 from tests.controlplane import ControlPlane
 from tests.controlplane.cluster import _die_with_parent
 from tests.controlplane.install import (apply, audit_events, chart_rbac, create_namespace,
@@ -125,7 +125,7 @@ class OperatorProcess:
     def start(self, timeout: float = 90) -> subprocess.Popen:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FTJOB_LOG_LEVEL": "WARNING",
                "FTJOB_LIVENESS_PORT": str(_free_port()), "FTJOB_RESYNC_SECONDS": "30",
-               "PYTHONPATH": str(ROOT / "operator")}
+               "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("api", "operator"))}
         self.log = open(self.workdir / "operator.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "ftjob_operator"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT,

@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import api, naming
+from ftjob_api import api, naming
 
 from tests import tinymodels as tm
 from tests.controlplane.install import create_namespace, service_account_kubeconfig

@@ -115,7 +115,7 @@ def plain_dataset(rows, tokenizer):
 
 
 def ftjob_dataset(rows, tokenizer, packing: bool, data_file: Path):
-    from ftjob_operator import api
+    from ftjob_api import api
     from ftjob_trainer import data
 
     spec = api.parse_spec({"task": "causal-lm", "model": {"path": "/m"},

@@ -20,7 +20,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from ftjob_operator.crd import build_crd  # noqa: E402
+from ftjob_api.crd import build_crd  # noqa: E402
 from tests.kubeemu import Emulator, Faults  # noqa: E402
 from tests.polling import never, wait_for  # noqa: E402
 

@@ -1,3 +1,3 @@
 """ftjob operator: runs FineTuneJob resources as gang-scheduled torchrun pods."""
 
-__version__ = "0.1.0"
+from ftjob_api import __version__  # noqa: F401  (one version for the distribution)

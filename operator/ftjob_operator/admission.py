@@ -33,11 +33,13 @@ from typing import Any
 
 import kopf
 
-from . import api, observe
-from .problems import Problem, errors
+from ftjob_api import api
+from ftjob_api.problems import Problem, errors
+from ftjob_api.validation import validate_document
+
+from . import observe
 from .reconcile import ignored_changes, ignored_changes_message
 from .settings import Settings
-from .validation import validate_document
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,9 @@ from typing import Any
 
 import kopf
 
-from . import admission, api, k8s, naming, observe, render
+from ftjob_api import api, naming
+
+from . import admission, k8s, observe, render
 from .reconcile import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, decide
 from .settings import Settings, from_env
 

@@ -22,7 +22,9 @@ import urllib3.exceptions
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from . import api, render
+from ftjob_api import api
+
+from . import render
 from .reconcile import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, Plan
 from .settings import Settings
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from . import api, contract, naming
+from ftjob_api import api, contract, naming
 
 FailureKind = Literal["permanent", "retryable", "preempted"]
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pydantic
 
-from . import api, contract, naming, validation
+from ftjob_api import api, contract, naming, validation
 from .observe import (Failure, Observed, PodView, Refusal, classify, parse_time,
                       success_summary)
-from .problems import errors
+from ftjob_api.problems import errors
 
 # Spec fields that take effect while a job runs; edits to any other field are ignored
 # (the job keeps running the spec in its ConfigMap) and reported in a condition.

@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import api, contract, naming
+from ftjob_api import api, contract, naming
+
 from .settings import Settings
 
 OUTPUT_VOLUME = contract.OUTPUT_VOLUME

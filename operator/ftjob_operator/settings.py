@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import contract
+from ftjob_api import contract
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/ftjob/trainer:0.1.0"
 

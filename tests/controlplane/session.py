@@ -24,7 +24,7 @@ class OperatorCluster:
 
 @contextlib.contextmanager
 def operator_cluster(root: Path, node_name: str) -> Iterator[OperatorCluster]:
-    from ftjob_operator.crd import build_crd
+    from ftjob_api.crd import build_crd
     from kubernetes import client, config
 
     from .cluster import ControlPlane

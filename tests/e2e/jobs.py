@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import api
+from ftjob_api import api
 
 TESTS = Path(__file__).resolve().parents[1]
 SHARED_CLAIM = "e2e-shared"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ftjob_operator import api, render
+from ftjob_api import api
+from ftjob_operator import render
 from ftjob_operator.settings import Settings
 
 from .podrunner import status, translate

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from ftjob_operator import naming
+from ftjob_api import naming
 
 from . import jobs, kit
 from .backends import UNCHECKED_NAMESPACE, refusal

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import api
+from ftjob_api import api
 
 from .exits import InvalidSpec
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ftjob_operator import api
+from ftjob_api import api
 
 from .exits import InvalidData, InvalidSpec
 

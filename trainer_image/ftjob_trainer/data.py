@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import api
+from ftjob_api import api
 
 from . import causal_lm_data
 from .exits import HubUnreachable, InvalidData, is_network_error

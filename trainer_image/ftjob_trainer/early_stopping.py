@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import api
+from ftjob_api import api
 
 CALLBACK_NAME = "EarlyStoppingCallback"
 COUNTER = "early_stopping_patience_counter"

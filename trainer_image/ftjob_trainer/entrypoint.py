@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import api
-from ftjob_operator.contract import ExitCode, exit_reason
+from ftjob_api import api
+from ftjob_api.contract import ExitCode, exit_reason
 
 from . import exits
 from .job import ENV_RESULT_DIR, ENV_STOP_FILE, JobContext, load_context, world_rank

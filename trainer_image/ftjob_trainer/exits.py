@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import contract
-from ftjob_operator.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, exit_reason
+from ftjob_api import contract
+from ftjob_api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, exit_reason
 
 
 class TrainerError(Exception):

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftjob_operator import api, contract
-from ftjob_operator.problems import errors
-from ftjob_operator.validation import validate_spec
+from ftjob_api import api, contract
+from ftjob_api.problems import errors
+from ftjob_api.validation import validate_spec
 
 from .exits import InvalidSpec
 
@@ -94,7 +94,7 @@ def _newer_operator_hint(problems: list) -> str:
     """Unknown fields in a file the operator wrote: the operator is newer than this image."""
     if not any(p.message.startswith("unknown field") for p in problems):
         return ""
-    from ftjob_operator import __version__
+    from ftjob_api import __version__
 
     return (f" (this trainer image knows the FineTuneJob fields of ftjob {__version__}; a newer "
             "operator wrote this job: use the trainer image of the operator's release)")

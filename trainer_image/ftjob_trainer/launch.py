@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator.contract import (DEFAULT_TERMINATION_LOG, ENV_TERMINATION_LOG, ExitCode,
+from ftjob_api.contract import (DEFAULT_TERMINATION_LOG, ENV_TERMINATION_LOG, ExitCode,
                                      exit_reason)
 
 from . import exits

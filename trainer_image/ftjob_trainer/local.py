@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import api, contract
-from ftjob_operator.manifests import ManifestError, load_file
-from ftjob_operator.problems import errors
-from ftjob_operator.validation import validate_document
+from ftjob_api import api, contract
+from ftjob_api.manifests import ManifestError, load_file
+from ftjob_api.problems import errors
+from ftjob_api.validation import validate_document
 
 from . import exits, launch
 from .modeling import PKG_SCHEME

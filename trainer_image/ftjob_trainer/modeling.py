@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ftjob_operator import api
+from ftjob_api import api
 
 from .exits import HubUnreachable, InvalidModel, InvalidSpec, is_network_error
 

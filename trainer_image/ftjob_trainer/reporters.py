@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Any
 
-from ftjob_operator import api
+from ftjob_api import api
 
 log = logging.getLogger(__name__)
 

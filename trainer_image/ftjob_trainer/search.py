@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ftjob_operator import api
+from ftjob_api import api
 
 from . import checkpoints
 from .exits import InvalidData, InvalidModel, InvalidSpec, write_json_atomic

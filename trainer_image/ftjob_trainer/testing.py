@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Mapping
 
-from ftjob_operator import contract
+from ftjob_api import contract
 from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)

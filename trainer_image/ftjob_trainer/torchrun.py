@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from ftjob_operator.contract import ENV_DEBUG
+from ftjob_api.contract import ENV_DEBUG
 
 WORKER_PROCESS_LOGGERS = "torch.distributed.elastic.multiprocessing"
 GENERIC_FAILURE = 1  # what an uncaught exception gives; also torchrun's own choice

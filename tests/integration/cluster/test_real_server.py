@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import pytest
-from ftjob_operator import api, naming
-from ftjob_operator.crd import build_crd
+from ftjob_api import api, naming
+from ftjob_api.crd import build_crd
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any, Protocol
 
-from ftjob_operator import api, naming
+from ftjob_api import api, naming
 
 from tests.polling import wait_for
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+from ftjob_api.manifest_reader import read_manifest
+from ftjob_api.validation import validate_document
 from ftjob_operator import admission
-from ftjob_operator.manifest_reader import read_manifest
-from ftjob_operator.validation import validate_document
 
 from tests.controlplane.cluster import free_port
 from tests.controlplane.install import apply, chart_webhook, kubectl

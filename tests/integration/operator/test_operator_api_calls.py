@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ftjob_operator import naming
+from ftjob_api import naming
 
 from tests.integration.operator.helpers import (TIMEOUT, Real, bring_up, describe, get_job,
                                                 manifest, parse_time, phase_is, pods,

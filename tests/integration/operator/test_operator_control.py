@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ftjob_operator import naming
+from ftjob_api import naming
 
 from tests.integration.operator.helpers import (TIMEOUT, Real, bring_up, condition, describe,
                                                 get_job, manifest, objects, phase_is, pods,

@@ -4,7 +4,7 @@ preempted, budget, deadline, invalid, stuck Pending, restart backoff."""
 from __future__ import annotations
 
 import pytest
-from ftjob_operator import contract, naming
+from ftjob_api import contract, naming
 
 from tests.integration.operator.helpers import (TIMEOUT, PodCreations, Real, bring_up,
                                                 condition, describe, manifest, objects,

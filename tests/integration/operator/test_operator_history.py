@@ -4,7 +4,7 @@ an operator restart and a spec edit: they live in the job's status, not in the o
 from __future__ import annotations
 
 import pytest
-from ftjob_operator import naming
+from ftjob_api import naming
 
 from tests.integration.operator.helpers import (TIMEOUT, Real, bring_up, describe, manifest,
                                                 phase_is, status, succeed)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ftjob_operator import contract, naming, render
-from ftjob_operator.api import parse_spec
+from ftjob_api import contract, naming
+from ftjob_api.api import parse_spec
+from ftjob_operator import render
 from ftjob_operator.settings import Settings
 
 from tests.conftest import TRAINER_IMAGE

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from ftjob_operator import naming
+from ftjob_api import naming
 
 from tests.integration.operator.helpers import (TIMEOUT, Real, condition, describe, manifest,
                                                 objects, parse_time, phase_is, pods, status,

@@ -28,7 +28,8 @@ def _free_port() -> int:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "operator"), **extra}
+    path = os.pathsep.join(str(ROOT / d) for d in ("api", "operator"))  # this checkout's
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 @pytest.mark.cluster

@@ -10,7 +10,7 @@ cannot be asked to do. Everything else about the operator is tested on the real 
 from __future__ import annotations
 
 import pytest
-from ftjob_operator import naming
+from ftjob_api import naming
 
 from tests.integration.operator.helpers import (TIMEOUT, Emulated, PodCreations, bring_up,
                                                 manifest, phase_is, pod_names, pods, status, succeed)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ftjob_operator import api
-from ftjob_operator.manifest_reader import read_manifest
+from ftjob_api import api
+from ftjob_api.manifest_reader import read_manifest
 from ftjob_trainer.reporters import KubernetesReporter
 
 from tests.controlplane.install import kubectl

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ftjob_operator import naming
-from ftjob_operator.contract import ExitCode
+from ftjob_api import naming
+from ftjob_api.contract import ExitCode
 
 from tests import tinymodels as tm
 from tests.controlplane.install import service_account_kubeconfig

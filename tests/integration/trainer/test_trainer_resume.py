@@ -7,7 +7,7 @@ import os
 import signal
 
 from tests.integration.trainer.helpers import classification_spec, logged_losses, poll, start
-from ftjob_operator.contract import ExitCode
+from ftjob_api.contract import ExitCode
 from ftjob_trainer import checkpoints
 
 # Measured: resumed and uninterrupted runs agree to the last bit on CPU/gloo (difference

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftjob_operator.contract import ExitCode
+from ftjob_api.contract import ExitCode
 from ftjob_trainer import checkpoints, search
 from tests.integration.trainer.helpers import classification_spec, poll, run_to_end, start
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests import tinymodels as tm
 from tests.integration.trainer.helpers import logged_losses, poll, run_to_end, start
-from ftjob_operator.contract import ExitCode
+from ftjob_api.contract import ExitCode
 from ftjob_trainer import checkpoints
 
 MAX_STEPS = 60

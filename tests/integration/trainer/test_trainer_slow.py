@@ -99,7 +99,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tiny, tmp_path):
     import signal
 
     from tests.integration.trainer.helpers import poll, start
-    from ftjob_operator.contract import ExitCode
+    from ftjob_api.contract import ExitCode
 
     spec = classification_spec(tiny)
     run = start(tmp_path, spec)

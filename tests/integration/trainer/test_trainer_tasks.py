@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.integration.trainer.helpers import classification_spec, run_to_end
-from ftjob_operator.contract import ExitCode
+from ftjob_api.contract import ExitCode
 
 
 def test_classification_trains_evaluates_and_saves(baseline, tiny):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ftjob_operator.manifests import load_file
+from ftjob_api.manifests import load_file
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -13,7 +13,7 @@ from .conftest import GOOD, ROOT
 
 
 def ftjob(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ftjob_operator.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "ftjob_cli.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -6,8 +6,8 @@ import jsonschema
 import pytest
 import yaml
 
-from ftjob_operator import api, crd
-from ftjob_operator.training_args import MANAGED_KEYS
+from ftjob_api import api, crd
+from ftjob_api.training_args import MANAGED_KEYS
 
 from .conftest import ROOT, example_documents
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ftjob_operator import api
-from ftjob_operator.problems import errors
-from ftjob_operator.validation import validate_document
+from ftjob_api import api
+from ftjob_api.problems import errors
+from ftjob_api.validation import validate_document
 
 
 def job(task: str = "causal-lm", **dataset) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftjob_operator.validation import validate_spec
+from ftjob_api.validation import validate_spec
 
 
 def spec(training, early=None, **dataset):

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 
-from ftjob_operator.problems import errors
-from ftjob_operator.validation import validate_document
+from ftjob_api.problems import errors
+from ftjob_api.validation import validate_document
 
 DELETE = object()
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftjob_operator.manifest_reader import MAX_BYTES, MAX_DEPTH, load_bytes, read_manifest
-from ftjob_operator.manifests import ManifestError
-from ftjob_operator.validation import validate_document
+from ftjob_api.manifest_reader import MAX_BYTES, MAX_DEPTH, load_bytes, read_manifest
+from ftjob_api.manifests import ManifestError
+from ftjob_api.validation import validate_document
 
 from .conftest import GOOD
 
@@ -202,7 +202,7 @@ def test_cli_binary_and_nasty_files_give_one_line_each(tmp_path):
         files.append(path)
     (tmp_path / "random.bin").write_bytes(os.urandom(2048))
     files.append(tmp_path / "random.bin")
-    result = subprocess.run([sys.executable, "-m", "ftjob_operator.cli", "validate",
+    result = subprocess.run([sys.executable, "-m", "ftjob_cli.cli", "validate",
                              *map(str, files)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -215,7 +215,7 @@ def test_cli_binary_and_nasty_files_give_one_line_each(tmp_path):
 def test_cli_run_local_refuses_a_binary_file_in_one_line(tmp_path):
     path = tmp_path / "job.yaml"
     path.write_bytes(b"\xff\xd8\xff\xe0 not a manifest")
-    result = subprocess.run([sys.executable, "-m", "ftjob_operator.cli", "run", str(path),
+    result = subprocess.run([sys.executable, "-m", "ftjob_cli.cli", "run", str(path),
                              "--local"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -229,7 +229,7 @@ def test_surrogate_escapes_pair_up_or_are_refused():
 
 
 def test_a_bug_in_ftjob_is_one_line_and_exit_3(monkeypatch, capsys):
-    from ftjob_operator import cli
+    from ftjob_cli import cli
 
     def broken(args):
         raise KeyError("boom")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ftjob_operator import api
-from ftjob_operator.manifests import load_text
+from ftjob_api import api
+from ftjob_api.manifests import load_text
 
 
 def spec(**overrides):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ftjob_operator import api
-from ftjob_operator.validation import validate_spec
+from ftjob_api import api
+from ftjob_api.validation import validate_spec
 
 
 def spec(search, training=None, **extra):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from ftjob_operator import training_args
-from ftjob_operator.training_args import check_cross_fields, check_keys_and_types
+from ftjob_api import training_args
+from ftjob_api.training_args import check_cross_fields, check_keys_and_types
 
 
 def test_catalog_matches_installed_transformers():
     committed = json.loads(training_args.CATALOG_PATH.read_text())
     assert committed == json.loads(json.dumps(training_args.generate_catalog())), (
-        "operator/ftjob_operator/data/training_arguments.json is stale: run `make catalog`"
+        "api/ftjob_api/data/training_arguments.json is stale: run `make catalog`"
     )
 
 

@@ -94,7 +94,7 @@ def test_weakening_the_security_context_is_caught():
 
 def training_specs():
     """The examples plus variants that change the pod shape (GPUs, queue, claim, token)."""
-    from ftjob_operator.manifests import load_file
+    from ftjob_api.manifests import load_file
 
     docs = [d.body for path in sorted((ROOT / "examples").glob("*.yaml"))
             for d in load_file(path) if d.body.get("kind") == "FineTuneJob"]
@@ -112,7 +112,7 @@ def training_specs():
 
 
 def rendered_training_objects():
-    from ftjob_operator import api
+    from ftjob_api import api
     from ftjob_operator import render as render_mod
     from ftjob_operator.settings import Settings
 

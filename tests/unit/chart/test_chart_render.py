@@ -295,7 +295,7 @@ def test_metrics_service_and_monitor_reach_the_operator_port():
 @pytest.mark.parametrize("namespaces", [[], ["team-nlp", "team-vision"]])
 def test_pod_monitor_scrapes_the_metrics_port_of_rank_0_only(namespaces):
     # The chart's PodMonitor against the pods render.py builds for a job with a metrics port.
-    from ftjob_operator import api, contract
+    from ftjob_api import api, contract
     from ftjob_operator import render as operator_render
     from ftjob_operator.settings import Settings
 

@@ -7,9 +7,9 @@ import ipaddress
 
 import pytest
 from cryptography import x509
+from ftjob_api.validation import validate_document
 from ftjob_operator import admission
 from ftjob_operator.reconcile import ignored_changes_message
-from ftjob_operator.validation import validate_document
 
 from tests.integration.operator.helpers import manifest
 

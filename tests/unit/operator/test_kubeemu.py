@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from ftjob_operator.crd import build_crd
+from ftjob_api.crd import build_crd
 from tests.kubeemu import Emulator, Faults
 
 NS = "team-a"

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftjob_operator import naming
+from ftjob_api import naming
 from ftjob_operator.observe import (Observed, PodView, classify, parse_termination, pod_view,
                                     sane_status, started_spec_from_config_map, success_summary)
 from ftjob_operator.reconcile import JobState, decide

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ftjob_operator import contract, naming
+from ftjob_api import contract, naming
 from ftjob_operator.observe import (classify, parse_termination, pod_view,
                                     started_spec_from_config_map, success_summary)
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from ftjob_operator import api, contract, naming, render
-from ftjob_operator.manifests import dump
+from ftjob_api import api, contract, naming
+from ftjob_api.manifests import dump
+from ftjob_api.validation import validate_spec
+from ftjob_operator import render
 from ftjob_operator.settings import Settings
-from ftjob_operator.validation import validate_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = Settings(trainer_image="registry.example/ftjob/trainer:1.0", storage_class="fast")

@@ -10,7 +10,7 @@ import json
 import signal
 
 import pytest
-from ftjob_operator.contract import ExitCode
+from ftjob_api.contract import ExitCode
 from ftjob_trainer import entrypoint, exits
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datasets
 import pytest
 import torch
-from ftjob_operator import api
+from ftjob_api import api
 from ftjob_trainer import arguments, causal_lm_data as c, data
 from ftjob_trainer.exits import InvalidData, InvalidSpec
 from torch.utils.data import DistributedSampler

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftjob_operator import api
-from ftjob_operator.contract import ExitCode
+from ftjob_api import api
+from ftjob_api.contract import ExitCode
 from ftjob_trainer import data
 from ftjob_trainer.exits import InvalidData, classify
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ftjob_operator import api
+from ftjob_api import api
 from ftjob_trainer import early_stopping
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftjob_operator import api, contract, render
+from ftjob_api import api, contract
+from ftjob_operator import render
 from ftjob_trainer import job as trainer_job, testing
 from ftjob_trainer.launch import termination_log_path
 

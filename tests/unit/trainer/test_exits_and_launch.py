@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ftjob_operator.contract import TERMINATION_MESSAGE_LIMIT, ExitCode
+from ftjob_api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode
 from ftjob_trainer import exits, launch, torchrun
 from ftjob_trainer.exits import Failure
 
@@ -110,7 +110,7 @@ def test_an_unreachable_hub_is_retryable_a_missing_model_is_not():
 
 def test_a_dataset_on_an_unreachable_hub_is_retryable(monkeypatch):
     import datasets
-    from ftjob_operator import api
+    from ftjob_api import api
     from ftjob_trainer import data
 
     def unreachable(*args, **kwargs):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftjob_operator.contract import ExitCode
+from ftjob_api.contract import ExitCode
 from ftjob_trainer import job
 from ftjob_trainer.exits import InvalidSpec, classify
 

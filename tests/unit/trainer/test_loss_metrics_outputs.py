@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from ftjob_operator import api
+from ftjob_api import api
 from ftjob_trainer import arguments, data, metrics, modeling
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ftjob_operator import api
+from ftjob_api import api
 from ftjob_trainer import arguments, data, job, local, modeling
 from ftjob_trainer.exits import InvalidData, InvalidModel, InvalidSpec
 from ftjob_trainer.reporters import KubernetesReporter

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from ftjob_operator import api
+from ftjob_api import api
 from ftjob_trainer import checkpoints
 from ftjob_trainer.progress import ProgressCallback, build_progress, due
 from transformers import TrainerControl, TrainerState

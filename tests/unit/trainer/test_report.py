@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ftjob_operator import cli
+from ftjob_cli import cli
 from ftjob_trainer import checkpoints, report
 
 HISTORY = [

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ftjob_operator import api
+from ftjob_api import api
 from ftjob_trainer import checkpoints, search
 from ftjob_trainer.reporters import KubernetesReporter
 

@@ -449,6 +449,6 @@ def json_schema() -> dict[str, Any]:
     }
 
 
-if __name__ == "__main__":  # `python -m ftjob_operator.training_args` regenerates the catalogue
+if __name__ == "__main__":  # `python -m ftjob_api.training_args` regenerates the catalogue
     write_catalog()
     print(f"wrote {CATALOG_PATH}")

@@ -7,11 +7,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import api, contract
-from .manifest_reader import read_manifest
-from .manifests import ManifestError
-from .problems import errors
-from .validation import validate_document
+from ftjob_api import api, contract
+from ftjob_api.manifest_reader import read_manifest
+from ftjob_api.manifests import ManifestError
+from ftjob_api.problems import errors
+from ftjob_api.validation import validate_document
 
 
 # Exit codes of the `ftjob` command (docs/exit-codes.md).
@@ -58,7 +58,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from .crd import render_crd_yaml
+    from ftjob_api.crd import render_crd_yaml
 
     text = render_crd_yaml()
     if args.output:
