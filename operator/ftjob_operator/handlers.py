@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from . import admission, api, k8s, naming, observe, render
+from .reasons import EventType, Reason
 from .reconcile import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, decide
 from .settings import Settings, from_env
 
@@ -195,7 +196,8 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
                 logger.warning("%s; retrying in %.1fs", exc, delay)
                 if isinstance(exc, k8s.RejectedError) and failures == 1:
-                    kopf.event(body, type="Warning", reason="ApiRejected", message=str(exc))
+                    kopf.event(body, type=EventType.WARNING, reason=Reason.API_REJECTED,
+                               message=str(exc))
                 if isinstance(exc, k8s.CreateRejectedError):
                     since = refusal.since if refusal else datetime.now(timezone.utc)
                     refusal = observe.Refusal(since, str(exc))
