@@ -9,9 +9,8 @@ status values again. Each case has a name (`Plan.case`) that the tests table aga
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from enum import StrEnum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
@@ -19,125 +18,21 @@ import pydantic
 from . import api, contract, naming, validation
 from .observe import (Failure, Observed, PodView, Refusal, classify, parse_time,
                       success_summary)
+from .plan import (Action, Case, CreatePods, DeleteJob, DeletePods, EnsureJobObjects, Event,
+                   JobState, Plan)
 from .problems import errors
+from .status import StatusBuilder, condition_of, read_status, rfc3339
 
 # Spec fields that take effect while a job runs; edits to any other field are ignored
 # (the job keeps running the spec in its ConfigMap) and reported in a condition.
 MUTABLE_FIELDS = ("suspend", "restartPolicy", "activeDeadlineSeconds", "ttlSecondsAfterFinished",
                   "cleanPodPolicy")
 
-# Conditions that mirror the phase; at most one of them is True.
 # How often to look again at a pod someone else deleted (pod events wake the loop sooner).
 DELETED_POD_RECHECK_SECONDS = 5.0
-MAX_ATTEMPT_RECORDS = 20  # status.attempts keeps the newest; older ones live on in goodput
-PHASE_CONDITIONS = ("Running", "Restarting", "Suspended", "Succeeded", "Failed")
-
-
-# --------------------------------------------------------------------------- inputs/outputs
-
-
-@dataclass(frozen=True)
-class JobState:
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    spec: dict[str, Any]
-    status: dict[str, Any]
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> JobState:
-        meta = body.get("metadata") or {}
-        return cls(
-            name=meta["name"],
-            namespace=meta["namespace"],
-            uid=meta.get("uid", ""),
-            generation=int(meta.get("generation") or 1),
-            spec=dict(body.get("spec") or {}),
-            status=dict(body.get("status") or {}),
-        )
-
-
-@dataclass(frozen=True)
-class EnsureJobObjects:
-    """ServiceAccount, Role, RoleBinding, Service, ConfigMap and claim (if absent)."""
-
-    spec: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CreatePods:
-    attempt: int
-    ranks: tuple[int, ...]
-    spec: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DeletePods:
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class DeleteJob:
-    pass
-
-
-Action = EnsureJobObjects | CreatePods | DeletePods | DeleteJob
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-class Case(StrEnum):
-    """The named cases of the state machine (`Plan.case`); the values are log and metric
-    labels."""
-
-    INVALID_SPEC = "invalid spec"
-    START = "start"
-    CREATE_MISSING = "create missing pods"
-    PENDING = "pending"
-    RUNNING = "running"
-    RANK0_SUCCEEDED_WAITING = "rank 0 succeeded, waiting for the other ranks"
-    SUCCEEDED = "succeeded"
-    RANK_DELETED_WAITING = "rank deleted, waiting for it to stop"
-    GANG_RESTART = "rank failed, gang restart"
-    PREEMPTED_RESTART = "preempted, gang restart"
-    STALLED_RESTART = "stalled, gang restart"
-    PERMANENT_FAILURE = "permanent failure"
-    BUDGET_EXHAUSTED = "restart budget exhausted"
-    PENDING_TIMEOUT = "pending timeout"
-    CREATION_REJECTED = "pod creation rejected"
-    DEADLINE_EXCEEDED = "deadline exceeded"
-    RESTART_WAITING = "restart, waiting for pods to go"
-    BACKING_OFF = "restart, backing off"
-    RESTART = "restart"
-    SUSPEND = "suspend"
-    SUSPEND_WAITING = "suspend, waiting for the checkpoint"
-    SUSPEND_CHECKED = "suspended, checkpoint checked"
-    RESUME_WAITING = "resume, waiting for pods to go"
-    RESUME = "resume"
-    FINISHED = "finished"
-    TTL_EXPIRED = "finished, ttl expired"
-
-
-@dataclass
-class Plan:
-    case: Case
-    actions: list[Action] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)  # merge patch of changed keys only
-    events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None  # seconds until a timer-based decision is due
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def effective_spec(current: dict[str, Any], started: dict[str, Any] | None) -> dict[str, Any]:
@@ -179,167 +74,6 @@ def _min_requeue(*values: float | None) -> float | None:
     return min(present) if present else None
 
 
-class _Status:
-    """Builds the desired operator-owned status and diffs it against the current one."""
-
-    def __init__(self, job: JobState, now: datetime):
-        self.job = job
-        self.now = now
-        self.current = job.status
-        self.desired: dict[str, Any] = {
-            "observedGeneration": job.generation,
-        }
-        self.conditions: list[dict[str, Any]] = [dict(c) for c in job.status.get("conditions") or []]
-        self.read = read_status(job.status)
-        self.attempt = self.read.attempt  # the attempt the decision is about
-        self.attempts: list[dict[str, Any]] = [dict(a) for a in job.status.get("attempts") or []]
-        self.goodput: dict[str, Any] = dict(job.status.get("goodput") or {})
-
-    def set(self, **values: Any) -> None:
-        self.desired.update(values)
-
-    def condition(self, type_: str, status: bool, reason: str, message: str = "",
-                  news: bool = False) -> None:
-        """Set a condition; `news`: a False one is worth showing even if it never was True."""
-        value = "True" if status else "False"
-        for cond in self.conditions:
-            if cond.get("type") == type_:
-                if cond.get("status") != value:
-                    cond["lastTransitionTime"] = rfc3339(self.now)
-                cond.update(status=value, reason=reason, message=message,
-                            observedGeneration=self.job.generation)
-                return
-        if not status and not news:
-            return  # a False condition that never was True says nothing
-        self.conditions.append({"type": type_, "status": value, "reason": reason,
-                                "message": message, "lastTransitionTime": rfc3339(self.now),
-                                "observedGeneration": self.job.generation})
-
-    def phase(self, phase: api.Phase, reason: str, message: str) -> None:
-        self.set(phase=phase.value, message=message)
-        for type_ in PHASE_CONDITIONS:
-            if type_ == phase.value:
-                self.condition(type_, True, reason, message)
-            else:
-                self.condition(type_, False, reason, "")
-
-    # -- attempt history (status.attempts) and goodput
-
-    def record(self, attempt: int) -> dict[str, Any] | None:
-        return next((a for a in reversed(self.attempts) if a.get("attempt") == attempt), None)
-
-    def begin_attempt(self, attempt: int) -> None:
-        if attempt <= 0 or self.record(attempt) is not None:
-            return
-        self.attempts.append({"attempt": attempt, "startTime": rfc3339(self.now)})
-        folded = len(self.attempts) - MAX_ATTEMPT_RECORDS
-        if folded > 0:  # their figures are already in the goodput totals
-            del self.attempts[:folded]
-            self.goodput["attemptsFolded"] = int(self.goodput.get("attemptsFolded") or 0) + folded
-
-    def own_progress(self, attempt: int) -> api.Progress | None:
-        """status.progress if this attempt wrote it."""
-        progress = self.read.progress
-        return progress if progress is not None and progress.attempt == attempt else None
-
-    def note_first_step(self, attempt: int) -> None:
-        """Once per attempt: when it first stepped, what it resumed from, and so the
-        previous attempt's downtime."""
-        progress = self.own_progress(attempt)
-        record = self.record(attempt)
-        if progress is None or progress.last_step_time is None or record is None \
-                or record.get("firstStepTime"):
-            return
-        record["firstStepTime"] = progress.last_step_time
-        checkpoint = self.read.checkpoint
-        if checkpoint is not None and checkpoint.resumed_from_step is not None:
-            record["resumedFromStep"] = checkpoint.resumed_from_step
-        previous = self.record(attempt - 1)
-        first, ended = parse_time(progress.last_step_time), parse_time(
-            (previous or {}).get("endTime"))
-        if previous is not None and first is not None and ended is not None:
-            previous["downtimeSeconds"] = max((first - ended).total_seconds(), 0.0)
-
-    def last_step(self, attempt: int) -> int | None:
-        progress = self.own_progress(attempt)
-        if progress is not None and progress.global_step is not None:
-            return progress.global_step
-        return None
-
-    def end_attempt(self, reason: str, message: str, resumes: bool = True) -> dict[str, Any]:
-        """Close the current attempt's record (once) and add it to the goodput totals.
-        `resumes`: another attempt will resume from the newest checkpoint."""
-        attempt = self.attempt
-        record = self.record(attempt)
-        if record is None:
-            self.begin_attempt(attempt)
-            record = self.record(attempt)
-            if record is None:
-                return {}
-        if record.get("endTime"):
-            return record
-        self.note_first_step(attempt)
-        record.update(endTime=rfc3339(self.now), reason=reason, message=message[:1024])
-        last = self.last_step(attempt)
-        if last is not None:
-            record["lastStep"] = last
-        lost = 0
-        if resumes and last is not None:
-            latest = self.read.checkpoint.latest if self.read.checkpoint else None
-            lost = max(last - (latest.step if latest is not None else 0), 0)
-        if last is not None or not resumes:
-            record["stepsLost"] = lost
-        self._add_goodput(record, lost)
-        return record
-
-    def _add_goodput(self, record: dict[str, Any], lost: int) -> None:
-        first, end = parse_time(record.get("firstStepTime")), parse_time(record.get("endTime"))
-        productive = 0.0
-        if first is not None and end is not None:
-            stepping = max((end - first).total_seconds(), 0.0)
-            done = int(record.get("lastStep") or 0) - int(record.get("resumedFromStep") or 0)
-            productive = stepping * (max(done - lost, 0) / done if done > 0 else 0.0)
-        start = parse_time(self.job.status.get("startTime"))
-        wall = max((self.now - start).total_seconds(), 0.0) if start is not None else 0.0
-        total = float(self.goodput.get("productiveSeconds") or 0.0) + productive
-        self.goodput.update(productiveSeconds=round(total, 1), wallSeconds=round(wall, 1),
-                            stepsLost=int(self.goodput.get("stepsLost") or 0) + lost,
-                            ratio=round(min(total / wall, 1.0), 3) if wall > 0 else None)
-        self.goodput.setdefault("attemptsFolded", 0)
-        if self.goodput["ratio"] is None:
-            del self.goodput["ratio"]
-
-    def patch(self) -> dict[str, Any]:
-        desired = dict(self.desired)
-        desired["conditions"] = self.conditions
-        if self.attempts or "attempts" in self.current:
-            desired["attempts"] = self.attempts
-        if self.goodput or "goodput" in self.current:
-            desired["goodput"] = self.goodput
-        return {k: v for k, v in desired.items() if self.current.get(k) != v}
-
-
-def read_status(status: dict[str, Any]) -> api.FineTuneJobStatus:
-    """The status as the API model; a field that does not parse is left at its default
-    (the handlers already drop such fields before deciding, see observe.sane_status)."""
-    fields = api.FineTuneJobStatus.model_fields
-    known = {f.alias or k for k, f in fields.items()} | set(fields)
-    clean: dict[str, Any] = {}
-    for key, value in status.items():
-        if key not in known:
-            continue
-        try:
-            api.FineTuneJobStatus.model_validate({key: value})
-        except (pydantic.ValidationError, TypeError, ValueError):
-            continue
-        clean[key] = value
-    return api.FineTuneJobStatus.model_validate(clean)
-
-
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
-
-
 # --------------------------------------------------------------------------- decide
 
 
@@ -347,7 +81,7 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
     status = job.status
     phase = status.get("phase")
     pods = [p for p in observed.pods if p.owner_uid in (None, job.uid)]
-    out = _Status(job, now)
+    out = StatusBuilder(job, now)
 
     if phase in api.FINISHED_PHASES:
         return _finished(job, pods, out, now)
@@ -366,7 +100,7 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
 
     plan = _decide_phase(job, spec, raw_spec, pods, observed, out, now)
     changed = ignored_changes(job.spec, started)
-    previous = _condition(status, "SpecChangeIgnored")
+    previous = condition_of(status, "SpecChangeIgnored")
     if changed:
         text = ignored_changes_message(changed)
         out.condition("SpecChangeIgnored", True, "SpecChangeIgnored", text)
@@ -379,14 +113,14 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
     return plan
 
 
-def _announce_trials(status: dict[str, Any], out: _Status, plan: Plan) -> None:
+def _announce_trials(status: dict[str, Any], out: StatusBuilder, plan: Plan) -> None:
     """An event each time the trainer's status.search shows another finished trial. The
     `SearchProgress` condition remembers what was announced, so an operator restart does not
     announce it again."""
     text = search_message(status.get("search"))
     if text is None:
         return
-    previous = _condition(status, "SearchProgress")
+    previous = condition_of(status, "SearchProgress")
     if previous is not None and previous.get("message") == text:
         return
     out.condition("SearchProgress", True, "TrialFinished", text)
@@ -404,7 +138,7 @@ def search_message(search: Any) -> str | None:
     return text
 
 
-def _invalid(job: JobState, out: _Status, message: str) -> Plan:
+def _invalid(job: JobState, out: StatusBuilder, message: str) -> Plan:
     out.phase(api.Phase.FAILED, "InvalidSpec", message)
     out.condition("InvalidSpec", True, "InvalidSpec", message)
     out.set(completionTime=job.status.get("completionTime") or rfc3339(out.now))
@@ -415,7 +149,7 @@ def _invalid(job: JobState, out: _Status, message: str) -> Plan:
     return plan
 
 
-def _finished(job: JobState, pods: list[PodView], out: _Status, now: datetime) -> Plan:
+def _finished(job: JobState, pods: list[PodView], out: StatusBuilder, now: datetime) -> Plan:
     plan = Plan(Case.FINISHED)
     # A failed job leaves no rank running (a peer may still wait on a dead rendezvous);
     # terminated pods stay for their logs.
@@ -448,7 +182,7 @@ class _Ctx:
     live: list[PodView]  # ...of them not being deleted
     attempt: int  # the newest attempt (status or pods)
     ensure: bool  # the job's objects (ConfigMap...) may not exist yet
-    out: _Status
+    out: StatusBuilder
     now: datetime
     deadline_wait: float | None  # seconds until activeDeadlineSeconds, if set
     refusal: Refusal | None = None  # the API server refuses to create the pods
@@ -477,7 +211,7 @@ def _start_attempt(ctx: _Ctx, attempt: int, ensure: bool, case: Case, event: Eve
 
 
 def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, Any],
-                  pods: list[PodView], observed: Observed, out: _Status, now: datetime) -> Plan:
+                  pods: list[PodView], observed: Observed, out: StatusBuilder, now: datetime) -> Plan:
     status = out.read
     phase = job.status.get("phase")
     recorded = status.attempt
@@ -589,7 +323,7 @@ def _await_new_attempt(ctx: _Ctx) -> Plan:
     policy = spec.restart_policy
     count = out.read.restarts + out.read.preemptions
     delay = restart_delay(policy.backoff_seconds, policy.max_backoff_seconds, count)
-    since = parse_time((_condition(ctx.job.status, "Restarting") or {})
+    since = parse_time((condition_of(ctx.job.status, "Restarting") or {})
                        .get("lastTransitionTime")) or ctx.now
     # Condition times have whole seconds: the failure happened up to 1s after `since`.
     due = since + timedelta(seconds=delay + 1) if delay > 0 else since
@@ -769,7 +503,7 @@ def _stall(ctx: _Ctx) -> Plan | float | None:
     than its allowance; else the seconds until it would be due."""
     out, attempt = ctx.out, ctx.attempt
     progress = out.own_progress(attempt)
-    running = _condition(ctx.job.status, "Running") or {}
+    running = condition_of(ctx.job.status, "Running") or {}
     running_since = (parse_time(running.get("lastTransitionTime"))
                      if running.get("status") == "True" else None)
     if progress is None and _legacy_report(out.read.progress, running_since):
@@ -858,7 +592,7 @@ def _restart(ctx: _Ctx, kind: str, reason: str, history_reason: str, text: str,
     return plan
 
 
-def _fail(job: JobState, pods: list[PodView], out: _Status, reason: str, message: str,
+def _fail(job: JobState, pods: list[PodView], out: StatusBuilder, reason: str, message: str,
           case: Case, history_text: str | None = None) -> Plan:
     plan = Plan(case)
     _clean_up_pods(job, pods, plan)
@@ -883,7 +617,7 @@ def _clean_up_pods(job: JobState, pods: list[PodView], plan: Plan) -> None:
         plan.actions.append(DeletePods(doomed))
 
 
-def _succeed(job: JobState, rank0: PodView, pods: list[PodView], out: _Status) -> Plan:
+def _succeed(job: JobState, rank0: PodView, pods: list[PodView], out: StatusBuilder) -> Plan:
     plan = Plan(Case.SUCCEEDED)
     _clean_up_pods(job, pods, plan)
     summary = success_summary(rank0)
