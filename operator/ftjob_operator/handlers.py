@@ -176,16 +176,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             waker.clear()
             if meta.get("deletionTimestamp"):
                 return
-            job = JobState.from_body(dict(body))
-            status, dropped = observe.sane_status(job.status)
-            if dropped:
-                job = dataclasses.replace(job, status=status)
-            if dropped != ignored:  # log once per change, not at every wake-up
-                if dropped:
-                    logger.warning("status fields %s hold values the operator cannot read "
-                                   "(written by another client?); deciding without them",
-                                   ", ".join(dropped))
-                ignored = dropped
+            job, ignored = _readable_job(body, ignored, logger)
             started = time.monotonic()
             plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs, refusal),
                           datetime.now(timezone.utc))
@@ -225,6 +216,20 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             await _sleep(waker, stopped, wait)
     finally:
         memo.wakers.pop(key, None)
+
+
+def _readable_job(body: kopf.Body, ignored: list[str], logger: logging.Logger
+                  ) -> tuple[JobState, list[str]]:
+    """The job with only the status fields the operator can read, and the names of the
+    others (logged once per change, not at every wake-up)."""
+    job = JobState.from_body(dict(body))
+    status, dropped = observe.sane_status(job.status)
+    if dropped:
+        job = dataclasses.replace(job, status=status)
+    if dropped and dropped != ignored:
+        logger.warning("status fields %s hold values the operator cannot read (written by "
+                       "another client?); deciding without them", ", ".join(dropped))
+    return job, dropped
 
 
 async def _sleep(waker: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float,
