@@ -29,6 +29,8 @@ from .problems import errors
 from .reasons import EventType, Reason
 from .status import StatusBuilder, rfc3339
 
+# Also what handlers, k8s, admission and the tests import from here (their homes: plan.py,
+# status.py, policies/).
 __all__ = ["Action", "Case", "CreatePods", "DeleteJob", "DeletePods", "EnsureJobObjects",
            "Event", "JobState", "Plan", "decide", "effective_spec", "ignored_changes",
            "ignored_changes_message", "restart_delay", "rfc3339"]
