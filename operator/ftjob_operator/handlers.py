@@ -22,6 +22,7 @@ import kopf
 from ftjob_api import api, naming
 
 from . import admission, k8s, observe, render
+from .reasons import EventType, Reason
 from .reconcile import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, decide
 from .settings import Settings, from_env
 
@@ -177,16 +178,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             waker.clear()
             if meta.get("deletionTimestamp"):
                 return
-            job = JobState.from_body(dict(body))
-            status, dropped = observe.sane_status(job.status)
-            if dropped:
-                job = dataclasses.replace(job, status=status)
-            if dropped != ignored:  # log once per change, not at every wake-up
-                if dropped:
-                    logger.warning("status fields %s hold values the operator cannot read "
-                                   "(written by another client?); deciding without them",
-                                   ", ".join(dropped))
-                ignored = dropped
+            job, ignored = _readable_job(body, ignored, logger)
             started = time.monotonic()
             plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs, refusal),
                           datetime.now(timezone.utc))
@@ -197,7 +189,8 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
                 logger.warning("%s; retrying in %.1fs", exc, delay)
                 if isinstance(exc, k8s.RejectedError) and failures == 1:
-                    kopf.event(body, type="Warning", reason="ApiRejected", message=str(exc))
+                    kopf.event(body, type=EventType.WARNING, reason=Reason.API_REJECTED,
+                               message=str(exc))
                 if isinstance(exc, k8s.CreateRejectedError):
                     since = refusal.since if refusal else datetime.now(timezone.utc)
                     refusal = observe.Refusal(since, str(exc))
@@ -225,6 +218,20 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             await _sleep(waker, stopped, wait)
     finally:
         memo.wakers.pop(key, None)
+
+
+def _readable_job(body: kopf.Body, ignored: list[str], logger: logging.Logger
+                  ) -> tuple[JobState, list[str]]:
+    """The job with only the status fields the operator can read, and the names of the
+    others (logged once per change, not at every wake-up)."""
+    job = JobState.from_body(dict(body))
+    status, dropped = observe.sane_status(job.status)
+    if dropped:
+        job = dataclasses.replace(job, status=status)
+    if dropped and dropped != ignored:
+        logger.warning("status fields %s hold values the operator cannot read (written by "
+                       "another client?); deciding without them", ", ".join(dropped))
+    return job, dropped
 
 
 async def _sleep(waker: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float,

@@ -17,6 +17,8 @@ import pydantic
 
 from ftjob_api import api, contract, naming
 
+from .reasons import Reason
+
 FailureKind = Literal["permanent", "retryable", "preempted"]
 
 MESSAGE_LIMIT = 1024
@@ -196,16 +198,16 @@ def classify(pod: PodView) -> Failure | None:
     if code is not None and contract.is_permanent(code):
         reason = summary.get("reason") if isinstance(summary.get("reason"), str) else None
         return Failure("permanent", reason or contract.exit_reason(code), trainer_message, **base)
-    if pod.container_reason == "OOMKilled":
-        return Failure("retryable", "OOMKilled", trainer_message or "container out of memory",
+    if pod.container_reason == Reason.OOM_KILLED:
+        return Failure("retryable", Reason.OOM_KILLED, trainer_message or "container out of memory",
                        **base)
     if pod.pod_reason in ("Evicted", "NodeLost", "UnexpectedAdmissionError", "Terminated"):
         return Failure("retryable", pod.pod_reason, _short(pod.pod_message), **base)
     if pod.phase == "Unknown":
-        return Failure("retryable", "NodeLost", _short(pod.pod_message) or "pod state unknown",
+        return Failure("retryable", Reason.NODE_LOST, _short(pod.pod_message) or "pod state unknown",
                        **base)
     if code is None:
-        return Failure("retryable", pod.pod_reason or "Error",
+        return Failure("retryable", pod.pod_reason or Reason.ERROR,
                        _short(pod.pod_message) or trainer_message, **base)
     return Failure("retryable", contract.exit_reason(code), trainer_message, **base)
 

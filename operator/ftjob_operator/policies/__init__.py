@@ -1,0 +1,15 @@
+"""The policies `reconcile.decide` dispatches to, one module each, each with its own tests
+(tests/unit/operator/test_operator_policy_<module>.py):
+
+    finish      success, the terminal failure, activeDeadlineSeconds, ttlSecondsAfterFinished
+    failure     a failed, preempted or deleted rank: gang restart with backoff and budget
+    stall       a running attempt that stopped stepping: a restart through `failure`
+    pending     starting an attempt, pods stuck Pending, pods the API server refuses
+    suspend     spec.suspend: stop the gang, check the checkpoint, resume
+    spec_edits  spec fields edited after the start (ignored, reported)
+    trials      hyperparameter-search trials announced as Events
+
+Each reads one `Ctx` (context.py) and returns a `Plan` (or None: not its case); status
+changes go to `ctx.out` and Events to the plan, and `decide` writes the patch once. The
+condition types and reasons they write are named in `reasons.py`.
+"""

@@ -1,0 +1,89 @@
+"""What every policy reads about one decision on a started job (`Ctx`), and timer helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from ftjob_api import api
+
+from ..observe import PodView, Refusal
+from ..plan import Case, DeletePods, JobState, Plan
+from ..status import StatusBuilder
+
+# How often to look again at pods that are stopping (pod events wake the loop sooner).
+DELETED_POD_RECHECK_SECONDS = 5.0
+
+
+@dataclass
+class Ctx:
+    """What every step of one decision about a started job reads."""
+
+    job: JobState
+    spec: api.FineTuneJobSpec  # the effective spec: as started, mutable fields as now
+    raw_spec: dict[str, Any]
+    pods: list[PodView]  # this job's pods, all attempts
+    live: list[PodView]  # ...of them not being deleted
+    attempt: int  # the newest attempt (status or pods)
+    ensure: bool  # the job's objects (ConfigMap...) may not exist yet
+    out: StatusBuilder
+    now: datetime
+    deadline: datetime | None  # when activeDeadlineSeconds ends the job, if set
+    refusal: Refusal | None = None  # the API server refuses to create the pods
+
+    @property
+    def phase(self) -> str | None:
+        return self.job.status.get("phase")
+
+    @property
+    def deadline_wait(self) -> float | None:
+        """Seconds until activeDeadlineSeconds, if set."""
+        return seconds_until(self.deadline, self.now) if self.deadline is not None else None
+
+    def plan(self, case: Case) -> Plan:
+        return Plan(case, requeue_after=self.deadline_wait)
+
+    @cached_property
+    def current(self) -> dict[int, PodView]:
+        """The pods of the current attempt by rank."""
+        nodes = self.spec.resources.nodes
+        return {p.rank: p for p in self.pods if p.attempt == self.attempt and p.rank < nodes}
+
+    @cached_property
+    def missing(self) -> list[int]:
+        """The ranks of the current attempt that have no pod."""
+        return [r for r in range(self.spec.resources.nodes) if r not in self.current]
+
+    def attempt_plan(self, case: Case) -> Plan:
+        """A plan that keeps the current attempt and deletes any other live pod (an older
+        attempt's, or a rank beyond spec.resources.nodes)."""
+        plan = self.plan(case)
+        nodes = self.spec.resources.nodes
+        leftovers = tuple(p.name for p in self.live if p.attempt != self.attempt
+                          or p.rank >= nodes)
+        if leftovers:
+            plan.actions.append(DeletePods(leftovers))
+        return plan
+
+    def wait_for_old_pods(self, case: Case) -> Plan | None:
+        """Gang semantics: the next attempt starts only when every old pod is gone. A plan
+        that deletes them while any is left; None once they are all gone."""
+        if not self.pods:
+            return None
+        plan = self.plan(case)
+        if self.live:
+            plan.actions.append(DeletePods(tuple(p.name for p in self.live)))
+        self.out.set(phase=self.phase)
+        return plan
+
+
+def seconds_until(moment: datetime, now: datetime) -> float:
+    return max((moment - now).total_seconds(), 0.0)
+
+
+def min_requeue(*values: float | None) -> float | None:
+    """The soonest of the timers that are set (None: no timer)."""
+    present = [v for v in values if v is not None]
+    return min(present) if present else None

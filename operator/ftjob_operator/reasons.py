@@ -1,0 +1,93 @@
+"""Every condition type, reason and Event type the operator writes, each spelled once.
+
+`ConditionType` names `status.conditions[].type`. `Reason` names what a condition's
+`reason`, an Event's `reason` and an attempt record's `reason` (`status.attempts[]`) say;
+one reason often plays several of these roles (a failed job's condition reason is also its
+Warning Event's reason), so reasons are one set. Users, alerts and dashboards match these
+strings: they are API, so rename none of them.
+
+A reason from outside the operator is passed on as it is and not listed here: the
+trainer's exit reasons (`contract.exit_reason`, `OutOfMemory`...), a pod's own Kubernetes
+reason (`Evicted`, a DisruptionTarget condition's reason) and the reason a permanently
+failed trainer wrote in its termination message.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class ConditionType:
+    """`status.conditions[].type`."""
+
+    # The phase conditions: one per phase but Pending, at most one of them True.
+    RUNNING: Final = "Running"
+    RESTARTING: Final = "Restarting"
+    SUSPENDED: Final = "Suspended"
+    SUCCEEDED: Final = "Succeeded"
+    FAILED: Final = "Failed"
+    # The others.
+    INVALID_SPEC: Final = "InvalidSpec"
+    POD_CREATION_REJECTED: Final = "PodCreationRejected"
+    SUSPEND_CHECKPOINT_SAVED: Final = "SuspendCheckpointSaved"
+    SPEC_CHANGE_IGNORED: Final = "SpecChangeIgnored"
+    SEARCH_PROGRESS: Final = "SearchProgress"
+
+
+PHASE_CONDITIONS: Final = (ConditionType.RUNNING, ConditionType.RESTARTING,
+                           ConditionType.SUSPENDED, ConditionType.SUCCEEDED,
+                           ConditionType.FAILED)
+
+
+class Reason:
+    """Condition, Event and attempt-record reasons the operator chooses."""
+
+    # Starting and running an attempt
+    STARTED: Final = "Started"  # Event: the pods of an attempt were created
+    PODS_CREATED: Final = "PodsCreated"
+    ALL_PODS_RUNNING: Final = "AllPodsRunning"
+    RUNNING: Final = "Running"  # Event: every pod of the attempt runs
+    PODS_STOPPING: Final = "PodsStopping"  # a running pod was deleted by someone else
+    API_REJECTED: Final = "ApiRejected"  # the API server refuses a create (for now)
+    POD_CREATION_REJECTED: Final = "PodCreationRejected"  # ...for longer than allowed
+
+    # Restarts (phase reasons, Events, attempt records)
+    GANG_RESTART: Final = "GangRestart"
+    PREEMPTED: Final = "Preempted"
+    STALLED: Final = "Stalled"
+    RESTARTED: Final = "Restarted"
+    POD_DELETED: Final = "PodDeleted"  # a running pod vanished or was deleted
+    DELETED: Final = "Deleted"  # an attempt ended by a deleted pod; the job deleted by TTL
+    FAILED: Final = "Failed"  # an attempt ended by a failed rank
+    OOM_KILLED: Final = "OOMKilled"  # the kubelet's container reason, passed on
+    NODE_LOST: Final = "NodeLost"
+    ERROR: Final = "Error"  # a failed pod that says nothing more
+
+    # The end of a job
+    COMPLETED: Final = "Completed"
+    SUCCEEDED: Final = "Succeeded"
+    RESTART_BUDGET_EXHAUSTED: Final = "RestartBudgetExhausted"
+    PENDING_TIMEOUT: Final = "PendingTimeout"
+    DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+    INVALID_SPEC: Final = "InvalidSpec"
+
+    # Suspend and resume
+    SUSPENDED: Final = "Suspended"
+    SUSPENDING: Final = "Suspending"
+    CHECKPOINT_VERIFIED: Final = "CheckpointVerified"
+    CHECKPOINT_MISSING: Final = "CheckpointMissing"
+    SUSPEND_CHECKPOINT_SAVED: Final = "SuspendCheckpointSaved"
+    SUSPEND_CHECKPOINT_FAILED: Final = "SuspendCheckpointFailed"
+    RESUMED: Final = "Resumed"
+
+    # Spec edits and hyperparameter search
+    SPEC_CHANGE_IGNORED: Final = "SpecChangeIgnored"
+    SPEC_MATCHES: Final = "SpecMatches"
+    TRIAL_FINISHED: Final = "TrialFinished"
+
+
+class EventType:
+    """An Event's `type`."""
+
+    NORMAL: Final = "Normal"
+    WARNING: Final = "Warning"
