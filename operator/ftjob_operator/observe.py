@@ -1,8 +1,8 @@
 """Pure: child objects as the API shows them -> a small summary the decision reads.
 
 The operator's indexes store `PodView`s (not whole pods) so memory stays flat with many
-jobs, and `classify` turns a finished pod into a failure class from its exit code, the
-kubelet's reason and the `DisruptionTarget` condition.
+jobs, and `classify_pod_failure` turns a finished pod into a failure class from its exit
+code, the kubelet's reason and the `DisruptionTarget` condition.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class PodView:
 
 
 @dataclass(frozen=True)
-class Failure:
+class PodFailure:
     kind: FailureKind
     reason: str
     message: str
@@ -177,7 +177,7 @@ def _short(text: Any) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
-def classify(pod: PodView) -> Failure | None:
+def classify_pod_failure(pod: PodView) -> PodFailure | None:
     """Failure class of a pod, or None while it runs or after it succeeded."""
     if pod.phase == "Succeeded":
         return None
@@ -190,26 +190,27 @@ def classify(pod: PodView) -> Failure | None:
     if pod.disruption is not None:
         # Any DisruptionTarget (scheduler preemption, eviction API/drain, taint manager, node
         # shutdown) means the pod was taken away, not that training broke: restart for free.
-        return Failure("preempted", pod.disruption, _short(pod.pod_message) or trainer_message,
-                       **base)
+        return PodFailure("preempted", pod.disruption,
+                          _short(pod.pod_message) or trainer_message, **base)
     if code is not None and contract.is_preempted(code):
-        return Failure("preempted", contract.exit_reason(code),
-                       trainer_message or "stopped on SIGTERM after saving a checkpoint", **base)
+        return PodFailure("preempted", contract.exit_reason(code),
+                          trainer_message or "stopped on SIGTERM after saving a checkpoint", **base)
     if code is not None and contract.is_permanent(code):
         reason = summary.get("reason") if isinstance(summary.get("reason"), str) else None
-        return Failure("permanent", reason or contract.exit_reason(code), trainer_message, **base)
+        return PodFailure("permanent", reason or contract.exit_reason(code), trainer_message,
+                          **base)
     if pod.container_reason == Reason.OOM_KILLED:
-        return Failure("retryable", Reason.OOM_KILLED, trainer_message or "container out of memory",
-                       **base)
+        return PodFailure("retryable", Reason.OOM_KILLED,
+                          trainer_message or "container out of memory", **base)
     if pod.pod_reason in ("Evicted", "NodeLost", "UnexpectedAdmissionError", "Terminated"):
-        return Failure("retryable", pod.pod_reason, _short(pod.pod_message), **base)
+        return PodFailure("retryable", pod.pod_reason, _short(pod.pod_message), **base)
     if pod.phase == "Unknown":
-        return Failure("retryable", Reason.NODE_LOST, _short(pod.pod_message) or "pod state unknown",
-                       **base)
+        return PodFailure("retryable", Reason.NODE_LOST,
+                          _short(pod.pod_message) or "pod state unknown", **base)
     if code is None:
-        return Failure("retryable", pod.pod_reason or Reason.ERROR,
-                       _short(pod.pod_message) or trainer_message, **base)
-    return Failure("retryable", contract.exit_reason(code), trainer_message, **base)
+        return PodFailure("retryable", pod.pod_reason or Reason.ERROR,
+                          _short(pod.pod_message) or trainer_message, **base)
+    return PodFailure("retryable", contract.exit_reason(code), trainer_message, **base)
 
 
 def success_summary(pod: PodView) -> dict[str, Any]:

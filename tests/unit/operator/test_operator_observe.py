@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ftjob_api import contract, naming
-from ftjob_operator.observe import (classify, parse_termination, pod_view,
+from ftjob_operator.observe import (classify_pod_failure, parse_termination, pod_view,
                                     started_spec_from_config_map, success_summary)
 
 
@@ -74,14 +74,14 @@ CLASSES = {
 
 
 @pytest.mark.parametrize("name", list(CLASSES))
-def test_classify(name):
+def test_classify_pod_failure(name):
     body, expected = CLASSES[name]
-    failure = classify(pod_view(body))
+    failure = classify_pod_failure(pod_view(body))
     assert (None if failure is None else (failure.kind, failure.reason)) == expected
 
 
 def test_permanent_failure_carries_trainer_message():
-    failure = classify(pod_view(pod_body("Failed", 11, message=FAILED)))
+    failure = classify_pod_failure(pod_view(pod_body("Failed", 11, message=FAILED)))
     assert failure.describe() == ("rank 1 (pod demo-2-1) failed: InvalidData, exit code 11: "
                                   "column 'label' missing")
 
