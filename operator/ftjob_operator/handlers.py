@@ -21,7 +21,7 @@ import kopf
 
 from ftjob_api import api, naming
 
-from . import admission, k8s, observe, render
+from . import admission, k8s, observe
 from .reasons import EventType, Reason
 from .reconcile import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, decide
 from .settings import Settings, from_env
@@ -181,9 +181,9 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             job, ignored = _readable_job(body, ignored, logger)
             started = time.monotonic()
             plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs, refusal),
-                          datetime.now(timezone.utc))
+                          datetime.now(timezone.utc), config)
             try:
-                await kube.apply(plan, render.JobRef(job.name, job.namespace, job.uid))
+                await kube.apply(plan, job)
             except (k8s.TransientApiError, k8s.RejectedError) as exc:
                 failures += 1
                 delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
@@ -256,8 +256,7 @@ def _reflected(plan: Plan, key: tuple[str, str], body: kopf.Body, pods_index: ko
     pods = {p.name: p for p in pods_index.get(key, ())}
     for action in plan.actions:
         if isinstance(action, CreatePods):
-            names = {naming.pod(key[1], action.attempt, r) for r in action.ranks}
-            if not names <= set(pods):
+            if not set(action.names) <= set(pods):
                 return False
         elif isinstance(action, DeletePods):
             if any(n in pods and not pods[n].deleting for n in action.names):

@@ -7,11 +7,11 @@ Manifests are plain dicts in the shape the API server stores.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from ftjob_api import api, contract, naming
 
+from .plan import JobRef  # the identity every builder takes (also `render.JobRef`)
 from .settings import Settings
 
 OUTPUT_VOLUME = contract.OUTPUT_VOLUME
@@ -22,15 +22,6 @@ TRAINER_UID = 1000
 # On SIGTERM the trainer saves a checkpoint before exiting (ftjob-launch); the default 30s
 # grace is too short for the weights and optimizer state of a large model.
 TERMINATION_GRACE_SECONDS = 120
-
-
-@dataclass(frozen=True)
-class JobRef:
-    """The identity of a FineTuneJob: enough to name, label and own its children."""
-
-    name: str
-    namespace: str
-    uid: str
 
 
 def owner_reference(job: JobRef) -> dict[str, Any]:
