@@ -2,13 +2,16 @@
 
 The operator's indexes store `PodView`s (not whole pods) so memory stays flat with many
 jobs, and `classify_pod_failure` turns a finished pod into a failure class from its exit
-code, the kubelet's reason and the `DisruptionTarget` condition.
+code, the kubelet's reason and the `DisruptionTarget` condition. `observe` puts together what
+one decision reads: the job's pods and started spec from the indexes, and the API server's
+refusals as remembered by a job loop's `Refusals`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -17,6 +20,7 @@ import pydantic
 
 from ftjob_api import api, contract, naming
 
+from .plan import JobRef
 from .reasons import Reason
 
 FailureKind = Literal["permanent", "retryable", "preempted"]
@@ -87,6 +91,37 @@ class Observed:
     started_spec: dict[str, Any] | None = None
     # Creates refused since when and why; None when the last attempt to create went through.
     refusal: Refusal | None = None
+
+
+class Refusals:
+    """Since when (and why) the API server refuses to create a job's objects, as one job loop
+    saw it: `refused` after each refused create, `cleared` once a plan went through.
+
+    Kept only in the loop, not in the cluster: an operator restart forgets it, which restarts
+    the pendingTimeoutSeconds allowance for a refused job rather than failing it early."""
+
+    def __init__(self) -> None:
+        self.current: Refusal | None = None
+
+    def refused(self, message: str, now: datetime) -> Refusal:
+        """Another refusal: the first one's time stays, the message is the latest."""
+        self.current = Refusal(self.current.since if self.current else now, message)
+        return self.current
+
+    def cleared(self) -> None:
+        self.current = None
+
+
+def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any, Any],
+            refusals: Refusals | None = None) -> Observed:
+    """What one decision reads: the job's pods and its started spec, from the indexes the
+    watches keep (keyed by (namespace, job name)), and the refusal, if any."""
+    key = (job.namespace, job.name)
+    started = None
+    for cm in specs_index.get(key, ()):
+        started = started_spec_from_config_map(cm, job.uid) or started
+    return Observed(pods=tuple(pods_index.get(key, ())), started_spec=started,
+                    refusal=refusals.current if refusals is not None else None)
 
 
 def _int_label(labels: dict[str, str], key: str) -> int | None:
