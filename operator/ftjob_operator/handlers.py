@@ -21,7 +21,7 @@ import kopf
 
 from ftjob_api import api, naming
 
-from . import admission, k8s, observe, render
+from . import admission, k8s, observe
 from .reasons import EventType, Reason
 from .reconcile import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, decide
 from .settings import Settings, from_env
@@ -148,16 +148,6 @@ def job_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
 # --------------------------------------------------------------------------- the job loop
 
 
-def observe_job(job: JobState, pods_index: kopf.Index, specs_index: kopf.Index,
-                refusal: observe.Refusal | None = None) -> observe.Observed:
-    key = (job.namespace, job.name)
-    pods = tuple(pods_index.get(key, ()))
-    started = None
-    for cm in specs_index.get(key, ()):
-        started = observe.started_spec_from_config_map(cm, job.uid) or started
-    return observe.Observed(pods=pods, started_spec=started, refusal=refusal)
-
-
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=1.0,
              initial_delay=None)
 async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped,
@@ -169,10 +159,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
     kube: k8s.Kube = memo.kube
     failures = 0
     ignored: list[str] = []
-    # Since when (and why) the API server refuses to create the job's objects. Kept only in
-    # this loop: an operator restart forgets it, which restarts the pendingTimeoutSeconds
-    # allowance for a refused job rather than failing it early.
-    refusal: observe.Refusal | None = None
+    refusals = observe.Refusals()  # the API server's refusals to create, as this loop saw them
     try:
         while not stopped:
             waker.clear()
@@ -180,10 +167,10 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 return
             job, ignored = _readable_job(body, ignored, logger)
             started = time.monotonic()
-            plan = decide(job, observe_job(job, ftjob_pods, ftjob_started_specs, refusal),
-                          datetime.now(timezone.utc))
+            plan = decide(job, observe.observe(job, ftjob_pods, ftjob_started_specs, refusals),
+                          datetime.now(timezone.utc), config)
             try:
-                await kube.apply(plan, render.JobRef(job.name, job.namespace, job.uid))
+                await kube.apply(plan, job)
             except (k8s.TransientApiError, k8s.RejectedError) as exc:
                 failures += 1
                 delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
@@ -192,14 +179,13 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                     kopf.event(body, type=EventType.WARNING, reason=Reason.API_REJECTED,
                                message=str(exc))
                 if isinstance(exc, k8s.CreateRejectedError):
-                    since = refusal.since if refusal else datetime.now(timezone.utc)
-                    refusal = observe.Refusal(since, str(exc))
+                    refusals.refused(str(exc), datetime.now(timezone.utc))
                     if plan.requeue_after is not None:  # e.g. when the refusals' allowance ends
                         delay = min(delay, max(plan.requeue_after, 0.05))
                 await _sleep(waker, stopped, delay * random.uniform(0.8, 1.2), wake_early=False)
                 continue
             failures = 0
-            refusal = None
+            refusals.cleared()
             _record(memo, plan, time.monotonic() - started)
             for event in plan.events:
                 kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -256,8 +242,7 @@ def _reflected(plan: Plan, key: tuple[str, str], body: kopf.Body, pods_index: ko
     pods = {p.name: p for p in pods_index.get(key, ())}
     for action in plan.actions:
         if isinstance(action, CreatePods):
-            names = {naming.pod(key[1], action.attempt, r) for r in action.ranks}
-            if not names <= set(pods):
+            if not set(action.names) <= set(pods):
                 return False
         elif isinstance(action, DeletePods):
             if any(n in pods and not pods[n].deleting for n in action.names):

@@ -1,5 +1,7 @@
 """The only module that talks to the Kubernetes API (besides kopf's own watches and events).
 
+A generic actuator: it creates the manifests a plan carries (rendered by the decision), deletes
+what the plan names and patches the status it holds; it parses no spec and renders nothing.
 Creates are create-if-absent (409 means it is already there: success), deletes tolerate
 404, status writes are merge patches of the operator's own keys. Errors worth retrying
 (conflicts, throttling, 5xx, timeouts, dropped connections) become `TransientApiError`;
@@ -24,8 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ftjob_api import api
 
-from . import render
-from .reconcile import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, Plan
+from .plan import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef, Plan
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class Kube:
 
     # ------------------------------------------------------------------ plans
 
-    async def apply(self, plan: Plan, job: render.JobRef) -> None:
+    async def apply(self, plan: Plan, job: JobRef) -> None:
         """Write the plan's status, then carry out its actions.
 
         Status first: a restart or failure is on record before any pod is touched, so an
@@ -190,16 +191,11 @@ class Kube:
                 return  # the job is gone
         for action in plan.actions:
             if isinstance(action, EnsureJobObjects):
-                spec = api.parse_spec(action.spec)
                 # In order: the ConfigMap comes last and marks the set as complete.
-                for manifest in render.render_job_objects(job, spec, action.spec,
-                                                          self.settings):
+                for manifest in action.manifests:
                     await self.create(manifest)
             elif isinstance(action, CreatePods):
-                spec = api.parse_spec(action.spec)
-                pods = [render.render_pod(job, spec, action.attempt, rank, self.settings)
-                        for rank in action.ranks]
-                await _gather(self.create(p) for p in pods)
+                await _gather(self.create(p) for p in action.pods)
             elif isinstance(action, DeletePods):
                 await _gather(self.delete_pod(job.namespace, n) for n in action.names)
             elif isinstance(action, DeleteJob):

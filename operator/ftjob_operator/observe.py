@@ -1,14 +1,17 @@
 """Pure: child objects as the API shows them -> a small summary the decision reads.
 
 The operator's indexes store `PodView`s (not whole pods) so memory stays flat with many
-jobs, and `classify` turns a finished pod into a failure class from its exit code, the
-kubelet's reason and the `DisruptionTarget` condition.
+jobs, and `classify_pod_failure` turns a finished pod into a failure class from its exit
+code, the kubelet's reason and the `DisruptionTarget` condition. `observe` puts together what
+one decision reads: the job's pods and started spec from the indexes, and the API server's
+refusals as remembered by a job loop's `Refusals`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -17,6 +20,7 @@ import pydantic
 
 from ftjob_api import api, contract, naming
 
+from .plan import JobRef
 from .reasons import Reason
 
 FailureKind = Literal["permanent", "retryable", "preempted"]
@@ -57,7 +61,7 @@ class PodView:
 
 
 @dataclass(frozen=True)
-class Failure:
+class PodFailure:
     kind: FailureKind
     reason: str
     message: str
@@ -87,6 +91,37 @@ class Observed:
     started_spec: dict[str, Any] | None = None
     # Creates refused since when and why; None when the last attempt to create went through.
     refusal: Refusal | None = None
+
+
+class Refusals:
+    """Since when (and why) the API server refuses to create a job's objects, as one job loop
+    saw it: `refused` after each refused create, `cleared` once a plan went through.
+
+    Kept only in the loop, not in the cluster: an operator restart forgets it, which restarts
+    the pendingTimeoutSeconds allowance for a refused job rather than failing it early."""
+
+    def __init__(self) -> None:
+        self.current: Refusal | None = None
+
+    def refused(self, message: str, now: datetime) -> Refusal:
+        """Another refusal: the first one's time stays, the message is the latest."""
+        self.current = Refusal(self.current.since if self.current else now, message)
+        return self.current
+
+    def cleared(self) -> None:
+        self.current = None
+
+
+def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any, Any],
+            refusals: Refusals | None = None) -> Observed:
+    """What one decision reads: the job's pods and its started spec, from the indexes the
+    watches keep (keyed by (namespace, job name)), and the refusal, if any."""
+    key = (job.namespace, job.name)
+    started = None
+    for cm in specs_index.get(key, ()):
+        started = started_spec_from_config_map(cm, job.uid) or started
+    return Observed(pods=tuple(pods_index.get(key, ())), started_spec=started,
+                    refusal=refusals.current if refusals is not None else None)
 
 
 def _int_label(labels: dict[str, str], key: str) -> int | None:
@@ -177,7 +212,7 @@ def _short(text: Any) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
-def classify(pod: PodView) -> Failure | None:
+def classify_pod_failure(pod: PodView) -> PodFailure | None:
     """Failure class of a pod, or None while it runs or after it succeeded."""
     if pod.phase == "Succeeded":
         return None
@@ -190,26 +225,27 @@ def classify(pod: PodView) -> Failure | None:
     if pod.disruption is not None:
         # Any DisruptionTarget (scheduler preemption, eviction API/drain, taint manager, node
         # shutdown) means the pod was taken away, not that training broke: restart for free.
-        return Failure("preempted", pod.disruption, _short(pod.pod_message) or trainer_message,
-                       **base)
+        return PodFailure("preempted", pod.disruption,
+                          _short(pod.pod_message) or trainer_message, **base)
     if code is not None and contract.is_preempted(code):
-        return Failure("preempted", contract.exit_reason(code),
-                       trainer_message or "stopped on SIGTERM after saving a checkpoint", **base)
+        return PodFailure("preempted", contract.exit_reason(code),
+                          trainer_message or "stopped on SIGTERM after saving a checkpoint", **base)
     if code is not None and contract.is_permanent(code):
         reason = summary.get("reason") if isinstance(summary.get("reason"), str) else None
-        return Failure("permanent", reason or contract.exit_reason(code), trainer_message, **base)
+        return PodFailure("permanent", reason or contract.exit_reason(code), trainer_message,
+                          **base)
     if pod.container_reason == Reason.OOM_KILLED:
-        return Failure("retryable", Reason.OOM_KILLED, trainer_message or "container out of memory",
-                       **base)
+        return PodFailure("retryable", Reason.OOM_KILLED,
+                          trainer_message or "container out of memory", **base)
     if pod.pod_reason in ("Evicted", "NodeLost", "UnexpectedAdmissionError", "Terminated"):
-        return Failure("retryable", pod.pod_reason, _short(pod.pod_message), **base)
+        return PodFailure("retryable", pod.pod_reason, _short(pod.pod_message), **base)
     if pod.phase == "Unknown":
-        return Failure("retryable", Reason.NODE_LOST, _short(pod.pod_message) or "pod state unknown",
-                       **base)
+        return PodFailure("retryable", Reason.NODE_LOST,
+                          _short(pod.pod_message) or "pod state unknown", **base)
     if code is None:
-        return Failure("retryable", pod.pod_reason or Reason.ERROR,
-                       _short(pod.pod_message) or trainer_message, **base)
-    return Failure("retryable", contract.exit_reason(code), trainer_message, **base)
+        return PodFailure("retryable", pod.pod_reason or Reason.ERROR,
+                          _short(pod.pod_message) or trainer_message, **base)
+    return PodFailure("retryable", contract.exit_reason(code), trainer_message, **base)
 
 
 def success_summary(pod: PodView) -> dict[str, Any]:

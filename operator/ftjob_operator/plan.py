@@ -2,7 +2,9 @@
 
 A plan is the whole outcome of `reconcile.decide`: a named case, the actions to carry out
 (in order), the status merge patch and the Events, gathered while the policies decide and
-handed over once, so that `k8s.py` writes them after the decision.
+handed over once, so that `k8s.py` writes them after the decision. The actions carry
+finished manifests (rendered by `render.py` where the decision is made), so the actuator
+creates and deletes what it is given and parses no spec.
 """
 
 from __future__ import annotations
@@ -12,11 +14,21 @@ from enum import StrEnum
 from typing import Any
 
 
+
 @dataclass(frozen=True)
-class JobState:
+class JobRef:
+    """The identity of a FineTuneJob: enough to name, label and own its children."""
+
     name: str
     namespace: str
     uid: str
+
+
+@dataclass(frozen=True)
+class JobState(JobRef):
+    """The job as read: its identity (a `JobRef`, what its children are named, labelled and
+    owned by), generation, spec and status."""
+
     generation: int
     spec: dict[str, Any]
     status: dict[str, Any]
@@ -34,18 +46,28 @@ class JobState:
         )
 
 
+Manifest = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class EnsureJobObjects:
-    """ServiceAccount, Role, RoleBinding, Service, ConfigMap and claim (if absent)."""
+    """ServiceAccount, Role, RoleBinding, Service, claim (if any) and ConfigMap, each created
+    if absent, one after another in this order: the ConfigMap comes last and marks the set as
+    complete."""
 
-    spec: dict[str, Any]
+    manifests: tuple[Manifest, ...]
 
 
 @dataclass(frozen=True)
 class CreatePods:
+    """The pods of one attempt (all ranks, or the missing ones), created concurrently."""
+
     attempt: int
-    ranks: tuple[int, ...]
-    spec: dict[str, Any]
+    pods: tuple[Manifest, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p["metadata"]["name"] for p in self.pods)
 
 
 @dataclass(frozen=True)

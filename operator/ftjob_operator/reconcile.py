@@ -1,4 +1,4 @@
-"""Pure: decide(job, observed, now) -> Plan. The whole state machine, no I/O.
+"""Pure: decide(job, observed, now, settings) -> Plan. The whole state machine, no I/O.
 
 Every decision is derived from the job's status and the pods as seen, so the operator can
 be restarted at any moment (mid-create, mid-restart) and converge: repeating a decision
@@ -7,7 +7,8 @@ status values again. Each case has a name (`Plan.case`) that the tests table aga
 
 This module only dispatches, in the order below; each policy lives in its own module of
 `policies/` (see there), the status builder in `status.py`, the plan's types in `plan.py`
-and every condition type and reason in `reasons.py`.
+and every condition type and reason in `reasons.py`. The plan's creates carry the manifests
+rendered (by `render.py`, also pure) with `settings`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .policies.context import Ctx
 from .policies.failure import restart_delay
 from .policies.spec_edits import effective_spec, ignored_changes, ignored_changes_message
 from .reasons import EventType, Reason
+from .settings import Settings
 from .status import StatusBuilder, rfc3339
 
 # Also what handlers, k8s, admission and the tests import from here (their homes: plan.py,
@@ -37,7 +39,8 @@ __all__ = ["Action", "Case", "CreatePods", "DeleteJob", "DeletePods", "EnsureJob
            "ignored_changes_message", "restart_delay", "rfc3339"]
 
 
-def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
+def decide(job: JobState, observed: Observed, now: datetime,
+           settings: Settings = Settings()) -> Plan:
     status = job.status
     pods = [p for p in observed.pods if p.owner_uid in (None, job.uid)]
     out = StatusBuilder(job, now)
@@ -57,7 +60,7 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
     except pydantic.ValidationError as exc:  # only a spec edited to nonsense in a mutable field
         return finish.invalid(job, out, str(exc).splitlines()[0])
 
-    plan = _decide_phase(job, spec, raw_spec, pods, observed, out, now)
+    plan = _decide_phase(job, spec, raw_spec, pods, observed, out, now, settings)
     spec_edits.report(job, started, out, plan)
     trials.announce(status, out, plan)
     plan.status = out.patch()  # every status change of the decision, written once
@@ -66,13 +69,13 @@ def decide(job: JobState, observed: Observed, now: datetime) -> Plan:
 
 def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, Any],
                   pods: list[PodView], observed: Observed, out: StatusBuilder,
-                  now: datetime) -> Plan:
+                  now: datetime, settings: Settings) -> Plan:
     recorded = out.read.attempt
     attempt = max([recorded, *(p.attempt for p in pods)])
     out.attempt = attempt
     ctx = Ctx(job, spec, raw_spec, pods, [p for p in pods if not p.deleting], attempt,
               observed.started_spec is None, out, now, finish.active_deadline(spec, out.read),
-              observed.refusal)
+              observed.refusal, settings)
 
     # -- running longer than activeDeadlineSeconds
     if (plan := finish.deadline_exceeded(ctx)) is not None:

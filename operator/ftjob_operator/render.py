@@ -7,11 +7,11 @@ Manifests are plain dicts in the shape the API server stores.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from ftjob_api import api, contract, naming
 
+from .plan import JobRef  # the identity every builder takes (also `render.JobRef`)
 from .settings import Settings
 
 OUTPUT_VOLUME = contract.OUTPUT_VOLUME
@@ -22,15 +22,6 @@ TRAINER_UID = 1000
 # On SIGTERM the trainer saves a checkpoint before exiting (ftjob-launch); the default 30s
 # grace is too short for the weights and optimizer state of a large model.
 TERMINATION_GRACE_SECONDS = 120
-
-
-@dataclass(frozen=True)
-class JobRef:
-    """The identity of a FineTuneJob: enough to name, label and own its children."""
-
-    name: str
-    namespace: str
-    uid: str
 
 
 def owner_reference(job: JobRef) -> dict[str, Any]:
@@ -325,7 +316,13 @@ def _ports(spec: api.FineTuneJobSpec, rank: int, settings: Settings) -> list[dic
 
 def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
                settings: Settings) -> dict[str, Any]:
-    name = naming.pod(job.name, attempt, rank)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": _pod_meta(job, spec, attempt, rank),
+            "spec": _pod_spec(job, spec, attempt, rank, settings)}
+
+
+def _pod_meta(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int
+              ) -> dict[str, Any]:
     template = spec.pod_template
     # Validation already rejects reserved keys; dropping them here keeps the pod correct
     # even for a spec that bypassed it.
@@ -338,10 +335,14 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
         # Kueue admits the ranks of one attempt together as a pod group (gang).
         labels[naming.LABEL_KUEUE_POD_GROUP] = f"{job.name}-{attempt}"
         annotations[naming.ANNOTATION_KUEUE_POD_GROUP_COUNT] = str(spec.resources.nodes)
-    meta = _meta(job, name, labels)
+    meta = _meta(job, naming.pod(job.name, attempt, rank), labels)
     if annotations:
         meta["annotations"] = annotations
+    return meta
 
+
+def _trainer_container(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
+                       settings: Settings) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": naming.TRAINER_CONTAINER,
         "image": spec.image or settings.trainer_image,
@@ -369,7 +370,12 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
     resources = _resources(spec)
     if resources:
         container["resources"] = resources
+    return container
 
+
+def _pod_spec(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
+              settings: Settings) -> dict[str, Any]:
+    name = naming.pod(job.name, attempt, rank)
     claim_name = spec.storage.existing_claim or naming.claim(job.name)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -384,7 +390,7 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
             "fsGroup": TRAINER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container],
+        "containers": [_trainer_container(job, spec, attempt, rank, settings)],
         "volumes": [
             {"name": JOB_FILE_VOLUME, "configMap": {"name": naming.config_map(job.name)}},
             {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": claim_name}},
@@ -395,6 +401,13 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
     }
     if settings.trainer_image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.trainer_image_pull_secrets]
+    _schedule(pod_spec, spec)
+    return pod_spec
+
+
+def _schedule(pod_spec: dict[str, Any], spec: api.FineTuneJobSpec) -> None:
+    """Where the pod may run: the spec's scheduling fields and runtime class, when set."""
+    sched = spec.scheduling
     if sched.node_selector:
         pod_spec["nodeSelector"] = dict(sched.node_selector)
     if sched.tolerations:
@@ -405,9 +418,8 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
         pod_spec["affinity"] = sched.affinity
     if sched.priority_class_name:
         pod_spec["priorityClassName"] = sched.priority_class_name
-    if template.runtime_class_name:
-        pod_spec["runtimeClassName"] = template.runtime_class_name
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+    if spec.pod_template.runtime_class_name:
+        pod_spec["runtimeClassName"] = spec.pod_template.runtime_class_name
 
 
 def render_pods(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,

@@ -1,7 +1,10 @@
-"""What every policy reads about one decision on a started job (`Ctx`), and timer helpers."""
+"""What every policy reads about one decision on a started job (`Ctx`), the actions that
+create its objects and pods (rendered here, where the decision is made), and timer
+helpers."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -9,8 +12,10 @@ from typing import Any
 
 from ftjob_api import api
 
+from .. import render
 from ..observe import PodView, Refusal
-from ..plan import Case, DeletePods, JobState, Plan
+from ..plan import Case, CreatePods, DeletePods, EnsureJobObjects, JobState, Plan
+from ..settings import Settings
 from ..status import StatusBuilder
 
 # How often to look again at pods that are stopping (pod events wake the loop sooner).
@@ -32,6 +37,7 @@ class Ctx:
     now: datetime
     deadline: datetime | None  # when activeDeadlineSeconds ends the job, if set
     refusal: Refusal | None = None  # the API server refuses to create the pods
+    settings: Settings = Settings()  # what the manifests are rendered with
 
     @property
     def phase(self) -> str | None:
@@ -44,6 +50,16 @@ class Ctx:
 
     def plan(self, case: Case) -> Plan:
         return Plan(case, requeue_after=self.deadline_wait)
+
+    def job_objects(self) -> EnsureJobObjects:
+        """Create the job's objects (ServiceAccount ... ConfigMap) from the effective spec."""
+        return EnsureJobObjects(tuple(render.render_job_objects(
+            self.job, self.spec, self.raw_spec, self.settings)))
+
+    def create_pods(self, attempt: int, ranks: Iterable[int]) -> CreatePods:
+        """Create the pods of `attempt` for `ranks`."""
+        return CreatePods(attempt, tuple(render.render_pod(self.job, self.spec, attempt, rank,
+                                                           self.settings) for rank in ranks))
 
     @cached_property
     def current(self) -> dict[int, PodView]:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from ftjob_api import api, contract, naming
 
-from ..observe import Failure, classify, parse_time
+from ..observe import PodFailure, classify_pod_failure, parse_time
 from ..plan import Case, DeletePods, Event, Plan
 from ..reasons import ConditionType, EventType, Reason
 from ..status import condition_of
@@ -34,10 +34,10 @@ def rank_failures(ctx: Ctx) -> Plan | None:
     vanished or was deleted; None when every rank is well."""
     current = ctx.current
     failures = [f for p in sorted(current.values(), key=lambda p: p.rank)
-                if (f := classify(p)) is not None]
+                if (f := classify_pod_failure(p)) is not None]
     was_running = ctx.phase == api.Phase.RUNNING.value
     deleted = [p for p in current.values() if p.deleting and not p.terminated
-               and classify(p) is None]
+               and classify_pod_failure(p) is None]
     if was_running and deleted and not failures:
         # Deleted by someone else (kubectl delete, a drain, a preemption) and still stopping:
         # the trainer checkpoints on SIGTERM and exits Preempted, which makes the restart
@@ -49,27 +49,27 @@ def rank_failures(ctx: Ctx) -> Plan | None:
         plan.requeue_after = min_requeue(ctx.deadline_wait, DELETED_POD_RECHECK_SECONDS)
         return plan
     if was_running:
-        failures += [Failure("retryable", Reason.POD_DELETED, "pod disappeared while running",
-                             pod=naming.pod(ctx.job.name, ctx.attempt, r), rank=r)
+        failures += [PodFailure("retryable", Reason.POD_DELETED, "pod disappeared while running",
+                                pod=naming.pod(ctx.job.name, ctx.attempt, r), rank=r)
                      for r in ctx.missing]
-        failures += [Failure("retryable", Reason.POD_DELETED, "pod deleted while running",
-                             pod=p.name, rank=p.rank, node=p.node) for p in deleted]
+        failures += [PodFailure("retryable", Reason.POD_DELETED, "pod deleted while running",
+                                pod=p.name, rank=p.rank, node=p.node) for p in deleted]
     return _on_failure(ctx, failures) if failures else None
 
 
-def _pick(failures: list[Failure]) -> Failure:
+def _pick(failures: list[PodFailure]) -> PodFailure:
     """The root cause among failed ranks: the most significant kind (contract.py) first."""
     return min(failures, key=lambda f: contract.kind_significance(f.kind))
 
 
-def _history_reason(failure: Failure) -> str:
+def _history_reason(failure: PodFailure) -> str:
     """How the attempt record (status.attempts) says the attempt ended."""
     if failure.kind == "preempted":
         return Reason.PREEMPTED
     return Reason.DELETED if failure.reason == Reason.POD_DELETED else Reason.FAILED
 
 
-def _on_failure(ctx: Ctx, failures: list[Failure]) -> Plan:
+def _on_failure(ctx: Ctx, failures: list[PodFailure]) -> Plan:
     cause = _pick(failures)
     text = cause.describe() + (f" on node {cause.node}" if cause.node else "")
     if cause.kind == "permanent":

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from ftjob_api import api
 
-from ..plan import Case, CreatePods, EnsureJobObjects, Event, Plan
+from ..plan import Case, Event, Plan
 from ..reasons import ConditionType, EventType, Reason
 from ..status import rfc3339
 from . import finish
@@ -33,8 +33,8 @@ def start_attempt(ctx: Ctx, attempt: int, ensure: bool, case: Case, event: Event
     """Create every pod of `attempt` (and the job's objects, if `ensure`): Pending."""
     plan = ctx.plan(case)
     if ensure:
-        plan.actions.append(EnsureJobObjects(ctx.raw_spec))
-    plan.actions.append(CreatePods(attempt, tuple(range(ctx.spec.resources.nodes)), ctx.raw_spec))
+        plan.actions.append(ctx.job_objects())
+    plan.actions.append(ctx.create_pods(attempt, range(ctx.spec.resources.nodes)))
     ctx.out.set(attempt=attempt)
     ctx.out.begin_attempt(attempt)
     if not ctx.job.status.get("startTime"):
@@ -98,8 +98,8 @@ def create_missing(ctx: Ctx, allowed: Allowance) -> Plan:
     out, attempt = ctx.out, ctx.attempt
     plan = ctx.attempt_plan(Case.CREATE_MISSING)
     if ctx.ensure:
-        plan.actions.append(EnsureJobObjects(ctx.raw_spec))
-    plan.actions.append(CreatePods(attempt, tuple(ctx.missing), ctx.raw_spec))
+        plan.actions.append(ctx.job_objects())
+    plan.actions.append(ctx.create_pods(attempt, ctx.missing))
     if allowed.refused is not None:
         out.phase(api.Phase.PENDING, Reason.POD_CREATION_REJECTED, allowed.refused)
     else:

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from ftjob_api import contract, naming
 from ftjob_operator.observe import Observed, PodView, Refusal
-from ftjob_operator.reconcile import JobState, decide, rfc3339
+from ftjob_operator.reconcile import (CreatePods, DeletePods, EnsureJobObjects, JobState, Plan,
+                                      decide, effective_spec, rfc3339)
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 EARLIER = rfc3339(NOW - timedelta(seconds=100))
@@ -84,6 +86,7 @@ class Case:
     events: list[str] = field(default_factory=list)  # exactly these event reasons
     requeue: float | None = None  # exactly (None: no timer)
     refusal: Refusal | None = None  # the API server refuses to create the pods
+    created: list[str] = field(default_factory=list)  # exactly the pods it creates, in order
 
 
 REFUSED = ('create Pod ns/demo-1-0: HTTP 403 Forbidden: pods "demo-1-0" is forbidden: '
@@ -110,3 +113,47 @@ def check(c: Case) -> None:
     assert set(plan.status) == c.writes, plan.status
     assert [e.reason for e in plan.events] == c.events
     assert plan.requeue_after == (pytest.approx(c.requeue) if c.requeue is not None else None)
+    assert created_pods(plan) == c.created
+    check_manifests(plan, c.job, c.started)
+    deleted = [n for a in plan.actions if isinstance(a, DeletePods) for n in a.names]
+    assert set(deleted) <= {p.name for p in c.pods if not p.deleting}  # only live pods it saw
+
+
+def created_pods(plan: Plan) -> list[str]:
+    return [name for a in plan.actions if isinstance(a, CreatePods) for name in a.names]
+
+
+JOB_OBJECT_KINDS = ["ServiceAccount", "Role", "RoleBinding", "Service", "PersistentVolumeClaim",
+                    "ConfigMap"]
+
+
+def env(pod: dict[str, Any]) -> dict[str, str | None]:
+    """The trainer container's plain environment variables (None: set empty or by reference)."""
+    trainer = next(c for c in pod["spec"]["containers"] if c["name"] == naming.TRAINER_CONTAINER)
+    return {e["name"]: e.get("value") for e in trainer["env"]}
+
+
+def check_manifests(plan: Plan, job: JobState, started: dict[str, Any] | None) -> None:
+    """What every plan's manifests hold: pods of the plan's attempt, owned by the job, reading
+    that attempt from FTJOB_ATTEMPT and writing to the job's claim; the job's objects in
+    creation order, the ConfigMap last with the spec the job runs."""
+    for action in plan.actions:
+        if isinstance(action, CreatePods):
+            for manifest in action.pods:
+                meta = manifest["metadata"]
+                rank = int(meta["labels"][naming.LABEL_RANK])
+                assert meta["name"] == naming.pod(job.name, action.attempt, rank)
+                assert meta["namespace"] == job.namespace
+                assert meta["labels"][naming.LABEL_JOB] == job.name
+                assert meta["labels"][naming.LABEL_ATTEMPT] == str(action.attempt)
+                assert meta["ownerReferences"][0]["uid"] == job.uid
+                assert env(manifest)[contract.ENV_ATTEMPT] == str(action.attempt)
+                claims = [v["persistentVolumeClaim"]["claimName"]
+                          for v in manifest["spec"]["volumes"] if "persistentVolumeClaim" in v]
+                assert claims == [naming.claim(job.name)]  # every attempt resumes from it
+        elif isinstance(action, EnsureJobObjects):
+            assert [m["kind"] for m in action.manifests] == JOB_OBJECT_KINDS
+            config_map = action.manifests[-1]
+            doc = json.loads(config_map["data"][contract.JOB_FILE_NAME])
+            assert doc["metadata"]["uid"] == job.uid
+            assert doc["spec"] == effective_spec(job.spec, started)

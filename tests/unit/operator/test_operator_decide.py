@@ -1,14 +1,17 @@
-"""decide(job, observed, now), the dispatcher: a first start, an attempt adopted after a crash,
-the validation gate and pods of another job. Each policy's own cases are in
-test_operator_policy_<policy>.py."""
+"""decide(job, observed, now, settings), the dispatcher: a first start, an attempt adopted after
+a crash, the validation gate, pods of another job, and the manifests the plan carries. Each
+policy's own cases are in test_operator_policy_<policy>.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from ftjob_operator.observe import PodView
-from ftjob_operator.reconcile import CreatePods, EnsureJobObjects, rfc3339
-from tests.unit.operator.decide_helpers import NOW, STARTED, Case, check, job, pod
+from ftjob_api import api, contract
+from ftjob_operator import render
+from ftjob_operator.observe import Observed, PodView
+from ftjob_operator.reconcile import CreatePods, EnsureJobObjects, decide, rfc3339
+from ftjob_operator.settings import Settings
+from tests.unit.operator.decide_helpers import NOW, STARTED, Case, check, env, job, pod
 
 
 CASES: dict[str, Case] = {
@@ -16,7 +19,7 @@ CASES: dict[str, Case] = {
         Case(job(), case="start", actions=[EnsureJobObjects, CreatePods],
              status={"phase": "Pending", "attempt": 1, "startTime": rfc3339(NOW)},
              writes={"attempt", "attempts", "conditions", "message", "observedGeneration", "phase",
-                    "startTime"}, events=["Started"]),
+                    "startTime"}, events=["Started"], created=["demo-1-0", "demo-1-1"]),
     "pods created before the status (crash) -> adopt that attempt":
         Case(job({"phase": "Restarting", "attempt": 1, "restarts": 1}),
              pods=[pod(0, 2, "Pending"), pod(1, 2, "Pending")], started=STARTED,
@@ -31,10 +34,30 @@ CASES: dict[str, Case] = {
         Case(job(), pods=[PodView("demo-1-0", "demo", 1, 0, "other-uid", "Running")],
              case="start", actions=[EnsureJobObjects, CreatePods],
              writes={"attempt", "attempts", "conditions", "message", "observedGeneration", "phase",
-                 "startTime"}, events=["Started"]),
+                 "startTime"}, events=["Started"], created=["demo-1-0", "demo-1-1"]),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_decide(name: str) -> None:
     check(CASES[name])
+
+
+def test_the_plan_carries_the_manifests_rendered_with_the_settings() -> None:
+    settings = Settings(trainer_image="registry.example/trainer:9", trainer_metrics_port=9400)
+    start = job()
+    plan = decide(start, Observed(), NOW, settings)
+    objects, pods = plan.actions
+    assert isinstance(objects, EnsureJobObjects) and isinstance(pods, CreatePods)
+    spec = api.parse_spec(start.spec)
+    assert list(objects.manifests) == render.render_job_objects(start, spec, start.spec,
+                                                                settings)
+    assert list(pods.pods) == [render.render_pod(start, spec, 1, rank, settings)
+                               for rank in (0, 1)]
+    assert pods.names == ("demo-1-0", "demo-1-1")
+    rank0 = pods.pods[0]
+    assert rank0["spec"]["containers"][0]["image"] == "registry.example/trainer:9"
+    assert env(rank0)[contract.ENV_METRICS_PORT] == "9400"
+    # Without settings: the operator's defaults.
+    default = decide(start, Observed(), NOW).actions[1]
+    assert default.pods[0]["spec"]["containers"][0]["image"] == Settings().trainer_image

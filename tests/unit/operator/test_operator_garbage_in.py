@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ftjob_api import naming
-from ftjob_operator.observe import (Observed, PodView, classify, parse_termination, pod_view,
-                                    sane_status, started_spec_from_config_map, success_summary)
+from ftjob_operator.observe import (Observed, PodView, classify_pod_failure, parse_termination,
+                                    pod_view, sane_status, started_spec_from_config_map,
+                                    success_summary)
 from ftjob_operator.reconcile import JobState, decide
 
 FUZZ = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -71,7 +72,7 @@ def test_a_pod_with_odd_fields_is_read_as_far_as_it_goes():
                                     "terminated": {"exitCode": "11", "message": {"a": 1}}}}]}})
     assert (view.attempt, view.rank, view.owner_uid, view.created_at) == (2, 1, None, None)
     assert (view.exit_code, view.termination_message) == (None, None)
-    assert classify(view).kind == "retryable"
+    assert classify_pod_failure(view).kind == "retryable"
 
 
 def test_config_map_with_garbage_is_not_a_started_spec():
@@ -130,7 +131,7 @@ def test_decide_never_raises_on_a_sane_view_of_any_status(status, phases, messag
 def test_readers_never_raise_on_any_object(value):
     view = pod_view(value if isinstance(value, dict) else {"metadata": value, "status": value})
     if view is not None:
-        classify(view)
+        classify_pod_failure(view)
         success_summary(view)
     started_spec_from_config_map(value if isinstance(value, dict) else {"data": value})
     parse_termination(json.dumps(value))

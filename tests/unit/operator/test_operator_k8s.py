@@ -1,4 +1,5 @@
-"""k8s.py error classes and the daemon's "the watches show my last plan" check."""
+"""k8s.py error classes, the actuator carrying out a plan's manifests, and the daemon's "the
+watches show my last plan" check."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from kubernetes.client.exceptions import ApiException
 from ftjob_operator import k8s
 from ftjob_operator.handlers import _reflected
 from ftjob_operator.observe import PodView
-from ftjob_operator.reconcile import CreatePods, DeletePods, EnsureJobObjects, Plan
+from ftjob_operator.plan import JobRef
+from ftjob_operator.reconcile import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, Plan
 from ftjob_operator.settings import Settings
 
 
@@ -105,6 +107,50 @@ async def test_every_call_tolerates_only_its_own_status_and_names_what_failed():
         await kube.patch_status("ns", "demo", {})
 
 
+def _manifest(kind: str, name: str) -> dict:
+    return {"kind": kind, "metadata": {"name": name, "namespace": "ns"}, "spec": {"x": name}}
+
+
+async def test_apply_writes_the_status_then_creates_and_deletes_what_the_plan_carries():
+    done: list[tuple] = []
+    kube = _kube()
+
+    async def create(manifest):
+        done.append(("create", manifest["kind"], manifest["metadata"]["name"]))
+        return True
+
+    async def patch_status(ns, name, status):
+        done.append(("status", ns, name, status))
+        return {"status": status}
+
+    async def delete_pod(ns, name):
+        done.append(("delete", ns, name))
+
+    async def delete_job(ns, name):
+        done.append(("delete job", ns, name))
+
+    kube.create, kube.patch_status = create, patch_status
+    kube.delete_pod, kube.delete_job = delete_pod, delete_job
+    objects = (_manifest("ServiceAccount", "demo"), _manifest("ConfigMap", "demo-job"))
+    pods = (_manifest("Pod", "demo-2-0"), _manifest("Pod", "demo-2-1"))
+    plan = Plan("restart", actions=[DeletePods(("demo-1-0",)), EnsureJobObjects(objects),
+                                    CreatePods(2, pods), DeleteJob()],
+                status={"attempt": 2})
+    await kube.apply(plan, JobRef("demo", "ns", "u1"))
+    assert done == [("status", "ns", "demo", {"attempt": 2}), ("delete", "ns", "demo-1-0"),
+                    ("create", "ServiceAccount", "demo"), ("create", "ConfigMap", "demo-job"),
+                    ("create", "Pod", "demo-2-0"), ("create", "Pod", "demo-2-1"),
+                    ("delete job", "ns", "demo")]
+
+    async def gone(ns, name, status):
+        return None
+
+    done.clear()
+    kube.patch_status = gone
+    await kube.apply(plan, JobRef("demo", "ns", "u1"))
+    assert done == []  # the job is gone: nothing to act on
+
+
 def _pod(name: str, deleting: bool = False) -> PodView:
     attempt, rank = (int(x) for x in name.split("-")[1:])
     return PodView(name=name, job="demo", attempt=attempt, rank=rank, deleting=deleting)
@@ -114,7 +160,9 @@ KEY = ("ns", "demo")
 
 
 def test_reflected_waits_for_status_pods_and_config_map():
-    plan = Plan("start", actions=[EnsureJobObjects({}), CreatePods(1, (0, 1), {})],
+    pods = (_manifest("Pod", "demo-1-0"), _manifest("Pod", "demo-1-1"))
+    plan = Plan("start", actions=[EnsureJobObjects((_manifest("ConfigMap", "demo-job"),)),
+                                  CreatePods(1, pods)],
                 status={"phase": "Pending", "attempt": 1})
     body = {"status": {"phase": "Pending", "attempt": 1, "progress": {"globalStep": 3}}}
     pods = {KEY: [_pod("demo-1-0"), _pod("demo-1-1")]}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from ftjob_api import contract, naming
-from ftjob_operator.observe import (classify, parse_termination, pod_view,
-                                    started_spec_from_config_map, success_summary)
+from ftjob_operator.observe import (PodView, Refusal, Refusals, classify_pod_failure, observe,
+                                    parse_termination, pod_view, started_spec_from_config_map,
+                                    success_summary)
+from ftjob_operator.plan import JobRef
 
 
 def pod_body(phase: str = "Running", exit_code: int | None = None, reason: str | None = None,
@@ -74,14 +77,14 @@ CLASSES = {
 
 
 @pytest.mark.parametrize("name", list(CLASSES))
-def test_classify(name):
+def test_classify_pod_failure(name):
     body, expected = CLASSES[name]
-    failure = classify(pod_view(body))
+    failure = classify_pod_failure(pod_view(body))
     assert (None if failure is None else (failure.kind, failure.reason)) == expected
 
 
 def test_permanent_failure_carries_trainer_message():
-    failure = classify(pod_view(pod_body("Failed", 11, message=FAILED)))
+    failure = classify_pod_failure(pod_view(pod_body("Failed", 11, message=FAILED)))
     assert failure.describe() == ("rank 1 (pod demo-2-1) failed: InvalidData, exit code 11: "
                                   "column 'label' missing")
 
@@ -108,3 +111,35 @@ def test_started_spec_checks_the_job_uid():
     assert started_spec_from_config_map(cm, "u1") == {"task": "x"}
     assert started_spec_from_config_map(cm, "u2") is None
     assert started_spec_from_config_map({"data": {"job.json": "{"}}) is None
+
+
+def test_refusals_keep_the_first_time_and_the_latest_message():
+    first = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    refusals = Refusals()
+    assert refusals.current is None
+    assert refusals.refused("quota", first) == Refusal(first, "quota")
+    assert refusals.refused("RuntimeClass", first + timedelta(seconds=9)) == Refusal(
+        first, "RuntimeClass")
+    refusals.cleared()
+    assert refusals.current is None
+    later = first + timedelta(seconds=60)
+    assert refusals.refused("quota", later).since == later  # a new allowance
+
+
+def test_observe_reads_the_indexes_and_the_refusal():
+    job = JobRef("demo", "ns", "u1")
+    key = ("ns", "demo")
+    mine = PodView(name="demo-1-0", job="demo", attempt=1, rank=0)
+    other = PodView(name="demo-1-0", job="demo", attempt=1, rank=0, owner_uid="x")
+    stale = {"data": {"job.json": json.dumps({"metadata": {"uid": "u0"}, "spec": {"a": 1}})}}
+    current = {"data": {"job.json": json.dumps({"metadata": {"uid": "u1"}, "spec": {"a": 2}})}}
+    refusals = Refusals()
+    since = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    refusals.refused("quota", since)
+    seen = observe(job, {key: [mine], ("ns", "other"): [other]},
+                   {key: [current, stale]}, refusals)
+    assert seen.pods == (mine,)
+    assert seen.started_spec == {"a": 2}  # the ConfigMap of this job's uid
+    assert seen.refusal == Refusal(since, "quota")
+    assert observe(job, {}, {}).refusal is None
+    assert observe(job, {}, {key: [stale]}).started_spec is None

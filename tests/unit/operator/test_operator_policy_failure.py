@@ -86,7 +86,7 @@ CASES: dict[str, Case] = {
         Case(job(restarting(since=NOW - timedelta(seconds=11))), started=STARTED,
              case="restart", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"},
              writes={"attempt", "attempts", "conditions", "message", "observedGeneration",
-                    "phase"}, events=["Restarted"]),
+                    "phase"}, events=["Restarted"], created=["demo-2-0", "demo-2-1"]),
 }
 
 

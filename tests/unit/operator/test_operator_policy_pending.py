@@ -16,7 +16,8 @@ CASES: dict[str, Case] = {
     "status written but pods missing (crash mid-create) -> create missing, ensure objects":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER}), pods=[pod(0, phase="Pending")],
              case="create missing pods", actions=[EnsureJobObjects, CreatePods],
-             writes={"attempts", "conditions", "message", "observedGeneration"}, requeue=1795.0),
+             writes={"attempts", "conditions", "message", "observedGeneration"}, requeue=1795.0,
+             created=["demo-1-1"]),
     "some pods pending -> Pending":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER}),
              pods=[pod(0), pod(1, phase="Pending")], started=STARTED, case="pending",
@@ -36,7 +37,8 @@ CASES: dict[str, Case] = {
              started=STARTED, refusal=Refusal(NOW - timedelta(seconds=10), REFUSED),
              case="create missing pods", actions=[CreatePods],
              writes={"attempts", "conditions", "message", "observedGeneration"},
-             requeue=20.0),  # wakes when the refusals' allowance ends
+             requeue=20.0,  # wakes when the refusals' allowance ends
+             created=["demo-1-0", "demo-1-1"]),
     "pod creation refused past pendingTimeoutSeconds -> Failed":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
                  restartPolicy={"pendingTimeoutSeconds": 30}),
@@ -82,6 +84,8 @@ def test_refused_pod_creation_is_in_the_status_until_it_goes_through():
     again = decide(settled, Observed((), STARTED, Refusal(since, REFUSED)),
                    NOW + timedelta(seconds=5))
     assert again.status == {} and [type(a) for a in again.actions] == [CreatePods]
+    assert again.actions[0].names == ("demo-1-0", "demo-1-1")  # retried as rendered before
+    assert again.actions == plan.actions
     # The cause went away (the RuntimeClass was created): the pods exist, the job waits as usual.
     created = decide(settled, Observed((pod(0, phase="Pending"), pod(1, phase="Pending")),
                                        STARTED), NOW + timedelta(seconds=5))

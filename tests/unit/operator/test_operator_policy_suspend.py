@@ -23,7 +23,7 @@ CASES: dict[str, Case] = {
         Case(job({"phase": "Suspended", "attempt": 1, "startTime": EARLIER}), started=STARTED,
              case="resume", actions=[CreatePods], status={"attempt": 2, "phase": "Pending"},
              writes={"attempt", "attempts", "conditions", "message", "observedGeneration",
-                 "phase"}, events=["Resumed"]),
+                 "phase"}, events=["Resumed"], created=["demo-2-0", "demo-2-1"]),
     "created suspended -> no pods":
         Case(job(suspend=True), case="suspend", status={"phase": "Suspended"},
              writes={"conditions", "message", "observedGeneration", "phase"},
