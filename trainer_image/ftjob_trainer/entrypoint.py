@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftjob_api import api
+from ftjob_api import api, dataset_formats
 from ftjob_api.contract import ExitCode, exit_reason
 
 from . import exits
@@ -172,8 +172,9 @@ def prepare(ctx: JobContext) -> Prepared:
     field_name = "spec.model.path" if spec.model.path else "spec.model.name"
     source, kwargs = modeling.model_source(spec)
     tokenizer = modeling.load_tokenizer(source, kwargs, field_name)
-    if spec.task == api.Task.CAUSAL_LM.value and spec.dataset.format == "conversational":
-        causal_lm_data.require_chat_template(tokenizer, source)
+    if spec.task == api.Task.CAUSAL_LM.value and \
+            dataset_formats.get(spec.dataset.format).needs_chat_template:
+        causal_lm_data.require_chat_template(tokenizer, source, spec.dataset.format)
     set_seed(targs.seed)  # before the model: a fresh head is initialised from this seed
     model = modeling.load_model(spec.task, source, kwargs, field_name, tokenizer,
                                 labels.id2label if labels else None)

@@ -220,3 +220,18 @@ def test_examples_left_without_a_trained_token_are_counted(tokenizer, caplog):
     assert set(out["labels"][0]) == {c.IGNORE}  # truncated inside the prompt
     assert c.examples_without_trained_tokens(out) == 1
     assert "1 of 2 examples in the train split (/d/t.jsonl) have no token left" in caplog.text
+
+
+def test_every_format_has_one_tokenization():
+    """The API's format entries and the trainer's tokenizations name the same formats."""
+    from ftjob_api import dataset_formats
+
+    assert list(c.TOKENIZATIONS) == list(dataset_formats.FORMATS)
+
+
+def test_the_format_field_lists_the_registered_formats():
+    from ftjob_api import dataset_formats
+
+    schema = api.DatasetSource.model_json_schema(by_alias=True)["properties"]["format"]
+    assert schema["enum"] == list(dataset_formats.FORMATS)
+    assert schema["description"] == dataset_formats.description()
