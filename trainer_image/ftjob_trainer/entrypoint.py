@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftjob_api import api, dataset_formats
-from ftjob_api.contract import ExitCode, exit_reason
+from ftjob_api.contract import ExitCode, exit_reason, rfc3339
 
 from . import exits
 from .job import ENV_RESULT_DIR, ENV_STOP_FILE, JobContext, load_context, world_rank
@@ -30,7 +30,9 @@ METRICS_FILE = "metrics.json"
 
 
 @dataclass
-class Outcome:
+class TrainingOutcome:
+    """How one attempt's training ended, as `run` turns it into an exit code and result."""
+
     global_step: int
     resumed_from_step: int
     preempted: bool = False
@@ -53,7 +55,7 @@ def run(env) -> int:
         ctx = load_context(env)
         outcome = train(ctx, stop)
     except BaseException as exc:  # noqa: BLE001 - every failure must be classified
-        failure = exits.classify(exc, rank)
+        failure = exits.classify_exception(exc, rank)
         if failure.exit_code == ExitCode.UNKNOWN:
             log.exception("rank %d failed", rank)
         else:
@@ -63,9 +65,10 @@ def run(env) -> int:
         return failure.exit_code
 
     if outcome.preempted:
-        failure = exits.Failure(int(ExitCode.PREEMPTED), exit_reason(ExitCode.PREEMPTED),
-                                f"stopped on request after saving checkpoint-{outcome.global_step}",
-                                rank, outcome.global_step)
+        failure = exits.RankFailure(
+            int(ExitCode.PREEMPTED), exit_reason(ExitCode.PREEMPTED),
+            f"stopped on request after saving checkpoint-{outcome.global_step}", rank,
+            outcome.global_step)
         if result_dir:
             exits.write_failure(result_dir, failure)
         _finish()
@@ -139,28 +142,38 @@ class Prepared:
     model_init: Any = None  # () -> a fresh pretrained model
 
 
-def prepare(ctx: JobContext) -> Prepared:
-    from transformers import set_seed
-
-    from . import arguments, causal_lm_data, data, modeling
+def _training_arguments(ctx: JobContext) -> tuple[Any, int | None]:
+    """TrainingArguments (spec.trainingArguments + ftjob's defaults, logged) and the
+    checkpoint limit ftjob enforces itself; joins DeepSpeed's communicator if used."""
+    from . import trainer_arguments as targuments
 
     spec = ctx.spec
     on_gpu = spec.resources.gpus_per_node > 0
     if spec.deepspeed is not None and not on_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    ds_config = (arguments.deepspeed_config(spec.deepspeed, on_gpu, ctx.deepspeed_config)
+    ds_config = (targuments.deepspeed_config(spec.deepspeed, on_gpu, ctx.deepspeed_config)
                  if spec.deepspeed is not None else None)
-    bf16_supported = on_gpu and arguments.gpu_supports_bf16()
-    targs, save_total_limit = arguments.build(spec, ctx.output_dir,
-                                              quiet_console=ctx.reporter == "console",
-                                              bf16_supported=bf16_supported,
-                                              deepspeed=ds_config)
-    for key, (value, why) in arguments.defaults(spec, quiet_console=ctx.reporter == "console",
-                                                bf16_supported=bf16_supported).items():
+    bf16_supported = on_gpu and targuments.gpu_supports_bf16()
+    quiet = ctx.reporter == "console"
+    targs, save_total_limit = targuments.build(spec, ctx.output_dir, quiet_console=quiet,
+                                               bf16_supported=bf16_supported,
+                                               deepspeed=ds_config)
+    for key, (value, why) in targuments.defaults(spec, quiet_console=quiet,
+                                                 bf16_supported=bf16_supported).items():
         log.info("ftjob default %s=%s (%s; set it in spec.trainingArguments to change it)",
                  key, value, why)
     if ds_config is not None:
         _join_deepspeed_comm(targs)
+    return targs, save_total_limit
+
+
+def prepare(ctx: JobContext) -> Prepared:
+    from transformers import set_seed
+
+    from . import causal_lm_data, data, modeling, trainer_arguments
+
+    spec = ctx.spec
+    targs, save_total_limit = _training_arguments(ctx)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
 
     with targs.main_process_first(local=False, desc="load data"):
@@ -181,9 +194,10 @@ def prepare(ctx: JobContext) -> Prepared:
     log.info("attention implementation: %s",
              getattr(model.config, "_attn_implementation", None) or "the model's own")
     divides = modeling.loss_divides_by_item_count(model)
-    targs.average_tokens_across_devices = arguments.average_tokens_across_devices(spec, divides)
+    targs.average_tokens_across_devices = trainer_arguments.average_tokens_across_devices(
+        spec, divides)
     log.info("average_tokens_across_devices=%s (%s)", targs.average_tokens_across_devices,
-             arguments.average_tokens_reason(spec, type(model).__name__, divides))
+             trainer_arguments.average_tokens_reason(spec, type(model).__name__, divides))
     if spec.hyperparameter_search is not None and spec.task != api.Task.SEQ2SEQ.value:
         # Every trial and the final run load their own (model_init); kept, this one would sit
         # in memory through the whole search. Seq2seq keeps it: DataCollatorForSeq2Seq builds
@@ -204,9 +218,9 @@ def prepare(ctx: JobContext) -> Prepared:
     return Prepared(targs, save_total_limit, tokenizer, model, tokenized, labels, model_init)
 
 
-def train(ctx: JobContext, stop: StopRequest) -> Outcome:
+def train(ctx: JobContext, stop: StopRequest) -> TrainingOutcome:
     from .progress import ProgressCallback
-    from .reporters import NullReporter, build_reporter
+    from .progress_reporters import NullReporter, build_reporter
 
     # World rank 0 reports from the start, so that loading (data, model, the checkpoint)
     # shows as such and the heartbeat covers it.
@@ -223,7 +237,7 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
         reporter.close()
 
 
-def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> Outcome:
+def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> TrainingOutcome:
     from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
 
     from . import checkpoints, data, early_stopping, metrics, testing
@@ -243,7 +257,6 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
         raise exits.InvalidData(mismatch)
 
     if is_zero:
-        from .progress import rfc3339
         from .report import record_attempt
 
         record_attempt(ctx.output_dir, resume.step if resume else 0, p.targs.world_size,
@@ -285,7 +298,8 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
             best = _search(ctx, p, make_trainer, trainer_cls, preemption, reporter, is_zero)
         except SearchStopped as stopped:
             log.warning("%s", stopped)
-            return Outcome(stopped.global_step, resume.step if resume else 0, preempted=True)
+            return TrainingOutcome(stopped.global_step, resume.step if resume else 0,
+                                   preempted=True)
         search_status = best.status
         for key, value in best.params.items():
             setattr(p.targs, key, value)
@@ -294,7 +308,7 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
     resumed_from = resume.step if resume else 0
     # A stop that lands on the last step still finishes: only evaluation is left.
     if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
-        return Outcome(trainer.state.global_step, resumed_from, preempted=True)
+        return TrainingOutcome(trainer.state.global_step, resumed_from, preempted=True)
     stopped_early = None
     if early is not None:
         state = trainer.state
@@ -307,7 +321,7 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
         if stopped_early:
             log.info("%s", stopped_early)
     final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
-    return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
+    return TrainingOutcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
                    final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early,
                    search=search_status)
 

@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 
 from ftjob_api import api
 from ftjob_trainer import checkpoints, search
-from ftjob_trainer.reporters import KubernetesReporter
+from ftjob_trainer.progress_reporters import KubernetesReporter
 
-from tests.unit.trainer.test_reporters import apiserver  # noqa: F401 - fixture
+from tests.unit.trainer.test_progress_reporters import apiserver  # noqa: F401 - fixture
 
 SPACE = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
          "warmup_steps": {"type": "int", "low": 0, "high": 10, "step": 5},
