@@ -257,7 +257,7 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
         raise exits.InvalidData(mismatch)
 
     if is_zero:
-        from .report import record_attempt
+        from .attempts import record_attempt
 
         record_attempt(ctx.output_dir, resume.step if resume else 0, p.targs.world_size,
                        rfc3339(time.time()))
