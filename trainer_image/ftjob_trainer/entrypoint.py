@@ -238,29 +238,72 @@ def train(ctx: JobContext, stop: StopRequest) -> TrainingOutcome:
 
 
 def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> TrainingOutcome:
-    from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
-
-    from . import checkpoints, data, early_stopping, metrics, testing
-    from .callbacks import CheckpointMarkerCallback
-    from .stopping import PreemptionCallback
-
-    task = ctx.spec.task
+    """One attempt as named steps: prepare, find the checkpoint to resume from, check it,
+    record the attempt, build the callbacks, search (if asked), train, evaluate and save."""
     p = prepare(ctx)
     is_zero = p.targs.process_index == 0
+    resume = _find_resume(ctx, p, is_zero)
+    _check_labels(resume, p)
+    resumed_from = resume.step if resume else 0
+    if is_zero:
+        _record_attempt(ctx, p, resumed_from)
+    preemption, early, callbacks = _callbacks(ctx, p, stop, progress, resume)
+    make_trainer = _trainer_factory(ctx, p, callbacks)
+
+    search_status = None
+    if ctx.spec.hyperparameter_search is not None:
+        from .search import SearchStopped
+
+        try:
+            search_status = _search_and_apply_best(ctx, p, make_trainer, preemption, reporter,
+                                                   is_zero)
+        except SearchStopped as stopped:
+            log.warning("%s", stopped)
+            return TrainingOutcome(stopped.global_step, resumed_from, preempted=True)
+    trainer = make_trainer(_trainer_class(ctx.spec.task), p.targs)
+    result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    # A stop that lands on the last step still finishes: only evaluation is left.
+    if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
+        return TrainingOutcome(trainer.state.global_step, resumed_from, preempted=True)
+    stopped_early = _early_stop_message(early, trainer, p)
+    final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
+    return TrainingOutcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
+                           final_model=str(ctx.output_dir / FINAL_DIR),
+                           stopped_early=stopped_early, search=search_status)
+
+
+def _find_resume(ctx: JobContext, p: Prepared, is_zero: bool) -> Any:
+    """The newest complete checkpoint (rank 0 first sets incomplete ones aside), or None."""
+    from . import checkpoints
+
     with p.targs.main_process_first(local=False, desc="find checkpoint"):
-        resume = (checkpoints.prepare_resume(ctx.output_dir) if is_zero
-                  else checkpoints.latest_complete(ctx.output_dir))
-    # Another label count is a size mismatch in the classifier head on every attempt:
-    # permanent, and said in words instead of load_state_dict's.
+        return (checkpoints.prepare_resume(ctx.output_dir) if is_zero
+                else checkpoints.latest_complete(ctx.output_dir))
+
+
+def _check_labels(resume: Any, p: Prepared) -> None:
+    """Another label count is a size mismatch in the classifier head on every attempt:
+    permanent, and said in words instead of load_state_dict's."""
+    from . import checkpoints
+
     mismatch = resume and p.labels and checkpoints.label_mismatch(resume, p.labels.id2label)
     if mismatch:
         raise exits.InvalidData(mismatch)
 
-    if is_zero:
-        from .attempts import record_attempt
 
-        record_attempt(ctx.output_dir, resume.step if resume else 0, p.targs.world_size,
-                       rfc3339(time.time()))
+def _record_attempt(ctx: JobContext, p: Prepared, resumed_from: int) -> None:
+    from .attempts import record_attempt
+
+    record_attempt(ctx.output_dir, resumed_from, p.targs.world_size, rfc3339(time.time()))
+
+
+def _callbacks(ctx: JobContext, p: Prepared, stop: StopRequest, progress: Any,
+               resume: Any) -> tuple[Any, Any, list[Any]]:
+    """(the preemption callback, the early-stopping one or None, every callback in order)."""
+    from . import early_stopping, testing
+    from .callbacks import CheckpointMarkerCallback
+    from .stopping import PreemptionCallback
+
     preemption = PreemptionCallback(stop)
     callbacks = [CheckpointMarkerCallback(p.save_total_limit), preemption, progress,
                  *testing.hooks(os.environ)]
@@ -268,7 +311,19 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
     if ctx.spec.early_stopping is not None:
         early = early_stopping.build(ctx.spec.early_stopping, resume.path if resume else None)
         callbacks.append(early)
-    trainer_cls = Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
+    return preemption, early, callbacks
+def _trainer_class(task: str) -> Any:
+    from transformers import Seq2SeqTrainer, Trainer
+
+    return Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
+
+
+def _trainer_factory(ctx: JobContext, p: Prepared, callbacks: list[Any]):
+    """(Trainer class, TrainingArguments) -> a Trainer on the prepared model and data."""
+    from transformers import PrinterCallback
+
+    from . import data, metrics
+
     search_spec = ctx.spec.hyperparameter_search
 
     def make_trainer(cls, args):
@@ -281,7 +336,7 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
             train_dataset=p.splits.train,
             eval_dataset=p.splits.eval,
             processing_class=p.tokenizer,
-            data_collator=data.collator(task, p.tokenizer, p.model, ctx.spec.dataset),
+            data_collator=data.collator(ctx.spec.task, p.tokenizer, p.model, ctx.spec.dataset),
             compute_metrics=(metrics.classification_metrics(len(p.labels.names)) if p.labels
                              else None),
             callbacks=callbacks,
@@ -290,57 +345,52 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
             trainer.remove_callback(PrinterCallback)
         return trainer
 
-    search_status = None
-    if search_spec is not None:
-        from .search import SearchStopped
-
-        try:
-            best = _search(ctx, p, make_trainer, trainer_cls, preemption, reporter, is_zero)
-        except SearchStopped as stopped:
-            log.warning("%s", stopped)
-            return TrainingOutcome(stopped.global_step, resume.step if resume else 0,
-                                   preempted=True)
-        search_status = best.status
-        for key, value in best.params.items():
-            setattr(p.targs, key, value)
-    trainer = make_trainer(trainer_cls, p.targs)
-    result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
-    resumed_from = resume.step if resume else 0
-    # A stop that lands on the last step still finishes: only evaluation is left.
-    if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
-        return TrainingOutcome(trainer.state.global_step, resumed_from, preempted=True)
-    stopped_early = None
-    if early is not None:
-        state = trainer.state
-        stopped_early = early_stopping.stop_message(
-            counter=early.early_stopping_patience_counter,
-            patience=early.early_stopping_patience,
-            threshold=early.early_stopping_threshold, global_step=state.global_step,
-            max_steps=state.max_steps, metric=p.targs.metric_for_best_model,
-            best_metric=state.best_metric, best_checkpoint=state.best_model_checkpoint)
-        if stopped_early:
-            log.info("%s", stopped_early)
-    final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
-    return TrainingOutcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
-                   final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early,
-                   search=search_status)
+    return make_trainer
 
 
-def _search(ctx: JobContext, p: Prepared, make_trainer, trainer_cls, preemption, reporter,
-            is_zero: bool) -> dict[str, Any]:
-    """Run spec.hyperparameterSearch's remaining trials and return the best parameters
-    (search.SearchStopped when a stop request ended a trial: its checkpoint is kept for the
-    next attempt)."""
+def _search_and_apply_best(ctx: JobContext, p: Prepared, make_trainer, preemption, reporter,
+                           is_zero: bool) -> dict[str, Any]:
+    """Run the search, set the best trial's parameters on the final run's arguments and
+    return status.search."""
+    best = _search(ctx, p, make_trainer, preemption, reporter, is_zero)
+    for key, value in best.params.items():
+        setattr(p.targs, key, value)
+    return best.status
+
+
+def _early_stop_message(early: Any, trainer: Any, p: Prepared) -> str | None:
+    """Why early stopping ended the run before max_steps (logged), or None."""
+    from . import early_stopping
+
+    if early is None:
+        return None
+    state = trainer.state
+    stopped_early = early_stopping.stop_message(
+        counter=early.early_stopping_patience_counter,
+        patience=early.early_stopping_patience,
+        threshold=early.early_stopping_threshold, global_step=state.global_step,
+        max_steps=state.max_steps, metric=p.targs.metric_for_best_model,
+        best_metric=state.best_metric, best_checkpoint=state.best_model_checkpoint)
+    if stopped_early:
+        log.info("%s", stopped_early)
+    return stopped_early
+
+
+def _search(ctx: JobContext, p: Prepared, make_trainer, preemption, reporter,
+            is_zero: bool) -> Any:
+    """Run spec.hyperparameterSearch's remaining trials and return the best (params and
+    status; search.SearchStopped when a stop request ended a trial: its checkpoint is kept
+    for the next attempt)."""
     import copy
 
     from . import search
 
-    cls = search.search_trainer(trainer_cls)
+    cls = search.search_trainer(_trainer_class(ctx.spec.task))
     # The trials change their arguments; the final run starts from the spec's own.
     trainer = make_trainer(cls, copy.deepcopy(p.targs))
-    trainer.hooks = search.Hooks(root=ctx.output_dir, space=ctx.spec.hyperparameter_search.space,
-                                 is_zero=is_zero, stopped=lambda: preemption.stopped_at,
-                                 on_trial_start=lambda trial: None)
+    trainer.hooks = search.Hooks(
+        root=ctx.output_dir, space=ctx.spec.hyperparameter_search.space, is_zero=is_zero,
+        stopped=lambda: preemption.stopped_at, on_trial_start=lambda trial: None)
     return search.run(output_dir=ctx.output_dir, search=ctx.spec.hyperparameter_search,
                       trainer=trainer, is_zero=is_zero, reporter=reporter)
 
