@@ -383,12 +383,12 @@ def _search(ctx: JobContext, p: Prepared, make_trainer, preemption, reporter,
     for the next attempt)."""
     import copy
 
-    from . import search
+    from . import search, search_trials
 
-    cls = search.search_trainer(_trainer_class(ctx.spec.task))
+    cls = search_trials.search_trainer(_trainer_class(ctx.spec.task))
     # The trials change their arguments; the final run starts from the spec's own.
     trainer = make_trainer(cls, copy.deepcopy(p.targs))
-    trainer.hooks = search.Hooks(
+    trainer.hooks = search_trials.Hooks(
         root=ctx.output_dir, space=ctx.spec.hyperparameter_search.space, is_zero=is_zero,
         stopped=lambda: preemption.stopped_at, on_trial_start=lambda trial: None)
     return search.run(output_dir=ctx.output_dir, search=ctx.spec.hyperparameter_search,
