@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from . import dataset_formats
+
 GROUP = "finetune.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -176,13 +178,8 @@ class DatasetSource(ApiModel):
         default=None, ge=1, le=131072, description="Tokens per target (seq2seq); defaults to "
         "`maxLength`."
     )
-    format: Literal["text", "prompt-completion", "conversational"] = Field(
-        default="text",
-        description="How causal-lm examples are laid out: `text` (one text column, "
-        "`textColumn`), `prompt-completion` (two text columns, `promptColumn` and "
-        "`completionColumn`) or `conversational` (a `messagesColumn` holding a list of "
-        "`{role, content}` turns, rendered with the tokenizer's chat template). Other tasks "
-        "use `text`.",
+    format: dataset_formats.FormatName = Field(
+        default=dataset_formats.DEFAULT, description=dataset_formats.description(),
     )
     prompt_column: str | None = Field(
         default=None, min_length=1, description="Column holding the prompt (format "
@@ -219,24 +216,23 @@ class DatasetSource(ApiModel):
             raise ValueError("set either `evalSplit` or `evalFraction`, not both")
         return self
 
+    # The columns and the completion-only default come from the format's entry.
     @property
     def resolved_prompt_column(self) -> str:
-        return self.prompt_column or "prompt"
+        return dataset_formats.PROMPT.resolve(self)
 
     @property
     def resolved_completion_column(self) -> str:
-        return self.completion_column or "completion"
+        return dataset_formats.COMPLETION.resolve(self)
 
     @property
     def resolved_messages_column(self) -> str:
-        return self.messages_column or "messages"
+        return dataset_formats.MESSAGES.resolve(self)
 
     @property
     def resolved_completion_only_loss(self) -> bool:
-        """Masked prompt / non-assistant tokens: the default for the two structured formats."""
-        if self.format == "text":
-            return False
-        return True if self.completion_only_loss is None else self.completion_only_loss
+        """Masked prompt / non-assistant tokens: the default for the formats that mask."""
+        return dataset_formats.completion_only_loss(self)
 
     @property
     def has_eval_data(self) -> bool:

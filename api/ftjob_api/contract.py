@@ -9,7 +9,17 @@ Documented for users in docs/exit-codes.md.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from enum import IntEnum
+
+
+def rfc3339(moment: datetime | float) -> str:
+    """A status timestamp (`progress.updatedAt`, `attempts[].startTime`...): UTC, whole
+    seconds, `Z`. Takes a datetime or seconds since the epoch (`time.time()`)."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, timezone.utc)
+    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 # --------------------------------------------------------------------------- environment
 

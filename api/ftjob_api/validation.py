@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic
 
-from . import api, contract, naming, training_args
+from . import api, contract, dataset_formats, naming, training_args
 from .problems import Problem
 
 
@@ -204,33 +204,9 @@ def _check_search(spec: api.FineTuneJobSpec) -> list[Problem]:
 
 
 def _check_causal_lm_data(task: str, ds: api.DatasetSource) -> list[Problem]:
-    """The causal-lm data fields: each only with the format or task it belongs to."""
-    problems: list[Problem] = []
-    causal = task == api.Task.CAUSAL_LM.value
-    if not causal:
-        for key, on in (("format", ds.format != "text"), ("packing", ds.packing)):
-            if on:
-                problems.append(Problem(f"spec.dataset.{key}", f"applies only to task "
-                                        f"causal-lm, not {task}"))
-    owners = (("promptColumn", "prompt-completion", ds.prompt_column),
-              ("completionColumn", "prompt-completion", ds.completion_column),
-              ("messagesColumn", "conversational", ds.messages_column))
-    for key, fmt, value in owners:
-        if value is not None and ds.format != fmt:
-            problems.append(Problem(f"spec.dataset.{key}", f"applies only to format {fmt}, "
-                                    f"not {ds.format}"))
-    if ds.completion_only_loss is not None and ds.format == "text":
-        problems.append(Problem("spec.dataset.completionOnlyLoss", "applies only to formats "
-                                "prompt-completion and conversational (format text trains on "
-                                "every token)"))
-    if ds.format != "text" and ds.text_column != "text":
-        problems.append(Problem("spec.dataset.textColumn", f"does not apply to format "
-                                f"{ds.format}"))
-    if (ds.format == "prompt-completion"
-            and ds.resolved_prompt_column == ds.resolved_completion_column):
-        problems.append(Problem("spec.dataset.completionColumn", "must differ from "
-                                "promptColumn"))
-    return problems
+    """The causal-lm data fields: each only with the format or task it belongs to (the
+    format's own entry says which columns and checks are its)."""
+    return dataset_formats.check(task == api.Task.CAUSAL_LM.value, task, ds)
 
 
 def _check_early_stopping(spec: api.FineTuneJobSpec) -> list[Problem]:

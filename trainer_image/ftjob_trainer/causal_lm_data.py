@@ -1,6 +1,9 @@
-"""causal-lm data: the three formats, the completion-only labels, packing and the collator.
+"""causal-lm data: the formats' tokenization, the completion-only labels, packing and the
+collator.
 
-Formats (`spec.dataset.format`, names as in TRL's SFTTrainer):
+Formats (`spec.dataset.format`, names as in TRL's SFTTrainer; each format's columns,
+checks and chat-template need are its entry in `ftjob_api.dataset_formats`, its
+tokenization is its entry in `TOKENIZATIONS` here):
 
 - `text`: one text column; every token is trained on.
 - `prompt-completion`: the prompt is tokenized as the tokenizer does it alone (its special
@@ -26,9 +29,11 @@ by EOS, and with completion-only loss the labels still cover only the completion
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ftjob_api import api
+from ftjob_api import api, dataset_formats
 
 from .exits import InvalidData, InvalidSpec
 
@@ -38,13 +43,8 @@ IGNORE = -100  # the label PyTorch's cross-entropy (and every HF causal-LM loss)
 
 
 def required_columns(ds: api.DatasetSource) -> dict[str, str]:
-    """spec field -> column, for the format's text columns (messages are checked apart)."""
-    if ds.format == "prompt-completion":
-        return {"spec.dataset.promptColumn": ds.resolved_prompt_column,
-                "spec.dataset.completionColumn": ds.resolved_completion_column}
-    if ds.format == "conversational":
-        return {"spec.dataset.messagesColumn": ds.resolved_messages_column}
-    return {"spec.dataset.textColumn": ds.text_column}
+    """spec field -> column, for the format's columns (its entry in dataset_formats)."""
+    return dataset_formats.required_columns(ds)
 
 
 def check_messages_column(dataset: Any, column: str, field: str, where: str) -> None:
@@ -78,9 +78,9 @@ def _check_turns(messages: Any, row: int, field: str, where: str) -> list[dict[s
     return turns
 
 
-def require_chat_template(tokenizer: Any, source: str) -> None:
+def require_chat_template(tokenizer: Any, source: str, fmt: str = "conversational") -> None:
     if not getattr(tokenizer, "chat_template", None):
-        raise InvalidSpec(f"spec.dataset.format: conversational renders the turns with the "
+        raise InvalidSpec(f"spec.dataset.format: {fmt} renders the turns with the "
                           f"tokenizer's chat template, and the tokenizer of {source} has none; "
                           f"use a chat or instruct model's tokenizer, or format prompt-completion")
 
@@ -142,51 +142,98 @@ def conversational_example(tokenizer: Any, turns: list[dict[str, str]], completi
     return ids, labels
 
 
-def tokenize_function(ds: api.DatasetSource, tokenizer: Any, max_length: int, split: str,
-                      origin: str):
-    """The batched `datasets.map` function for the format: input_ids, attention_mask and,
-    outside format text without packing, labels. Truncates to `max_length` unless packing
-    (a packed stream is cut into sequences of that length instead)."""
-    completion_only = ds.resolved_completion_only_loss
-    limit = None if ds.packing else max_length
-    where = f"{split} split ({origin})"
+@dataclass(frozen=True)
+class Example:
+    """What a format's tokenization sees: the spec, the tokenizer and where the rows are."""
 
-    def finish(pairs: list[tuple[list[int], list[int]]]) -> dict[str, list]:
+    ds: api.DatasetSource
+    tokenizer: Any
+    max_length: int
+    where: str  # "<split> split (<origin>)", for messages
+
+    def finish(self, pairs: list[tuple[list[int], list[int]]]) -> dict[str, list]:
+        """input_ids, attention_mask and labels, truncated to max_length unless packing."""
+        limit = None if self.ds.packing else self.max_length
         ids = [i[:limit] for i, _ in pairs]
         labels = [lab[:limit] for _, lab in pairs]
         return {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids], "labels": labels}
 
+
+@dataclass(frozen=True)
+class Tokenization:
+    """A format's tokenization: `build(example)` returns the batched `datasets.map` function;
+    `with_indices` passes the row numbers too; `labels` says the function writes labels
+    (without, as format text unpacked, the language-modelling collator copies the inputs)."""
+
+    build: Callable[[Example], Callable[..., Any]]
+    with_indices: bool = False
+    labels: bool = True
+
+
+def _text(ex: Example):
+    ds, tokenizer = ex.ds, ex.tokenizer
+
     def text(batch):
         values = ["" if v is None else str(v) for v in batch[ds.text_column]]
         if not ds.packing:  # unchanged: the collator copies input_ids into the labels
-            return tokenizer(values, truncation=True, max_length=max_length)
+            return tokenizer(values, truncation=True, max_length=ex.max_length)
         encoded = tokenizer(values)["input_ids"]
         pairs = []
         for ids in encoded:
             ids = ids + _eos(tokenizer) if not ids or ids[-1] != tokenizer.eos_token_id else ids
             pairs.append((ids, list(ids)))
-        return finish(pairs)
+        return ex.finish(pairs)
+
+    return text
+
+
+def _prompt_completion(ex: Example):
+    ds, completion_only = ex.ds, ex.ds.resolved_completion_only_loss
 
     def prompt_completion(batch):
-        return finish([prompt_completion_example(tokenizer, str(p), str(c), completion_only)
-                       for p, c in zip(batch[ds.resolved_prompt_column],
-                                       batch[ds.resolved_completion_column])])
+        return ex.finish([prompt_completion_example(ex.tokenizer, str(p), str(c),
+                                                    completion_only)
+                          for p, c in zip(batch[ds.resolved_prompt_column],
+                                          batch[ds.resolved_completion_column])])
+
+    return prompt_completion
+
+
+def _conversational(ex: Example):
+    ds, completion_only = ex.ds, ex.ds.resolved_completion_only_loss
+    field = dataset_formats.MESSAGES.field
 
     def conversational(batch, indices):
-        field = "spec.dataset.messagesColumn"
-        return finish([conversational_example(
-            tokenizer, _check_turns(m, row, field, where), completion_only,
-            f"row {row} of the {where}")
+        return ex.finish([conversational_example(
+            ex.tokenizer, _check_turns(m, row, field, ex.where), completion_only,
+            f"row {row} of the {ex.where}")
             for m, row in zip(batch[ds.resolved_messages_column], indices)])
 
-    return {"text": text, "prompt-completion": prompt_completion,
-            "conversational": conversational}[ds.format]
+    return conversational
+
+
+# One tokenization per format of ftjob_api.dataset_formats.FORMATS (a unit test keeps the
+# names equal): the trainer's half of a format's entry.
+TOKENIZATIONS: dict[str, Tokenization] = {
+    "text": Tokenization(_text, labels=False),
+    "prompt-completion": Tokenization(_prompt_completion),
+    "conversational": Tokenization(_conversational, with_indices=True),
+}
+
+
+def tokenize_function(ds: api.DatasetSource, tokenizer: Any, max_length: int, split: str,
+                      origin: str):
+    """The batched `datasets.map` function for the format: input_ids, attention_mask and,
+    outside format text without packing, labels. Truncates to `max_length` unless packing
+    (a packed stream is cut into sequences of that length instead)."""
+    example = Example(ds, tokenizer, max_length, f"{split} split ({origin})")
+    return TOKENIZATIONS[ds.format].build(example)
 
 
 def tokenize_split(dataset: Any, ds: api.DatasetSource, tokenizer: Any, max_length: int,
                    split: str, origin: str) -> Any:
     fn = tokenize_function(ds, tokenizer, max_length, split, origin)
-    out = dataset.map(fn, batched=True, with_indices=ds.format == "conversational",
+    out = dataset.map(fn, batched=True, with_indices=TOKENIZATIONS[ds.format].with_indices,
                       remove_columns=dataset.column_names, desc="tokenize")
     untrained = examples_without_trained_tokens(out)
     if untrained:
@@ -289,5 +336,6 @@ class Collator:
 
 
 def uses_own_collator(ds: api.DatasetSource) -> bool:
-    """Format text without packing keeps DataCollatorForLanguageModeling (labels = inputs)."""
-    return ds.format != "text" or ds.packing
+    """A format whose tokenization writes no labels, unpacked, keeps
+    DataCollatorForLanguageModeling (labels = inputs): format text."""
+    return TOKENIZATIONS[ds.format].labels or ds.packing

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftjob_api import api
+from ftjob_api import api, dataset_formats
 
 from . import causal_lm_data
 from .exits import HubUnreachable, InvalidData, is_network_error
@@ -205,7 +205,7 @@ def check_columns(splits: Splits, required: dict[str, str]) -> None:
                 raise InvalidData(f"{field}: column {column!r} not found in the {split} split "
                                   f"({splits.origin[split]}); columns: "
                                   f"{_clip(', '.join(map(str, dataset.column_names)))}{hint}")
-            if field == "spec.dataset.messagesColumn":
+            if field in dataset_formats.message_fields():
                 causal_lm_data.check_messages_column(dataset, column, field,
                                                      f"{split} split ({splits.origin[split]})")
             elif field != "spec.dataset.labelColumn":

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftjob_api import api
-from ftjob_api.contract import ExitCode, exit_reason
+from ftjob_api import api, dataset_formats
+from ftjob_api.contract import ExitCode, exit_reason, rfc3339
 
 from . import exits
 from .job import ENV_RESULT_DIR, ENV_STOP_FILE, JobContext, load_context, world_rank
@@ -30,7 +30,9 @@ METRICS_FILE = "metrics.json"
 
 
 @dataclass
-class Outcome:
+class TrainingOutcome:
+    """How one attempt's training ended, as `run` turns it into an exit code and result."""
+
     global_step: int
     resumed_from_step: int
     preempted: bool = False
@@ -53,7 +55,7 @@ def run(env) -> int:
         ctx = load_context(env)
         outcome = train(ctx, stop)
     except BaseException as exc:  # noqa: BLE001 - every failure must be classified
-        failure = exits.classify(exc, rank)
+        failure = exits.classify_exception(exc, rank)
         if failure.exit_code == ExitCode.UNKNOWN:
             log.exception("rank %d failed", rank)
         else:
@@ -63,9 +65,10 @@ def run(env) -> int:
         return failure.exit_code
 
     if outcome.preempted:
-        failure = exits.Failure(int(ExitCode.PREEMPTED), exit_reason(ExitCode.PREEMPTED),
-                                f"stopped on request after saving checkpoint-{outcome.global_step}",
-                                rank, outcome.global_step)
+        failure = exits.RankFailure(
+            int(ExitCode.PREEMPTED), exit_reason(ExitCode.PREEMPTED),
+            f"stopped on request after saving checkpoint-{outcome.global_step}", rank,
+            outcome.global_step)
         if result_dir:
             exits.write_failure(result_dir, failure)
         _finish()
@@ -139,28 +142,38 @@ class Prepared:
     model_init: Any = None  # () -> a fresh pretrained model
 
 
-def prepare(ctx: JobContext) -> Prepared:
-    from transformers import set_seed
-
-    from . import arguments, causal_lm_data, data, modeling
+def _training_arguments(ctx: JobContext) -> tuple[Any, int | None]:
+    """TrainingArguments (spec.trainingArguments + ftjob's defaults, logged) and the
+    checkpoint limit ftjob enforces itself; joins DeepSpeed's communicator if used."""
+    from . import trainer_arguments as targuments
 
     spec = ctx.spec
     on_gpu = spec.resources.gpus_per_node > 0
     if spec.deepspeed is not None and not on_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    ds_config = (arguments.deepspeed_config(spec.deepspeed, on_gpu, ctx.deepspeed_config)
+    ds_config = (targuments.deepspeed_config(spec.deepspeed, on_gpu, ctx.deepspeed_config)
                  if spec.deepspeed is not None else None)
-    bf16_supported = on_gpu and arguments.gpu_supports_bf16()
-    targs, save_total_limit = arguments.build(spec, ctx.output_dir,
-                                              quiet_console=ctx.reporter == "console",
-                                              bf16_supported=bf16_supported,
-                                              deepspeed=ds_config)
-    for key, (value, why) in arguments.defaults(spec, quiet_console=ctx.reporter == "console",
-                                                bf16_supported=bf16_supported).items():
+    bf16_supported = on_gpu and targuments.gpu_supports_bf16()
+    quiet = ctx.reporter == "console"
+    targs, save_total_limit = targuments.build(spec, ctx.output_dir, quiet_console=quiet,
+                                               bf16_supported=bf16_supported,
+                                               deepspeed=ds_config)
+    for key, (value, why) in targuments.defaults(spec, quiet_console=quiet,
+                                                 bf16_supported=bf16_supported).items():
         log.info("ftjob default %s=%s (%s; set it in spec.trainingArguments to change it)",
                  key, value, why)
     if ds_config is not None:
         _join_deepspeed_comm(targs)
+    return targs, save_total_limit
+
+
+def prepare(ctx: JobContext) -> Prepared:
+    from transformers import set_seed
+
+    from . import causal_lm_data, data, modeling, trainer_arguments
+
+    spec = ctx.spec
+    targs, save_total_limit = _training_arguments(ctx)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
 
     with targs.main_process_first(local=False, desc="load data"):
@@ -172,17 +185,19 @@ def prepare(ctx: JobContext) -> Prepared:
     field_name = "spec.model.path" if spec.model.path else "spec.model.name"
     source, kwargs = modeling.model_source(spec)
     tokenizer = modeling.load_tokenizer(source, kwargs, field_name)
-    if spec.task == api.Task.CAUSAL_LM.value and spec.dataset.format == "conversational":
-        causal_lm_data.require_chat_template(tokenizer, source)
+    if spec.task == api.Task.CAUSAL_LM.value and \
+            dataset_formats.get(spec.dataset.format).needs_chat_template:
+        causal_lm_data.require_chat_template(tokenizer, source, spec.dataset.format)
     set_seed(targs.seed)  # before the model: a fresh head is initialised from this seed
     model = modeling.load_model(spec.task, source, kwargs, field_name, tokenizer,
                                 labels.id2label if labels else None)
     log.info("attention implementation: %s",
              getattr(model.config, "_attn_implementation", None) or "the model's own")
     divides = modeling.loss_divides_by_item_count(model)
-    targs.average_tokens_across_devices = arguments.average_tokens_across_devices(spec, divides)
+    targs.average_tokens_across_devices = trainer_arguments.average_tokens_across_devices(
+        spec, divides)
     log.info("average_tokens_across_devices=%s (%s)", targs.average_tokens_across_devices,
-             arguments.average_tokens_reason(spec, type(model).__name__, divides))
+             trainer_arguments.average_tokens_reason(spec, type(model).__name__, divides))
     if spec.hyperparameter_search is not None and spec.task != api.Task.SEQ2SEQ.value:
         # Every trial and the final run load their own (model_init); kept, this one would sit
         # in memory through the whole search. Seq2seq keeps it: DataCollatorForSeq2Seq builds
@@ -203,9 +218,9 @@ def prepare(ctx: JobContext) -> Prepared:
     return Prepared(targs, save_total_limit, tokenizer, model, tokenized, labels, model_init)
 
 
-def train(ctx: JobContext, stop: StopRequest) -> Outcome:
+def train(ctx: JobContext, stop: StopRequest) -> TrainingOutcome:
     from .progress import ProgressCallback
-    from .reporters import NullReporter, build_reporter
+    from .progress_reporters import NullReporter, build_reporter
 
     # World rank 0 reports from the start, so that loading (data, model, the checkpoint)
     # shows as such and the heartbeat covers it.
@@ -222,31 +237,73 @@ def train(ctx: JobContext, stop: StopRequest) -> Outcome:
         reporter.close()
 
 
-def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> Outcome:
-    from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
-
-    from . import checkpoints, data, early_stopping, metrics, testing
-    from .callbacks import CheckpointMarkerCallback
-    from .stopping import PreemptionCallback
-
-    task = ctx.spec.task
+def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> TrainingOutcome:
+    """One attempt as named steps: prepare, find the checkpoint to resume from, check it,
+    record the attempt, build the callbacks, search (if asked), train, evaluate and save."""
     p = prepare(ctx)
     is_zero = p.targs.process_index == 0
+    resume = _find_resume(ctx, p, is_zero)
+    _check_labels(resume, p)
+    resumed_from = resume.step if resume else 0
+    if is_zero:
+        _record_attempt(ctx, p, resumed_from)
+    preemption, early, callbacks = _callbacks(ctx, p, stop, progress, resume)
+    make_trainer = _trainer_factory(ctx, p, callbacks)
+
+    search_status = None
+    if ctx.spec.hyperparameter_search is not None:
+        from .search import SearchStopped
+
+        try:
+            search_status = _search_and_apply_best(ctx, p, make_trainer, preemption, reporter,
+                                                   is_zero)
+        except SearchStopped as stopped:
+            log.warning("%s", stopped)
+            return TrainingOutcome(stopped.global_step, resumed_from, preempted=True)
+    trainer = make_trainer(_trainer_class(ctx.spec.task), p.targs)
+    result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    # A stop that lands on the last step still finishes: only evaluation is left.
+    if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
+        return TrainingOutcome(trainer.state.global_step, resumed_from, preempted=True)
+    stopped_early = _early_stop_message(early, trainer, p)
+    final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
+    return TrainingOutcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
+                           final_model=str(ctx.output_dir / FINAL_DIR),
+                           stopped_early=stopped_early, search=search_status)
+
+
+def _find_resume(ctx: JobContext, p: Prepared, is_zero: bool) -> Any:
+    """The newest complete checkpoint (rank 0 first sets incomplete ones aside), or None."""
+    from . import checkpoints
+
     with p.targs.main_process_first(local=False, desc="find checkpoint"):
-        resume = (checkpoints.prepare_resume(ctx.output_dir) if is_zero
-                  else checkpoints.latest_complete(ctx.output_dir))
-    # Another label count is a size mismatch in the classifier head on every attempt:
-    # permanent, and said in words instead of load_state_dict's.
+        return (checkpoints.prepare_resume(ctx.output_dir) if is_zero
+                else checkpoints.latest_complete(ctx.output_dir))
+
+
+def _check_labels(resume: Any, p: Prepared) -> None:
+    """Another label count is a size mismatch in the classifier head on every attempt:
+    permanent, and said in words instead of load_state_dict's."""
+    from . import checkpoints
+
     mismatch = resume and p.labels and checkpoints.label_mismatch(resume, p.labels.id2label)
     if mismatch:
         raise exits.InvalidData(mismatch)
 
-    if is_zero:
-        from .progress import rfc3339
-        from .report import record_attempt
 
-        record_attempt(ctx.output_dir, resume.step if resume else 0, p.targs.world_size,
-                       rfc3339(time.time()))
+def _record_attempt(ctx: JobContext, p: Prepared, resumed_from: int) -> None:
+    from .attempts import record_attempt
+
+    record_attempt(ctx.output_dir, resumed_from, p.targs.world_size, rfc3339(time.time()))
+
+
+def _callbacks(ctx: JobContext, p: Prepared, stop: StopRequest, progress: Any,
+               resume: Any) -> tuple[Any, Any, list[Any]]:
+    """(the preemption callback, the early-stopping one or None, every callback in order)."""
+    from . import early_stopping, testing
+    from .callbacks import CheckpointMarkerCallback
+    from .stopping import PreemptionCallback
+
     preemption = PreemptionCallback(stop)
     callbacks = [CheckpointMarkerCallback(p.save_total_limit), preemption, progress,
                  *testing.hooks(os.environ)]
@@ -254,7 +311,19 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
     if ctx.spec.early_stopping is not None:
         early = early_stopping.build(ctx.spec.early_stopping, resume.path if resume else None)
         callbacks.append(early)
-    trainer_cls = Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
+    return preemption, early, callbacks
+def _trainer_class(task: str) -> Any:
+    from transformers import Seq2SeqTrainer, Trainer
+
+    return Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
+
+
+def _trainer_factory(ctx: JobContext, p: Prepared, callbacks: list[Any]):
+    """(Trainer class, TrainingArguments) -> a Trainer on the prepared model and data."""
+    from transformers import PrinterCallback
+
+    from . import data, metrics
+
     search_spec = ctx.spec.hyperparameter_search
 
     def make_trainer(cls, args):
@@ -267,7 +336,7 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
             train_dataset=p.splits.train,
             eval_dataset=p.splits.eval,
             processing_class=p.tokenizer,
-            data_collator=data.collator(task, p.tokenizer, p.model, ctx.spec.dataset),
+            data_collator=data.collator(ctx.spec.task, p.tokenizer, p.model, ctx.spec.dataset),
             compute_metrics=(metrics.classification_metrics(len(p.labels.names)) if p.labels
                              else None),
             callbacks=callbacks,
@@ -276,56 +345,52 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
             trainer.remove_callback(PrinterCallback)
         return trainer
 
-    search_status = None
-    if search_spec is not None:
-        from .search import SearchStopped
-
-        try:
-            best = _search(ctx, p, make_trainer, trainer_cls, preemption, reporter, is_zero)
-        except SearchStopped as stopped:
-            log.warning("%s", stopped)
-            return Outcome(stopped.global_step, resume.step if resume else 0, preempted=True)
-        search_status = best.status
-        for key, value in best.params.items():
-            setattr(p.targs, key, value)
-    trainer = make_trainer(trainer_cls, p.targs)
-    result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
-    resumed_from = resume.step if resume else 0
-    # A stop that lands on the last step still finishes: only evaluation is left.
-    if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
-        return Outcome(trainer.state.global_step, resumed_from, preempted=True)
-    stopped_early = None
-    if early is not None:
-        state = trainer.state
-        stopped_early = early_stopping.stop_message(
-            counter=early.early_stopping_patience_counter,
-            patience=early.early_stopping_patience,
-            threshold=early.early_stopping_threshold, global_step=state.global_step,
-            max_steps=state.max_steps, metric=p.targs.metric_for_best_model,
-            best_metric=state.best_metric, best_checkpoint=state.best_model_checkpoint)
-        if stopped_early:
-            log.info("%s", stopped_early)
-    final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
-    return Outcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
-                   final_model=str(ctx.output_dir / FINAL_DIR), stopped_early=stopped_early,
-                   search=search_status)
+    return make_trainer
 
 
-def _search(ctx: JobContext, p: Prepared, make_trainer, trainer_cls, preemption, reporter,
-            is_zero: bool) -> dict[str, Any]:
-    """Run spec.hyperparameterSearch's remaining trials and return the best parameters
-    (search.SearchStopped when a stop request ended a trial: its checkpoint is kept for the
-    next attempt)."""
+def _search_and_apply_best(ctx: JobContext, p: Prepared, make_trainer, preemption, reporter,
+                           is_zero: bool) -> dict[str, Any]:
+    """Run the search, set the best trial's parameters on the final run's arguments and
+    return status.search."""
+    best = _search(ctx, p, make_trainer, preemption, reporter, is_zero)
+    for key, value in best.params.items():
+        setattr(p.targs, key, value)
+    return best.status
+
+
+def _early_stop_message(early: Any, trainer: Any, p: Prepared) -> str | None:
+    """Why early stopping ended the run before max_steps (logged), or None."""
+    from . import early_stopping
+
+    if early is None:
+        return None
+    state = trainer.state
+    stopped_early = early_stopping.stop_message(
+        counter=early.early_stopping_patience_counter,
+        patience=early.early_stopping_patience,
+        threshold=early.early_stopping_threshold, global_step=state.global_step,
+        max_steps=state.max_steps, metric=p.targs.metric_for_best_model,
+        best_metric=state.best_metric, best_checkpoint=state.best_model_checkpoint)
+    if stopped_early:
+        log.info("%s", stopped_early)
+    return stopped_early
+
+
+def _search(ctx: JobContext, p: Prepared, make_trainer, preemption, reporter,
+            is_zero: bool) -> Any:
+    """Run spec.hyperparameterSearch's remaining trials and return the best (params and
+    status; search.SearchStopped when a stop request ended a trial: its checkpoint is kept
+    for the next attempt)."""
     import copy
 
-    from . import search
+    from . import search, search_trials
 
-    cls = search.search_trainer(trainer_cls)
+    cls = search_trials.search_trainer(_trainer_class(ctx.spec.task))
     # The trials change their arguments; the final run starts from the spec's own.
     trainer = make_trainer(cls, copy.deepcopy(p.targs))
-    trainer.hooks = search.Hooks(root=ctx.output_dir, space=ctx.spec.hyperparameter_search.space,
-                                 is_zero=is_zero, stopped=lambda: preemption.stopped_at,
-                                 on_trial_start=lambda trial: None)
+    trainer.hooks = search_trials.Hooks(
+        root=ctx.output_dir, space=ctx.spec.hyperparameter_search.space, is_zero=is_zero,
+        stopped=lambda: preemption.stopped_at, on_trial_start=lambda trial: None)
     return search.run(output_dir=ctx.output_dir, search=ctx.spec.hyperparameter_search,
                       trainer=trainer, is_zero=is_zero, reporter=reporter)
 

@@ -61,7 +61,7 @@ def is_network_error(exc: BaseException) -> bool:
 
 
 @dataclass(frozen=True)
-class Failure:
+class RankFailure:
     exit_code: int
     reason: str
     message: str
@@ -79,8 +79,8 @@ _TIMEOUT_PATTERNS = re.compile(
 )
 
 
-def classify(exc: BaseException, rank: int = 0) -> Failure:
-    """Map an exception raised in a worker to a Failure (pure; no I/O)."""
+def classify_exception(exc: BaseException, rank: int = 0) -> RankFailure:
+    """Map an exception raised in a worker to a RankFailure (pure; no I/O)."""
     message = _short(str(exc) or type(exc).__name__)
     if isinstance(exc, TrainerError):
         code = exc.code
@@ -91,7 +91,7 @@ def classify(exc: BaseException, rank: int = 0) -> Failure:
     else:
         code = ExitCode.UNKNOWN
         message = _short(f"{type(exc).__name__}: {message}")
-    return Failure(int(code), exit_reason(code), message, rank)
+    return RankFailure(int(code), exit_reason(code), message, rank)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -132,7 +132,7 @@ def _short(text: str, limit: int = 1500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def most_significant(failures: list[Failure]) -> Failure | None:
+def most_significant(failures: list[RankFailure]) -> RankFailure | None:
     """The failure that explains the run: permanent > preempted > OOM/timeout > unknown.
 
     Ties go to the lowest rank, so the answer does not depend on file order.
@@ -154,7 +154,7 @@ def success_summary(result: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def failure_summary(failure: Failure) -> dict[str, Any]:
+def failure_summary(failure: RankFailure) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "status": "failed",
         "exitCode": failure.exit_code,
@@ -215,19 +215,19 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write_failure(directory: str | os.PathLike[str], failure: Failure) -> Path:
+def write_failure(directory: str | os.PathLike[str], failure: RankFailure) -> Path:
     path = Path(directory) / f"{FAILURE_PREFIX}{failure.rank}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, failure.to_json())
     return path
 
 
-def read_failures(directory: str | os.PathLike[str]) -> list[Failure]:
+def read_failures(directory: str | os.PathLike[str]) -> list[RankFailure]:
     failures = []
     for path in sorted(Path(directory).glob(f"{FAILURE_PREFIX}*.json")):
         try:
             data = json.loads(path.read_text())
-            failures.append(Failure(**data))
+            failures.append(RankFailure(**data))
         except (OSError, ValueError, TypeError):
             continue  # a rank killed mid-write: the others still tell the story
     return failures

@@ -53,7 +53,7 @@ def signal_name(status: int) -> str | None:
         return f"signal {number}"
 
 
-def decide(torchrun_rc: int, failures: list[exits.Failure], result: dict[str, Any] | None,
+def decide_exit(torchrun_rc: int, failures: list[exits.RankFailure], result: dict[str, Any] | None,
            stop_requested: bool) -> Decision:
     """Exit code and summary from what torchrun and the workers reported (pure)."""
     if torchrun_rc == 0 and not failures:
@@ -70,7 +70,7 @@ def decide(torchrun_rc: int, failures: list[exits.Failure], result: dict[str, An
             killer = signal_name(torchrun_rc)
             if killer:
                 message += f" (a worker was killed by {killer}, e.g. by the OOM killer)"
-        failure = exits.Failure(int(code), exit_reason(code), message)
+        failure = exits.RankFailure(int(code), exit_reason(code), message)
     return Decision(failure.exit_code, exits.failure_summary(failure))
 
 
@@ -130,7 +130,7 @@ def run(options: list[str], env: dict[str, str] | None = None) -> Decision:
             import json
 
             result = json.loads(result_file.read_text())
-        return decide(rc, exits.read_failures(result_dir), result, stop_file.exists())
+        return decide_exit(rc, exits.read_failures(result_dir), result, stop_file.exists())
 
 
 def main(argv: list[str] | None = None) -> None:

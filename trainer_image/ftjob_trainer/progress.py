@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from ftjob_api.contract import rfc3339
 from transformers import TrainerCallback
 
 from . import checkpoints
@@ -43,10 +43,6 @@ class Reporter(Protocol):
 def due(now: float, last: float | None, interval: float, force: bool) -> bool:
     """Whether a report should be written now (pure)."""
     return force or last is None or now - last >= interval
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def build_progress(

@@ -4,8 +4,9 @@ hyperparameter search, the metric of every trial from `search.json`).
 
 Reads what a run leaves in its output folder: Hugging Face's `trainer_state.json` (the
 final one, or the newest complete checkpoint's while the run is going) and ftjob's
-`attempts.jsonl` (one line per attempt with the step it resumed from). Gathering the
-series is pure; only `write_png` draws (matplotlib, Agg backend, no display needed).
+`attempts.jsonl` (one line per attempt with the step it resumed from, written by
+`attempts.record_attempt`). Gathering the series is pure; only `write_png` draws
+(matplotlib, Agg backend, no display needed).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoints
-
-ATTEMPTS_FILE = "attempts.jsonl"
+from .attempts import ATTEMPTS_FILE
 SEARCH_FILE = "search.json"
 REPORT_FILE = "report.png"
 STATE_FILE = "trainer_state.json"
@@ -133,13 +133,6 @@ def load(output_dir: Path) -> tuple[Series, Path]:
     lines = attempts.read_text().splitlines() if attempts.is_file() else []
     return series(state.get("log_history") or [], resume_steps(lines), state.get("max_steps"),
                   state.get("global_step")), path
-
-
-def record_attempt(output_dir: Path, resumed_from_step: int, world_size: int, now: str) -> None:
-    """Append this attempt to attempts.jsonl (world rank 0 calls this once per attempt)."""
-    with open(output_dir / ATTEMPTS_FILE, "a") as out:
-        out.write(json.dumps({"startedAt": now, "resumedFromStep": resumed_from_step,
-                              "worldSize": world_size}) + "\n")
 
 
 def write_png(data: Series, path: Path, title: str, search: Trials | None = None) -> Path:

@@ -25,6 +25,7 @@ first run's parameters again.
 Torchrun. As in transformers' run_hp_search_optuna, rank 0 runs the study and broadcasts each
 trial's parameters (a FixedTrial) to the other ranks, which run the same number of trials.
 Pruning is agreed by all ranks (all_reduce), so a pruned trial stops on every rank at once.
+The Trainer subclass the trials run in is search_trials.search_trainer.
 
 After the search, the best parameters train the final model in the output folder itself
 (see docs/trainer.md for why this is retrained rather than copied from the best trial).
@@ -279,18 +280,7 @@ def tidy(output_dir: Path, records: list[dict[str, Any]]) -> None:
         shutil.rmtree(folder / checkpoints.ASIDE_DIR, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- Trainer
-
-
-@dataclass
-class Hooks:
-    """What the search Trainer needs besides Trainer's own arguments."""
-
-    root: Path
-    space: dict[str, api.SearchParameter]
-    is_zero: bool
-    stopped: Callable[[], int | None]  # step a stop request ended training at, or None
-    on_trial_start: Callable[[Any], None]  # rank 0: the Optuna trial about to run
+# --------------------------------------------------------------------------- running the study
 
 
 def objective_of(metric: str) -> Callable[[dict[str, float]], float]:
@@ -301,86 +291,6 @@ def objective_of(metric: str) -> Callable[[dict[str, float]], float]:
         return float(metrics[metric])
 
     return objective
-
-
-def search_trainer(base: type) -> type:
-    """A Trainer subclass for trials: each trial in its own folder with verified resume, the
-    trial's values set without Trainer's cast to the old type (warmup_steps 0 -> int would
-    turn 0.1 into 0), and pruning agreed by every rank."""
-    import optuna
-
-    from .stopping import agree
-
-    class SearchTrainer(base):
-        hooks: Hooks
-
-        def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
-            if self.hp_search_backend is None or trial is None:
-                return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
-                                     **kwargs)
-            hooks = self.hooks
-            # Before super().train(): it seeds and calls model_init with these arguments.
-            for key, value in suggest(hooks.space, trial).items():
-                setattr(self.args, key, value)
-            folder = trial_dir(hooks.root, trial.number)
-            self.args.output_dir = str(folder)
-            if hooks.is_zero:
-                folder.mkdir(parents=True, exist_ok=True)
-                hooks.on_trial_start(trial)
-            with self.args.main_process_first(local=False, desc="find trial checkpoint"):
-                resume = (checkpoints.prepare_resume(folder) if hooks.is_zero
-                          else checkpoints.latest_complete(folder))
-            try:
-                result = super().train(resume_from_checkpoint=str(resume.path) if resume else None,
-                                       trial=trial, **kwargs)
-            except optuna.TrialPruned:
-                # transformers frees a trial's model only after a completed one
-                self.release_model()
-                if hooks.is_zero:
-                    raise  # Optuna records the trial as pruned
-                return None  # the other ranks go on to the next trial's broadcast
-            except PERMANENT:
-                raise  # the trial would fail the same way again: FAIL, not retried
-            except Exception:
-                # Out of memory, a lost peer, a collective failing after SIGTERM: Optuna stores
-                # the trial as FAIL; marked, the next attempt retries it from its checkpoint
-                # (to_retry) instead of counting it as done.
-                if hooks.is_zero and hasattr(trial, "set_user_attr"):
-                    trial.set_user_attr("interrupted", True)
-                raise
-            stopped = hooks.stopped()
-            if stopped is not None and self.state.global_step < self.state.max_steps:
-                if hooks.is_zero:
-                    trial.set_user_attr("interrupted", True)
-                raise SearchStopped(self.state.global_step)
-            return result
-
-        def release_model(self):
-            from accelerate.utils.memory import release_memory
-
-            self.model_wrapped, self.model = release_memory(self.model_wrapped, self.model)
-            self.accelerator.clear()
-
-        def _hp_search_setup(self, trial):
-            super()._hp_search_setup(trial)
-            if self.hp_search_backend is not None and trial is not None:
-                for key, value in suggest(self.hooks.space, trial).items():
-                    setattr(self.args, key, value)
-
-        def _report_to_hp_search(self, trial, step, metrics):
-            if self.hp_search_backend is None or trial is None:
-                return
-            self.objective = self.compute_objective(dict(metrics))
-            prune = False
-            if hasattr(trial, "study"):  # rank 0's real trial; the others hold a FixedTrial
-                trial.report(self.objective, step)
-                prune = trial.should_prune()
-            if agree(prune):
-                self.callback_handler.on_train_end(self.args, self.state, self.control)
-                raise optuna.TrialPruned()
-
-    SearchTrainer.__name__ = f"Search{base.__name__}"
-    return SearchTrainer
 
 
 def broadcast(value: Any) -> Any:
@@ -434,7 +344,8 @@ class Best:
 
 def run(*, output_dir: Path, search: api.HyperparameterSearch, trainer: Any, is_zero: bool,
         reporter: Any) -> Best:
-    """Run the trials still to run with `trainer` (a search_trainer instance with model_init)
+    """Run the trials still to run with `trainer` (a search_trials.search_trainer instance with
+    model_init)
     and return the best trial's parameters on every rank."""
     recorder = Recorder(output_dir, search, reporter) if is_zero else None
     kwargs: dict[str, Any] = {}

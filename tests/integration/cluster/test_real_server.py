@@ -126,7 +126,7 @@ def test_trainer_status_patch_goes_through_rbac_and_reads_back(cluster, tmp_path
     """The trainer patches status as its job's own ServiceAccount (made by the operator)."""
     from ftjob_trainer.checkpoints import Checkpoint
     from ftjob_trainer.progress import build_checkpoint, build_progress
-    from ftjob_trainer.reporters import KubernetesReporter
+    from ftjob_trainer.progress_reporters import KubernetesReporter
     from kubernetes import client, config
 
     with run_operator():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ftjob_api import api
 from ftjob_api.manifest_reader import read_manifest
-from ftjob_trainer.reporters import KubernetesReporter
+from ftjob_trainer.progress_reporters import KubernetesReporter
 
 from tests.controlplane.install import kubectl
 from tests.integration.operator.helpers import Real

@@ -11,7 +11,7 @@ import datasets
 import pytest
 import torch
 from ftjob_api import api
-from ftjob_trainer import arguments, causal_lm_data as c, data
+from ftjob_trainer import trainer_arguments, causal_lm_data as c, data
 from ftjob_trainer.exits import InvalidData, InvalidSpec
 from torch.utils.data import DistributedSampler
 
@@ -175,25 +175,25 @@ def test_collator_pads_labels_with_ignore_not_the_pad_id(tokenizer):
 
 def test_fast_defaults_on_gpu_and_the_users_setting_wins(tmp_path):
     gpu = {"gpusPerNode": 1}
-    kwargs, _ = arguments.settings(spec(resources=gpu), tmp_path, bf16_supported=True)
+    kwargs, _ = trainer_arguments.settings(spec(resources=gpu), tmp_path, bf16_supported=True)
     assert kwargs["bf16"] is True
-    assert kwargs["dataloader_num_workers"] == arguments.GPU_DATALOADER_WORKERS
+    assert kwargs["dataloader_num_workers"] == trainer_arguments.GPU_DATALOADER_WORKERS
     assert kwargs["dataloader_pin_memory"] is True
     assert kwargs["ddp_find_unused_parameters"] is False
     # No bf16 where the GPU lacks it, or on CPU, or when the spec chose a precision.
-    assert "bf16" not in arguments.settings(spec(resources=gpu), tmp_path)[0]
-    assert "bf16" not in arguments.settings(spec(), tmp_path, bf16_supported=True)[0]
-    fp16, _ = arguments.settings(spec(training={"fp16": True}, resources=gpu), tmp_path,
+    assert "bf16" not in trainer_arguments.settings(spec(resources=gpu), tmp_path)[0]
+    assert "bf16" not in trainer_arguments.settings(spec(), tmp_path, bf16_supported=True)[0]
+    fp16, _ = trainer_arguments.settings(spec(training={"fp16": True}, resources=gpu), tmp_path,
                                  bf16_supported=True)
     assert "bf16" not in fp16 and fp16["fp16"] is True
-    cpu, _ = arguments.settings(spec(), tmp_path)
+    cpu, _ = trainer_arguments.settings(spec(), tmp_path)
     assert "dataloader_num_workers" not in cpu and "dataloader_pin_memory" not in cpu
     mine = {"bf16": False, "dataloader_num_workers": 0, "dataloader_pin_memory": False,
             "ddp_find_unused_parameters": True, "eval_strategy": "steps"}
-    kwargs, _ = arguments.settings(spec(training=mine, resources=gpu), tmp_path,
+    kwargs, _ = trainer_arguments.settings(spec(training=mine, resources=gpu), tmp_path,
                                    bf16_supported=True)
     assert {k: kwargs[k] for k in mine} == mine
-    listed = arguments.defaults(spec(training=mine, resources=gpu), bf16_supported=True)
+    listed = trainer_arguments.defaults(spec(training=mine, resources=gpu), bf16_supported=True)
     assert not set(listed) & set(mine)  # what the log lists as ftjob's is really ftjob's
 
 
@@ -206,9 +206,9 @@ def test_bf16_default_leaves_a_users_own_deepspeed_config_alone(tmp_path, deepsp
                         "dataset": {"files": {"train": "t.jsonl"}},
                         "resources": {"gpusPerNode": 1}, "deepspeed": deepspeed})
     user_config = {"fp16": {"enabled": True}, "zero_optimization": {"stage": 2}}
-    kwargs, _ = arguments.settings(s, tmp_path, bf16_supported=True, deepspeed=user_config)
+    kwargs, _ = trainer_arguments.settings(s, tmp_path, bf16_supported=True, deepspeed=user_config)
     assert kwargs.get("bf16") is bf16
-    assert ("bf16" in arguments.defaults(s, bf16_supported=True)) is (bf16 is True)
+    assert ("bf16" in trainer_arguments.defaults(s, bf16_supported=True)) is (bf16 is True)
 
 
 def test_examples_left_without_a_trained_token_are_counted(tokenizer, caplog):
@@ -220,3 +220,18 @@ def test_examples_left_without_a_trained_token_are_counted(tokenizer, caplog):
     assert set(out["labels"][0]) == {c.IGNORE}  # truncated inside the prompt
     assert c.examples_without_trained_tokens(out) == 1
     assert "1 of 2 examples in the train split (/d/t.jsonl) have no token left" in caplog.text
+
+
+def test_every_format_has_one_tokenization():
+    """The API's format entries and the trainer's tokenizations name the same formats."""
+    from ftjob_api import dataset_formats
+
+    assert list(c.TOKENIZATIONS) == list(dataset_formats.FORMATS)
+
+
+def test_the_format_field_lists_the_registered_formats():
+    from ftjob_api import dataset_formats
+
+    schema = api.DatasetSource.model_json_schema(by_alias=True)["properties"]["format"]
+    assert schema["enum"] == list(dataset_formats.FORMATS)
+    assert schema["description"] == dataset_formats.description()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ftjob_api import api
 from ftjob_api.contract import ExitCode
 from ftjob_trainer import data
-from ftjob_trainer.exits import InvalidData, classify
+from ftjob_trainer.exits import InvalidData, classify_exception
 
 FUZZ = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
@@ -49,7 +49,7 @@ def prepare(tmp_path, train: str | bytes, validation: str | bytes | None = None,
 def refused(tmp_path, *args, **kwargs) -> str:
     with pytest.raises(InvalidData) as caught:
         prepare(tmp_path, *args, **kwargs)
-    failure = classify(caught.value)
+    failure = classify_exception(caught.value)
     assert failure.exit_code == ExitCode.INVALID_DATA and failure.reason == "InvalidData"
     return caught.value.message
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ftjob_api.contract import ExitCode
 from ftjob_trainer import job
-from ftjob_trainer.exits import InvalidSpec, classify
+from ftjob_trainer.exits import InvalidSpec, classify_exception
 
 SPEC = {"task": "causal-lm", "model": {"name": "gpt2"}, "dataset": {"name": "x"}}
 GOOD = json.dumps({"metadata": {"name": "j", "namespace": "ns"}, "spec": SPEC}).encode()
@@ -27,7 +27,7 @@ def load(tmp_path, content: bytes, **env):
 def refused(tmp_path, content: bytes, **env) -> str:
     with pytest.raises(InvalidSpec) as caught:
         load(tmp_path, content, **env)
-    assert classify(caught.value).exit_code == ExitCode.INVALID_SPEC
+    assert classify_exception(caught.value).exit_code == ExitCode.INVALID_SPEC
     assert caught.value.message.startswith(str(tmp_path / "job.json"))
     return caught.value.message
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from ftjob_api import api
-from ftjob_trainer import arguments, data, metrics, modeling
+from ftjob_trainer import trainer_arguments, data, metrics, modeling
 
 
 def spec(task="sequence-classification", **training):
@@ -30,7 +30,7 @@ def spec(task="sequence-classification", **training):
 ])
 def test_average_tokens_across_devices(task, divides, user, expected):
     training = {} if user is None else {"average_tokens_across_devices": user}
-    assert arguments.average_tokens_across_devices(spec(task, **training), divides) is expected
+    assert trainer_arguments.average_tokens_across_devices(spec(task, **training), divides) is expected
 
 
 def _tiny(cls_name: str, config):
@@ -105,18 +105,18 @@ def test_max_length_is_clamped_to_the_tokenizer_limit(requested, limit, expected
 
 
 def test_ddp_does_not_search_for_unused_parameters_unless_asked(tmp_path):
-    kwargs, _ = arguments.settings(spec(), tmp_path, world_size=2)
+    kwargs, _ = trainer_arguments.settings(spec(), tmp_path, world_size=2)
     assert kwargs["ddp_find_unused_parameters"] is False
-    kwargs, _ = arguments.settings(spec(ddp_find_unused_parameters=True), tmp_path, world_size=2)
+    kwargs, _ = trainer_arguments.settings(spec(ddp_find_unused_parameters=True), tmp_path, world_size=2)
     assert kwargs["ddp_find_unused_parameters"] is True
 
 
 def test_the_log_says_why():
-    assert "per-example mean" in arguments.average_tokens_reason(spec(), "BertX", False)
-    assert arguments.average_tokens_reason(spec("causal-lm"), "GPT2LMHeadModel", True) == (
+    assert "per-example mean" in trainer_arguments.average_tokens_reason(spec(), "BertX", False)
+    assert trainer_arguments.average_tokens_reason(spec("causal-lm"), "GPT2LMHeadModel", True) == (
         "GPT2LMHeadModel's loss divides by the token count of all ranks")
-    assert "each rank's own tokens" in arguments.average_tokens_reason(spec("seq2seq"), "T5", False)
-    assert arguments.average_tokens_reason(
+    assert "each rank's own tokens" in trainer_arguments.average_tokens_reason(spec("seq2seq"), "T5", False)
+    assert trainer_arguments.average_tokens_reason(
         spec(average_tokens_across_devices=True), "BertX", False) == "set in spec.trainingArguments"
 
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 from ftjob_api import api
-from ftjob_trainer import arguments, data, job, local, modeling
+from ftjob_trainer import trainer_arguments, data, job, local, modeling
 from ftjob_trainer.exits import InvalidData, InvalidModel, InvalidSpec
-from ftjob_trainer.reporters import KubernetesReporter
+from ftjob_trainer.progress_reporters import KubernetesReporter
 from ftjob_trainer.stopping import PreemptionCallback, StopRequest
 from transformers import TrainerControl, TrainerState
 
@@ -24,30 +24,30 @@ def spec(**overrides):
 
 
 def test_settings_take_the_users_arguments_and_own_the_rest(tmp_path):
-    kwargs, limit = arguments.settings(spec(), tmp_path, world_size=2, quiet_console=True)
+    kwargs, limit = trainer_arguments.settings(spec(), tmp_path, world_size=2, quiet_console=True)
     assert kwargs["learning_rate"] == 1e-4
     assert kwargs["output_dir"] == str(tmp_path)
     assert kwargs["ddp_backend"] == "gloo" and kwargs["use_cpu"] is True
     assert kwargs["disable_tqdm"] is True
     assert "save_total_limit" not in kwargs and limit == 2  # rotation after the marker
-    gpu, _ = arguments.settings(spec(resources={"gpusPerNode": 1}), tmp_path, world_size=2)
+    gpu, _ = trainer_arguments.settings(spec(resources={"gpusPerNode": 1}), tmp_path, world_size=2)
     assert gpu["ddp_backend"] == "nccl" and gpu["use_cpu"] is False
-    alone, _ = arguments.settings(spec(), tmp_path, world_size=1)
+    alone, _ = trainer_arguments.settings(spec(), tmp_path, world_size=1)
     assert "ddp_backend" not in alone
 
 
 def test_generated_deepspeed_config():
     ds = api.DeepSpeedSpec(zero_stage=3)
-    config = arguments.deepspeed_config(ds, on_gpu=False, config_file=None)
+    config = trainer_arguments.deepspeed_config(ds, on_gpu=False, config_file=None)
     assert config["zero_optimization"]["stage"] == 3
     assert config["optimizer"]["params"]["torch_adam"] is True
     assert config["train_micro_batch_size_per_gpu"] == "auto"
-    on_gpu = arguments.deepspeed_config(api.DeepSpeedSpec(zero_stage=2, offload_optimizer=True),
+    on_gpu = trainer_arguments.deepspeed_config(api.DeepSpeedSpec(zero_stage=2, offload_optimizer=True),
                                         on_gpu=True, config_file=None)
     assert "torch_adam" not in on_gpu["optimizer"]["params"]
     assert on_gpu["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     with pytest.raises(InvalidSpec, match="spec.deepspeed.configMapRef"):
-        arguments.deepspeed_config(api.DeepSpeedSpec(config_map_ref={"name": "a", "key": "b"}),
+        trainer_arguments.deepspeed_config(api.DeepSpeedSpec(config_map_ref={"name": "a", "key": "b"}),
                                    on_gpu=False, config_file=None)
 
 
@@ -234,8 +234,8 @@ def test_trainingarguments_errors_from_the_node_are_not_spec_errors(monkeypatch,
     monkeypatch.setattr(transformers, "TrainingArguments", refuse)
     if permanent:
         with pytest.raises(InvalidSpec, match="spec.trainingArguments: --load_best"):
-            arguments.build(spec(), tmp_path)
+            trainer_arguments.build(spec(), tmp_path)
     else:
         with pytest.raises(ValueError, match=message[:20]) as caught:
-            arguments.build(spec(), tmp_path)
+            trainer_arguments.build(spec(), tmp_path)
         assert not isinstance(caught.value, InvalidSpec)

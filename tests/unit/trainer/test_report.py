@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ftjob_cli import cli
-from ftjob_trainer import checkpoints, report
+from ftjob_trainer import attempts, checkpoints, report
 
 HISTORY = [
     {"step": 10, "loss": 1.9, "learning_rate": 1e-4, "epoch": 0.1},
@@ -45,8 +45,8 @@ def test_report_of_a_run_still_going_reads_the_newest_complete_checkpoint(tmp_pa
     write_state(tmp_path / "checkpoint-20", 20, HISTORY[:3])
     checkpoints.write_marker(tmp_path / "checkpoint-20", 20)
     write_state(tmp_path / "checkpoint-30", 30, HISTORY[:4])  # no marker: not complete
-    report.record_attempt(tmp_path, 0, 2, "2026-01-01T00:00:00Z")
-    report.record_attempt(tmp_path, 20, 2, "2026-01-01T00:05:00Z")
+    attempts.record_attempt(tmp_path, 0, 2, "2026-01-01T00:00:00Z")
+    attempts.record_attempt(tmp_path, 20, 2, "2026-01-01T00:05:00Z")
     data, source = report.load(tmp_path)
     assert source == tmp_path / "checkpoint-20" / "trainer_state.json"
     assert data.global_step == 20 and data.resumed_from == [20]
@@ -58,7 +58,7 @@ def test_report_of_a_run_still_going_reads_the_newest_complete_checkpoint(tmp_pa
 
 def test_ftjob_report_writes_a_png(tmp_path, capsys):
     write_state(tmp_path, 40, HISTORY)
-    report.record_attempt(tmp_path, 20, 2, "2026-01-01T00:05:00Z")
+    attempts.record_attempt(tmp_path, 20, 2, "2026-01-01T00:05:00Z")
     assert cli.main(["report", str(tmp_path)]) == 0
     png = tmp_path / "report.png"
     assert capsys.readouterr().out.strip() == str(png)

@@ -10,10 +10,10 @@ import pytest
 from optuna.trial import TrialState
 
 from ftjob_api import api
-from ftjob_trainer import checkpoints, search
-from ftjob_trainer.reporters import KubernetesReporter
+from ftjob_trainer import checkpoints, search, search_trials
+from ftjob_trainer.progress_reporters import KubernetesReporter
 
-from tests.unit.trainer.test_reporters import apiserver  # noqa: F401 - fixture
+from tests.unit.trainer.test_progress_reporters import apiserver  # noqa: F401 - fixture
 
 SPACE = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
          "warmup_steps": {"type": "int", "low": 0, "high": 10, "step": 5},
@@ -213,7 +213,7 @@ class PruningTrial:
 
 
 def test_pruning_is_reported_by_rank_zero_and_stops_training_through_trial_pruned():
-    trainer = search.search_trainer(FakeBase)()
+    trainer = search_trials.search_trainer(FakeBase)()
     trial = PruningTrial(prune=False)
     trainer._report_to_hp_search(trial, 10, {"eval_loss": 0.9})
     assert trial.reported == [(10, 0.9)] and trainer.objective == 0.9
@@ -222,7 +222,7 @@ def test_pruning_is_reported_by_rank_zero_and_stops_training_through_trial_prune
     assert trainer.callback_handler.ended == 1
     # The other ranks hold a FixedTrial: they report nothing and follow rank 0's decision
     # (an all_reduce; alone, their own False).
-    other = search.search_trainer(FakeBase)()
+    other = search_trials.search_trainer(FakeBase)()
     other._report_to_hp_search(optuna.trial.FixedTrial({"learning_rate": 1e-3}), 10,
                                {"eval_loss": 0.9})
     assert other.objective == 0.9 and other.callback_handler.ended == 0
@@ -286,8 +286,8 @@ class TrainingBase(FakeBase):
             output_dir=None, main_process_first=lambda **_: contextlib.nullcontext())
         self.model = self.model_wrapped = object()
         self.accelerator = Accelerator()
-        self.hooks = search.Hooks(root=tmp_path, space=make_search().space, is_zero=True,
-                                  stopped=lambda: None, on_trial_start=lambda trial: None)
+        self.hooks = search_trials.Hooks(root=tmp_path, space=make_search().space, is_zero=True,
+                                         stopped=lambda: None, on_trial_start=lambda trial: None)
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         raise self.failure
@@ -304,7 +304,7 @@ class TrainingBase(FakeBase):
 def test_a_trial_ended_by_an_error_is_retried_unless_the_error_is_permanent(tmp_path, failure,
                                                                             retried):
     _, study = search.open_study(tmp_path, make_search())
-    trainer = search.search_trainer(TrainingBase)(tmp_path)
+    trainer = search_trials.search_trainer(TrainingBase)(tmp_path)
     trainer.failure = failure
     with pytest.raises(type(failure)):
         study.optimize(lambda trial: trainer.train(trial=trial), n_trials=1)
@@ -315,7 +315,7 @@ def test_a_trial_ended_by_an_error_is_retried_unless_the_error_is_permanent(tmp_
 
 def test_a_pruned_trial_frees_its_model_on_every_rank(tmp_path):
     for is_zero in (True, False):
-        trainer = search.search_trainer(TrainingBase)(tmp_path)
+        trainer = search_trials.search_trainer(TrainingBase)(tmp_path)
         trainer.hooks.is_zero = is_zero
         trainer.failure = optuna.TrialPruned()
         trial = optuna.trial.FixedTrial({"learning_rate": 1e-3, "warmup_steps": 5,

@@ -8,7 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from ftjob_trainer.reporters import (ConsoleReporter, FanoutReporter, KubernetesReporter,
+from ftjob_trainer.progress_reporters import (ConsoleReporter, FanoutReporter, KubernetesReporter,
                                      NullReporter, PrometheusReporter, build_reporter)
 
 
