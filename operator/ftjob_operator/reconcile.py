@@ -19,6 +19,7 @@ from typing import Any
 import pydantic
 
 from ftjob_api import api, validation
+from ftjob_api.contract import rfc3339
 from ftjob_api.problems import errors
 
 from .observe import Observed, PodView
@@ -30,7 +31,7 @@ from .policies.failure import restart_delay
 from .policies.spec_edits import effective_spec, ignored_changes, ignored_changes_message
 from .reasons import EventType, Reason
 from .settings import Settings
-from .status import StatusBuilder, rfc3339
+from .status import StatusBuilder
 
 # Also what handlers, k8s, admission and the tests import from here (their homes: plan.py,
 # status.py, policies/).

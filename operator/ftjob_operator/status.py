@@ -7,23 +7,19 @@ on one `StatusBuilder` while they decide; `patch()` is called once, after the de
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import pydantic
 
 from ftjob_api import api
+from ftjob_api.contract import rfc3339
 
 from .observe import parse_time
 from .plan import JobState
 from .reasons import PHASE_CONDITIONS
 
 MAX_ATTEMPT_RECORDS = 20  # status.attempts keeps the newest; older ones live on in goodput
-
-
-def rfc3339(moment: datetime) -> str:
-    """A status timestamp: UTC, whole seconds."""
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StatusBuilder:

@@ -11,11 +11,12 @@ from typing import Annotated
 import pydantic
 
 from ftjob_api import api
+from ftjob_api.contract import rfc3339
 
 from ..observe import PodView, parse_time, success_summary
 from ..plan import Case, DeleteJob, DeletePods, Event, JobState, Plan
 from ..reasons import ConditionType, EventType, Reason
-from ..status import StatusBuilder, rfc3339
+from ..status import StatusBuilder
 from .context import Ctx, seconds_until
 
 _TTL_FIELD = api.FineTuneJobSpec.model_fields["ttl_seconds_after_finished"]

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ftjob_api import api
+from ftjob_api.contract import rfc3339
 
 from ..plan import Case, Event, Plan
 from ..reasons import ConditionType, EventType, Reason
-from ..status import rfc3339
 from . import finish
 from .context import Ctx, min_requeue, seconds_until
 
