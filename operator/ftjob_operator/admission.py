@@ -38,7 +38,7 @@ from ftjob_api.problems import Problem, errors
 from ftjob_api.validation import validate_document
 
 from . import observe
-from .reconcile import ignored_changes, ignored_changes_message
+from .policies.spec_edits import ignored_changes, ignored_changes_message
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from ftjob_api import api, naming
 
 from . import admission, k8s, observe
 from .reasons import EventType, Reason
-from .reconcile import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, decide
+from .plan import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan
+from .reconcile import decide
 from .settings import Settings, from_env
 
 log = logging.getLogger("ftjob_operator")

@@ -23,21 +23,14 @@ from ftjob_api.contract import rfc3339
 from ftjob_api.problems import errors
 
 from .observe import Observed, PodView
-from .plan import (Action, Case, CreatePods, DeleteJob, DeletePods, EnsureJobObjects, Event,
-                   JobState, Plan)
+from .plan import Case, Event, JobState, Plan
 from .policies import failure, finish, pending, spec_edits, stall, suspend, trials
 from .policies.context import Ctx
-from .policies.failure import restart_delay
-from .policies.spec_edits import effective_spec, ignored_changes, ignored_changes_message
+from .policies.spec_edits import effective_spec
 from .reasons import EventType, Reason
 from .settings import Settings
 from .status import StatusBuilder
 
-# Also what handlers, k8s, admission and the tests import from here (their homes: plan.py,
-# status.py, policies/).
-__all__ = ["Action", "Case", "CreatePods", "DeleteJob", "DeletePods", "EnsureJobObjects",
-           "Event", "JobState", "Plan", "decide", "effective_spec", "ignored_changes",
-           "ignored_changes_message", "restart_delay", "rfc3339"]
 
 
 def decide(job: JobState, observed: Observed, now: datetime,

@@ -65,7 +65,8 @@ def test_a_job_that_stopped_early_succeeds_and_says_so():
     from datetime import datetime, timedelta, timezone
 
     from ftjob_operator.observe import Observed, PodView
-    from ftjob_operator.reconcile import JobState, decide
+    from ftjob_operator.plan import JobState
+    from ftjob_operator.reconcile import decide
 
     now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
     body = {**spec(READY, {"patience": 2}), "storage": {"accessModes": ["ReadWriteOnce"]}}

@@ -14,8 +14,10 @@ import pytest
 
 from ftjob_api import contract, naming
 from ftjob_operator.observe import Observed, PodView, Refusal
-from ftjob_operator.reconcile import (CreatePods, DeletePods, EnsureJobObjects, JobState, Plan,
-                                      decide, effective_spec, rfc3339)
+from ftjob_api.contract import rfc3339
+from ftjob_operator.plan import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan
+from ftjob_operator.policies.spec_edits import effective_spec
+from ftjob_operator.reconcile import decide
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 EARLIER = rfc3339(NOW - timedelta(seconds=100))

@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from ftjob_api.validation import validate_document
 from ftjob_operator import admission
-from ftjob_operator.reconcile import ignored_changes_message
+from ftjob_operator.policies.spec_edits import ignored_changes_message
 
 from tests.integration.operator.helpers import manifest
 

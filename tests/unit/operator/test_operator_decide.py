@@ -9,7 +9,9 @@ import pytest
 from ftjob_api import api, contract
 from ftjob_operator import render
 from ftjob_operator.observe import Observed, PodView
-from ftjob_operator.reconcile import CreatePods, EnsureJobObjects, decide, rfc3339
+from ftjob_api.contract import rfc3339
+from ftjob_operator.plan import CreatePods, EnsureJobObjects
+from ftjob_operator.reconcile import decide
 from ftjob_operator.settings import Settings
 from tests.unit.operator.decide_helpers import NOW, STARTED, Case, check, env, job, pod
 

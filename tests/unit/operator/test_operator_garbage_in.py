@@ -22,7 +22,8 @@ from ftjob_api import naming
 from ftjob_operator.observe import (Observed, PodView, classify_pod_failure, parse_termination,
                                     pod_view, sane_status, started_spec_from_config_map,
                                     success_summary)
-from ftjob_operator.reconcile import JobState, decide
+from ftjob_operator.plan import JobState
+from ftjob_operator.reconcile import decide
 
 FUZZ = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -12,8 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from ftjob_operator import k8s
 from ftjob_operator.handlers import _reflected
 from ftjob_operator.observe import PodView
-from ftjob_operator.plan import JobRef
-from ftjob_operator.reconcile import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, Plan
+from ftjob_operator.plan import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef, Plan
 from ftjob_operator.settings import Settings
 
 

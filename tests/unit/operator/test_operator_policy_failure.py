@@ -9,7 +9,9 @@ from datetime import timedelta
 import pytest
 
 from ftjob_operator.observe import Observed
-from ftjob_operator.reconcile import CreatePods, DeletePods, decide, restart_delay
+from ftjob_operator.plan import CreatePods, DeletePods
+from ftjob_operator.policies.failure import restart_delay
+from ftjob_operator.reconcile import decide
 from tests.unit.operator.decide_helpers import (NOW, STARTED, Case, check, job, pod, restarting,
                                                 running, running_attempt)
 

@@ -9,7 +9,9 @@ import pytest
 
 from ftjob_operator.observe import Observed
 from ftjob_operator.policies import finish
-from ftjob_operator.reconcile import DeleteJob, DeletePods, decide, rfc3339
+from ftjob_api.contract import rfc3339
+from ftjob_operator.plan import DeleteJob, DeletePods
+from ftjob_operator.reconcile import decide
 from tests.unit.operator.decide_helpers import (EARLIER, NOW, OK, STARTED, Case, check, job, pod,
                                                 running, running_attempt)
 

@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 
 from ftjob_operator.observe import Observed, PodView, Refusal
-from ftjob_operator.reconcile import CreatePods, DeletePods, EnsureJobObjects, decide, rfc3339
+from ftjob_api.contract import rfc3339
+from ftjob_operator.plan import CreatePods, DeletePods, EnsureJobObjects
+from ftjob_operator.reconcile import decide
 from tests.unit.operator.decide_helpers import EARLIER, NOW, REFUSED, STARTED, Case, check, job, pod
 
 

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from ftjob_operator.observe import Observed
-from ftjob_operator.reconcile import DeletePods, decide, rfc3339
+from ftjob_api.contract import rfc3339
+from ftjob_operator.plan import DeletePods
+from ftjob_operator.reconcile import decide
 from tests.unit.operator.decide_helpers import (EARLIER, NOW, POLICY, RUNNING_SINCE, STARTED, Case,
-                                                check, job, pod, restarting, running,
+                                                check, job, pod, running,
                                                 running_attempt, stepped)
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from ftjob_operator.observe import Observed
-from ftjob_operator.reconcile import CreatePods, DeletePods, decide
+from ftjob_operator.plan import CreatePods, DeletePods
+from ftjob_operator.reconcile import decide
 from tests.unit.operator.decide_helpers import (EARLIER, NOW, STARTED, Case, check, job, pod,
                                                 running, running_attempt, stepped)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ftjob_operator.observe import Observed
-from ftjob_operator.reconcile import decide, rfc3339
+from ftjob_api.contract import rfc3339
+from ftjob_operator.reconcile import decide
 from tests.unit.operator.decide_helpers import (EARLIER, NOW, OK, STARTED, job, pod, running,
                                                 running_attempt)
 
