@@ -3,6 +3,10 @@ that changed.
 
 The policies set fields, conditions and the attempt history (`status.attempts`, goodput)
 on one `StatusBuilder` while they decide; `patch()` is called once, after the decision.
+New conditions and attempt records are built from the `api` status models, and `patch()`
+passes every key it writes through `api.FineTuneJobStatus` (`api.to_patch`): a key the
+model does not know, or a value of the wrong type, fails there instead of reaching the
+cluster.
 """
 
 from __future__ import annotations
@@ -54,9 +58,9 @@ class StatusBuilder:
                 return
         if not status and not news:
             return  # a False condition that never was True says nothing
-        self.conditions.append({"type": type_, "status": value, "reason": reason,
-                                "message": message, "lastTransitionTime": rfc3339(self.now),
-                                "observedGeneration": self.job.generation})
+        self.conditions.append(api.to_patch(api.Condition(
+            type=type_, status=value, reason=reason, message=message,
+            last_transition_time=rfc3339(self.now), observed_generation=self.job.generation)))
 
     def phase(self, phase: api.Phase, reason: str, message: str) -> None:
         """Set the phase; its condition turns True and the other phase conditions False."""
@@ -75,7 +79,8 @@ class StatusBuilder:
     def begin_attempt(self, attempt: int) -> None:
         if attempt <= 0 or self.record(attempt) is not None:
             return
-        self.attempts.append({"attempt": attempt, "startTime": rfc3339(self.now)})
+        self.attempts.append(api.to_patch(api.AttemptRecord(attempt=attempt,
+                                                            start_time=rfc3339(self.now))))
         folded = len(self.attempts) - MAX_ATTEMPT_RECORDS
         if folded > 0:  # their figures are already in the goodput totals
             del self.attempts[:folded]
@@ -160,7 +165,8 @@ class StatusBuilder:
             desired["attempts"] = self.attempts
         if self.goodput or "goodput" in self.current:
             desired["goodput"] = self.goodput
-        return {k: v for k, v in desired.items() if self.current.get(k) != v}
+        typed = api.to_patch(api.FineTuneJobStatus.model_validate(desired))
+        return {k: v for k, v in typed.items() if self.current.get(k) != v}
 
 
 def read_status(status: dict[str, Any]) -> api.FineTuneJobStatus:

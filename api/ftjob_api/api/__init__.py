@@ -15,7 +15,7 @@ modules below, which only sort the models by area:
 - `sources`: `spec.model` and `spec.dataset`;
 - `training`: LoRA, DeepSpeed, restart policy, early stopping, hyperparameter search;
 - `pods`: resources, environment, scheduling, pod template, monitoring, storage;
-- `status`: everything under `status`;
+- `status`: everything under `status`, and `to_patch`, which every status writer uses;
 - `spec`: `FineTuneJobSpec`, `FineTuneJob`, `ObjectMeta` and `parse_spec`.
 """
 
@@ -60,6 +60,7 @@ from .status import (
     Phase,
     Progress,
     SearchStatus,
+    to_patch,
 )
 from .training import (
     DeepSpeedSpec,
@@ -118,4 +119,5 @@ __all__ = [
     "Toleration",
     "VolumeMount",
     "parse_spec",
+    "to_patch",
 ]

@@ -159,3 +159,13 @@ class FineTuneJobStatus(ApiModel):
     )
     search: SearchStatus | None = Field(default=None, description="Hyperparameter search.")
 
+
+def to_patch(model: ApiModel, *, keep_none: bool = False) -> dict[str, Any]:
+    """A status model as a merge patch: `model_dump(by_alias=True, exclude_none=True)`, so
+    every writer of `status` spells a field as the model does and an unknown field fails
+    when the model is built instead of being dropped by the API server.
+
+    Only the fields the writer set are sent (`exclude_unset`): a default never overwrites
+    what another writer put there. `keep_none`: a field the writer set to None stays, as
+    null, which deletes it in a merge patch."""
+    return model.model_dump(by_alias=True, exclude_unset=True, exclude_none=not keep_none)
