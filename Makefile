@@ -45,7 +45,7 @@ test-fast: venv lint control-plane
 test-slow: venv
 	$(BIN)/python -m pytest tests -m "slow and not e2e" -q
 
-# Regenerate the CRD (and the chart's copy) from api/ftjob_api/api.py.
+# Regenerate the CRD (and the chart's copy) from the models in api/ftjob_api/api/.
 crds: venv
 	$(BIN)/ftjob crd -o crds/finetune.dev_finetunejobs.yaml
 	if [ -d charts/ftjob/crds ]; then cp crds/finetune.dev_finetunejobs.yaml charts/ftjob/crds/; fi

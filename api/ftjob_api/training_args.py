@@ -314,25 +314,8 @@ def check_cross_fields(
     args: dict[str, Any], *, has_eval_data: bool, gpus_per_node: int
 ) -> list[Problem]:
     """Rules that Trainer would only reject after the pods have started."""
-    problems: list[Problem] = []
     p = lambda key: f"{ROOT}.{key}"  # noqa: E731 - short path builder
-
-    if args.get("fp16") is True and args.get("bf16") is True:
-        problems.append(Problem(p("bf16"), "fp16 and bf16 cannot both be true; choose one"))
-    if gpus_per_node == 0:
-        for key in ("fp16", "fp16_full_eval"):
-            if args.get(key) is True:
-                problems.append(
-                    Problem(
-                        p(key),
-                        "fp16 needs a GPU but spec.resources.gpusPerNode is 0; use bf16 on CPU "
-                        "or request GPUs",
-                    )
-                )
-        if args.get("tf32") is True:
-            problems.append(
-                Problem(p("tf32"), "tf32 needs an Ampere or newer GPU but gpusPerNode is 0")
-            )
+    problems = _check_precision(args, gpus_per_node)
 
     eval_strategy = effective(args, "eval_strategy")
     save_strategy = effective(args, "save_strategy")
@@ -371,6 +354,28 @@ def check_cross_fields(
                 severity="warning",
             )
         )
+    return problems
+
+
+def _check_precision(args: dict[str, Any], gpus_per_node: int) -> list[Problem]:
+    """fp16 and bf16 together, and the GPU-only precisions on a CPU job."""
+    problems: list[Problem] = []
+    if args.get("fp16") is True and args.get("bf16") is True:
+        problems.append(Problem(f"{ROOT}.bf16", "fp16 and bf16 cannot both be true; choose one"))
+    if gpus_per_node == 0:
+        for key in ("fp16", "fp16_full_eval"):
+            if args.get(key) is True:
+                problems.append(
+                    Problem(
+                        f"{ROOT}.{key}",
+                        "fp16 needs a GPU but spec.resources.gpusPerNode is 0; use bf16 on CPU "
+                        "or request GPUs",
+                    )
+                )
+        if args.get("tf32") is True:
+            problems.append(
+                Problem(f"{ROOT}.tf32", "tf32 needs an Ampere or newer GPU but gpusPerNode is 0")
+            )
     return problems
 
 

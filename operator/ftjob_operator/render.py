@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ftjob_api import api, contract, naming
+from ftjob_api import api, contract, naming, pod_env
 
 from .plan import JobRef  # the identity every builder takes (also `render.JobRef`)
 from .settings import Settings
@@ -182,8 +182,7 @@ def torchrun_args(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: in
 def metrics_port(spec: api.FineTuneJobSpec, settings: Settings) -> int | None:
     """Rank 0's Prometheus port: the job's `monitoring.metricsPort`, else the operator's
     default; None when off (0 turns off an operator default)."""
-    port = spec.monitoring.metrics_port
-    return (settings.trainer_metrics_port if port is None else port) or None
+    return pod_env.metrics_port(spec, settings.trainer_metrics_port)
 
 
 def progress_interval(spec: api.FineTuneJobSpec, settings: Settings) -> int:
@@ -192,25 +191,18 @@ def progress_interval(spec: api.FineTuneJobSpec, settings: Settings) -> int:
 
 def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
          settings: Settings) -> list[dict[str, Any]]:
-    ours: list[dict[str, Any]] = [
-        {"name": contract.ENV_JOB_FILE,
-         "value": f"{contract.JOB_FILE_MOUNT_DIR}/{contract.JOB_FILE_NAME}"},
-        {"name": contract.ENV_OUTPUT_DIR, "value": contract.DEFAULT_OUTPUT_DIR},
-        {"name": contract.ENV_JOB_NAME, "value": job.name},
-        {"name": contract.ENV_NAMESPACE, "value": job.namespace},
-        {"name": contract.ENV_JOB_UID, "value": job.uid},
-        {"name": contract.ENV_ATTEMPT, "value": str(attempt)},
-        {"name": contract.ENV_REPORTER, "value": "kubernetes"},
-        {"name": contract.ENV_PROGRESS_INTERVAL, "value": str(progress_interval(spec, settings))},
-        {"name": contract.ENV_TERMINATION_LOG, "value": contract.DEFAULT_TERMINATION_LOG},
-        {"name": "HF_HOME", "value": HF_HOME},
-    ]
-    port = metrics_port(spec, settings)
-    if port is not None:
-        ours.append({"name": contract.ENV_METRICS_PORT, "value": str(port)})
+    config_file = None
     if spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None:
         config_file = f"{contract.DEEPSPEED_CONFIG_MOUNT_DIR}/{contract.DEEPSPEED_CONFIG_FILE_NAME}"
-        ours.append({"name": contract.ENV_DEEPSPEED_CONFIG, "value": config_file})
+    fixed = pod_env.trainer_env(
+        spec, job_file=f"{contract.JOB_FILE_MOUNT_DIR}/{contract.JOB_FILE_NAME}",
+        output_dir=contract.DEFAULT_OUTPUT_DIR, job_name=job.name, reporter="kubernetes",
+        namespace=job.namespace, job_uid=job.uid, attempt=attempt,
+        termination_log=contract.DEFAULT_TERMINATION_LOG, hf_home=HF_HOME,
+        metrics_port_default=settings.trainer_metrics_port,
+        progress_interval_default=progress_interval(spec, settings),
+        deepspeed_config=config_file)
+    ours: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in fixed.items()]
     # Every other name the trainer reads, empty (= unset for the trainer): explicit env wins
     # over envFrom, so podTemplate.envFrom cannot reach them (the test hooks included). No
     # `value` key: the API server stores an empty value that way (it drops `value: ""`), so

@@ -3,6 +3,10 @@ that changed.
 
 The policies set fields, conditions and the attempt history (`status.attempts`, goodput)
 on one `StatusBuilder` while they decide; `patch()` is called once, after the decision.
+Conditions, attempt records and goodput are the `api` status models, set by field name, and
+`patch()` passes every key it writes through `api.FineTuneJobStatus` (`api.to_patch`): a
+key the model does not know, or a value of the wrong type, fails there instead of reaching
+the cluster.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ MAX_ATTEMPT_RECORDS = 20  # status.attempts keeps the newest; older ones live on
 
 
 class StatusBuilder:
-    """Builds the desired operator-owned status and diffs it against the current one."""
+    """Builds the desired operator-owned status and diffs it against the current one.
+
+    Conditions, attempt records and goodput are held as the `api` status models and set by
+    their field names; `set()` takes the wire names of top-level fields, which `patch()`
+    checks against `api.FineTuneJobStatus`."""
 
     def __init__(self, job: JobState, now: datetime):
         self.job = job
@@ -32,11 +40,12 @@ class StatusBuilder:
         self.desired: dict[str, Any] = {
             "observedGeneration": job.generation,
         }
-        self.conditions: list[dict[str, Any]] = [dict(c) for c in job.status.get("conditions") or []]
         self.read = read_status(job.status)
+        self.conditions: list[api.Condition] = [c.model_copy() for c in self.read.conditions]
         self.attempt = self.read.attempt  # the attempt the decision is about
-        self.attempts: list[dict[str, Any]] = [dict(a) for a in job.status.get("attempts") or []]
-        self.goodput: dict[str, Any] = dict(job.status.get("goodput") or {})
+        self.attempts: list[api.AttemptRecord] = [a.model_copy() for a in self.read.attempts]
+        self.goodput: api.Goodput | None = (self.read.goodput.model_copy()
+                                            if self.read.goodput is not None else None)
 
     def set(self, **values: Any) -> None:
         self.desired.update(values)
@@ -46,17 +55,17 @@ class StatusBuilder:
         """Set a condition; `news`: a False one is worth showing even if it never was True."""
         value = "True" if status else "False"
         for cond in self.conditions:
-            if cond.get("type") == type_:
-                if cond.get("status") != value:
-                    cond["lastTransitionTime"] = rfc3339(self.now)
-                cond.update(status=value, reason=reason, message=message,
-                            observedGeneration=self.job.generation)
+            if cond.type == type_:
+                if cond.status != value:
+                    cond.last_transition_time = rfc3339(self.now)
+                cond.status, cond.reason, cond.message = value, reason, message
+                cond.observed_generation = self.job.generation
                 return
         if not status and not news:
             return  # a False condition that never was True says nothing
-        self.conditions.append({"type": type_, "status": value, "reason": reason,
-                                "message": message, "lastTransitionTime": rfc3339(self.now),
-                                "observedGeneration": self.job.generation})
+        self.conditions.append(api.Condition(
+            type=type_, status=value, reason=reason, message=message,
+            last_transition_time=rfc3339(self.now), observed_generation=self.job.generation))
 
     def phase(self, phase: api.Phase, reason: str, message: str) -> None:
         """Set the phase; its condition turns True and the other phase conditions False."""
@@ -69,17 +78,23 @@ class StatusBuilder:
 
     # -- attempt history (status.attempts) and goodput
 
-    def record(self, attempt: int) -> dict[str, Any] | None:
-        return next((a for a in reversed(self.attempts) if a.get("attempt") == attempt), None)
+    def record(self, attempt: int) -> api.AttemptRecord | None:
+        return next((a for a in reversed(self.attempts) if a.attempt == attempt), None)
 
     def begin_attempt(self, attempt: int) -> None:
         if attempt <= 0 or self.record(attempt) is not None:
             return
-        self.attempts.append({"attempt": attempt, "startTime": rfc3339(self.now)})
+        self.attempts.append(api.AttemptRecord(attempt=attempt, start_time=rfc3339(self.now)))
         folded = len(self.attempts) - MAX_ATTEMPT_RECORDS
         if folded > 0:  # their figures are already in the goodput totals
             del self.attempts[:folded]
-            self.goodput["attemptsFolded"] = int(self.goodput.get("attemptsFolded") or 0) + folded
+            goodput = self._goodput()
+            goodput.attempts_folded = goodput.attempts_folded + folded
+
+    def _goodput(self) -> api.Goodput:
+        if self.goodput is None:
+            self.goodput = api.Goodput()
+        return self.goodput
 
     def own_progress(self, attempt: int) -> api.Progress | None:
         """status.progress if this attempt wrote it."""
@@ -92,17 +107,17 @@ class StatusBuilder:
         progress = self.own_progress(attempt)
         record = self.record(attempt)
         if progress is None or progress.last_step_time is None or record is None \
-                or record.get("firstStepTime"):
+                or record.first_step_time:
             return
-        record["firstStepTime"] = progress.last_step_time
+        record.first_step_time = progress.last_step_time
         checkpoint = self.read.checkpoint
         if checkpoint is not None and checkpoint.resumed_from_step is not None:
-            record["resumedFromStep"] = checkpoint.resumed_from_step
+            record.resumed_from_step = checkpoint.resumed_from_step
         previous = self.record(attempt - 1)
-        first, ended = parse_time(progress.last_step_time), parse_time(
-            (previous or {}).get("endTime"))
+        first = parse_time(progress.last_step_time)
+        ended = parse_time(previous.end_time if previous is not None else None)
         if previous is not None and first is not None and ended is not None:
-            previous["downtimeSeconds"] = max((first - ended).total_seconds(), 0.0)
+            previous.downtime_seconds = max((first - ended).total_seconds(), 0.0)
 
     def last_step(self, attempt: int) -> int | None:
         progress = self.own_progress(attempt)
@@ -110,7 +125,7 @@ class StatusBuilder:
             return progress.global_step
         return None
 
-    def end_attempt(self, reason: str, message: str, resumes: bool = True) -> dict[str, Any]:
+    def end_attempt(self, reason: str, message: str, resumes: bool = True) -> None:
         """Close the current attempt's record (once) and add it to the goodput totals.
         `resumes`: another attempt will resume from the newest checkpoint."""
         attempt = self.attempt
@@ -119,48 +134,52 @@ class StatusBuilder:
             self.begin_attempt(attempt)
             record = self.record(attempt)
             if record is None:
-                return {}
-        if record.get("endTime"):
-            return record
+                return
+        if record.end_time:
+            return
         self.note_first_step(attempt)
-        record.update(endTime=rfc3339(self.now), reason=reason, message=message[:1024])
+        record.end_time, record.reason = rfc3339(self.now), reason
+        record.message = message[:1024]
         last = self.last_step(attempt)
         if last is not None:
-            record["lastStep"] = last
+            record.last_step = last
         lost = 0
         if resumes and last is not None:
             latest = self.read.checkpoint.latest if self.read.checkpoint else None
             lost = max(last - (latest.step if latest is not None else 0), 0)
         if last is not None or not resumes:
-            record["stepsLost"] = lost
+            record.steps_lost = lost
         self._add_goodput(record, lost)
-        return record
 
-    def _add_goodput(self, record: dict[str, Any], lost: int) -> None:
-        first, end = parse_time(record.get("firstStepTime")), parse_time(record.get("endTime"))
+    def _add_goodput(self, record: api.AttemptRecord, lost: int) -> None:
+        first, end = parse_time(record.first_step_time), parse_time(record.end_time)
         productive = 0.0
         if first is not None and end is not None:
             stepping = max((end - first).total_seconds(), 0.0)
-            done = int(record.get("lastStep") or 0) - int(record.get("resumedFromStep") or 0)
+            done = int(record.last_step or 0) - int(record.resumed_from_step or 0)
             productive = stepping * (max(done - lost, 0) / done if done > 0 else 0.0)
         start = parse_time(self.job.status.get("startTime"))
         wall = max((self.now - start).total_seconds(), 0.0) if start is not None else 0.0
-        total = float(self.goodput.get("productiveSeconds") or 0.0) + productive
-        self.goodput.update(productiveSeconds=round(total, 1), wallSeconds=round(wall, 1),
-                            stepsLost=int(self.goodput.get("stepsLost") or 0) + lost,
-                            ratio=round(min(total / wall, 1.0), 3) if wall > 0 else None)
-        self.goodput.setdefault("attemptsFolded", 0)
-        if self.goodput["ratio"] is None:
-            del self.goodput["ratio"]
+        goodput = self._goodput()
+        total = float(goodput.productive_seconds or 0.0) + productive
+        goodput.productive_seconds = round(total, 1)
+        goodput.wall_seconds = round(wall, 1)
+        goodput.steps_lost = int(goodput.steps_lost or 0) + lost
+        goodput.ratio = round(min(total / wall, 1.0), 3) if wall > 0 else None
+        if "attempts_folded" not in goodput.model_fields_set:
+            goodput.attempts_folded = 0
 
     def patch(self) -> dict[str, Any]:
         desired = dict(self.desired)
-        desired["conditions"] = self.conditions
-        if self.attempts or "attempts" in self.current:
-            desired["attempts"] = self.attempts
-        if self.goodput or "goodput" in self.current:
-            desired["goodput"] = self.goodput
-        return {k: v for k, v in desired.items() if self.current.get(k) != v}
+        desired["conditions"] = [api.to_patch(c) for c in self.conditions]
+        attempts = [api.to_patch(a) for a in self.attempts]
+        if attempts or "attempts" in self.current:
+            desired["attempts"] = attempts
+        goodput = api.to_patch(self.goodput) if self.goodput is not None else {}
+        if goodput or "goodput" in self.current:
+            desired["goodput"] = goodput
+        typed = api.to_patch(api.FineTuneJobStatus.model_validate(desired))
+        return {k: v for k, v in typed.items() if self.current.get(k) != v}
 
 
 def read_status(status: dict[str, Any]) -> api.FineTuneJobStatus:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftjob_api import api, contract
+from ftjob_api import api, contract, pod_env
 from ftjob_api.manifests import ManifestError, load_file
 from ftjob_api.problems import errors
 from ftjob_api.validation import validate_document
@@ -82,19 +82,15 @@ def run_local(file: str, nproc: int | None = None, output: str | None = None,
                                     "spec": spec}, indent=1))
 
     env = dict(os.environ)
+    # The contract variables as a pod gets them (pod_env, shared with the operator's render);
+    # no cluster identity, attempt or mounted DeepSpeed config here.
+    env.update(pod_env.trainer_env(
+        api.parse_spec(spec), job_file=str(job_file), output_dir=str(output_dir),
+        job_name=name, reporter=env.get(contract.ENV_REPORTER, "console")))
     env.update({
-        contract.ENV_JOB_FILE: str(job_file),
-        contract.ENV_OUTPUT_DIR: str(output_dir),
-        contract.ENV_JOB_NAME: name,
-        contract.ENV_REPORTER: env.get(contract.ENV_REPORTER, "console"),
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
     })
-    monitoring = api.parse_spec(spec).monitoring  # as the operator renders it for a pod
-    if monitoring.metrics_port:
-        env[contract.ENV_METRICS_PORT] = str(monitoring.metrics_port)
-    if monitoring.progress_interval_seconds:
-        env[contract.ENV_PROGRESS_INTERVAL] = str(monitoring.progress_interval_seconds)
     if spec["model"].get("path") and (spec.get("dataset") or {}).get("files"):
         env.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never wait on the Hub
     procs = nproc or default_nproc(spec)

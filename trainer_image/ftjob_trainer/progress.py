@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from ftjob_api import api
 from ftjob_api.contract import rfc3339
 from transformers import TrainerCallback
 
@@ -59,32 +60,44 @@ def build_progress(
     now: float,
 ) -> dict[str, Any]:
     """The status.progress mapping (pure). Throughput counts only this attempt's steps."""
+    return api.to_patch(api.Progress(**progress_fields(
+        global_step=global_step, max_steps=max_steps, epoch=epoch, loss=loss,
+        learning_rate=learning_rate, start_step=start_step, elapsed=elapsed,
+        samples_per_step=samples_per_step, eval_metrics=eval_metrics, now=now)))
+
+
+def progress_fields(*, global_step: int, max_steps: int, epoch: float | None,
+                    loss: float | None, learning_rate: float | None, start_step: int,
+                    elapsed: float, samples_per_step: int,
+                    eval_metrics: dict[str, float] | None, now: float) -> dict[str, Any]:
+    """The `api.Progress` fields a training report sets, by name; those without a value
+    are left out (they are not sent)."""
     done = global_step - start_step
     steps_per_second = done / elapsed if elapsed > 0 and done > 0 else None
-    progress: dict[str, Any] = {
-        "globalStep": global_step,
-        "maxSteps": max_steps,
+    fields: dict[str, Any] = {
+        "global_step": global_step,
+        "max_steps": max_steps,
         "percent": round(100.0 * global_step / max_steps, 2) if max_steps else None,
         "epoch": round(epoch, 4) if epoch is not None else None,
         "loss": loss,
-        "learningRate": learning_rate,
-        "samplesPerSecond": round(steps_per_second * samples_per_step, 3) if steps_per_second else None,
-        "etaSeconds": round(max(0, max_steps - global_step) / steps_per_second, 1)
+        "learning_rate": learning_rate,
+        "samples_per_second": round(steps_per_second * samples_per_step, 3)
         if steps_per_second else None,
-        "evalMetrics": eval_metrics or None,
-        "updatedAt": rfc3339(now),
+        "eta_seconds": round(max(0, max_steps - global_step) / steps_per_second, 1)
+        if steps_per_second else None,
+        "eval_metrics": eval_metrics or None,
+        "updated_at": rfc3339(now),
     }
-    return {k: v for k, v in progress.items() if v is not None}
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def build_checkpoint(latest: checkpoints.Checkpoint | None, resumed_from_step: int) -> dict[str, Any]:
-    status: dict[str, Any] = {"resumedFromStep": resumed_from_step}
-    if latest is not None:
-        ref: dict[str, Any] = {"step": latest.step, "path": str(latest.path)}
-        if latest.saved_at:
-            ref["savedAt"] = latest.saved_at
-        status["latest"] = ref
-    return status
+    """status.checkpoint (pure): the newest complete checkpoint and the step resumed from."""
+    if latest is None:
+        return api.to_patch(api.CheckpointStatus(resumed_from_step=resumed_from_step))
+    saved = {"saved_at": latest.saved_at} if latest.saved_at else {}
+    ref = api.CheckpointRef(step=latest.step, path=str(latest.path), **saved)
+    return api.to_patch(api.CheckpointStatus(resumed_from_step=resumed_from_step, latest=ref))
 
 
 class ProgressCallback(TrainerCallback):
@@ -131,9 +144,11 @@ class ProgressCallback(TrainerCallback):
 
     def start(self) -> ProgressCallback:
         """Report `loading` now and start the heartbeat (world rank 0 only)."""
-        self._report({"activity": "loading", "attempt": self.attempt,
-                      "activitySince": rfc3339(self.activity_since), "lastStepTime": None,
-                      "updatedAt": rfc3339(self.wall())}, None)
+        # lastStepTime null: a merge patch deletes the previous attempt's time.
+        self._report(api.to_patch(api.Progress(
+            activity="loading", attempt=self.attempt,
+            activity_since=rfc3339(self.activity_since), last_step_time=None,
+            updated_at=rfc3339(self.wall())), keep_none=True), None)
         if self.heartbeat > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._beat, name="progress-heartbeat",
                                             daemon=True)
@@ -154,9 +169,10 @@ class ProgressCallback(TrainerCallback):
         if self._last is not None:
             self._emit(*self._last, force=True)
         else:
-            self._report({"activity": self.activity, "attempt": self.attempt,
-                          "activitySince": rfc3339(self.activity_since),
-                          "updatedAt": rfc3339(self.wall())}, None)
+            self._report(api.to_patch(api.Progress(
+                activity=self.activity, attempt=self.attempt,
+                activity_since=rfc3339(self.activity_since),
+                updated_at=rfc3339(self.wall()))), None)
 
     # Trainer events --------------------------------------------------------------
 
@@ -237,7 +253,7 @@ class ProgressCallback(TrainerCallback):
         start = self.start_time if self.start_time is not None else now
         samples_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                             * max(1, args.world_size))
-        progress = build_progress(
+        fields = progress_fields(
             global_step=state.global_step,
             max_steps=state.max_steps,
             epoch=state.epoch,
@@ -249,12 +265,13 @@ class ProgressCallback(TrainerCallback):
             eval_metrics=self.eval_metrics,
             now=self.wall(),
         )
-        progress.update(activity=self.activity, attempt=self.attempt,
-                        activitySince=rfc3339(self.activity_since))
-        # None before this attempt's first step: a merge patch then deletes the previous
-        # attempt's time instead of letting it pass for this one's.
-        progress["lastStepTime"] = (rfc3339(self.last_step_time)
-                                    if self.last_step_time is not None else None)
+        # lastStepTime None before this attempt's first step: a merge patch then deletes the
+        # previous attempt's time instead of letting it pass for this one's.
+        progress = api.to_patch(api.Progress(
+            **fields, activity=self.activity, attempt=self.attempt,
+            activity_since=rfc3339(self.activity_since),
+            last_step_time=rfc3339(self.last_step_time)
+            if self.last_step_time is not None else None), keep_none=True)
         self._report(progress, build_checkpoint(self.latest, self.start_step), final)
 
     def _report(self, progress: dict[str, Any], checkpoint: dict[str, Any] | None,

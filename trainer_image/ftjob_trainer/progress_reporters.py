@@ -85,15 +85,19 @@ class KubernetesReporter:
         status: dict[str, Any] = {"progress": progress}
         if checkpoint is not None:
             status["checkpoint"] = checkpoint
-        return {"status": status}
+        return {"status": typed_status(status)}
 
     def report(self, progress, checkpoint, final=False) -> None:
         self._patch(self.body(progress, checkpoint), "status.progress")
 
-    def report_search(self, search: dict[str, Any]) -> None:
+    @staticmethod
+    def search_body(search: dict[str, Any]) -> dict[str, Any]:
         """status.search (api.SearchStatus). A merge patch merges bestParams key by key, which
         replaces it: every trial has the same keys (those of the search space)."""
-        self._patch({"status": {"search": search}}, "status.search")
+        return {"status": typed_status({"search": search})}
+
+    def report_search(self, search: dict[str, Any]) -> None:
+        self._patch(self.search_body(search), "status.search")
 
     def _patch(self, body: dict[str, Any], what: str) -> None:
         try:
@@ -243,6 +247,13 @@ class PrometheusReporter:
 
     def close(self) -> None:
         pass
+
+
+def typed_status(status: dict[str, Any]) -> dict[str, Any]:
+    """A status merge patch passed through `api.FineTuneJobStatus`: a key the model does not
+    know, or a value of the wrong type, fails here instead of being dropped by the API
+    server. Nulls stay (they delete in a merge patch)."""
+    return api.to_patch(api.FineTuneJobStatus.model_validate(status), keep_none=True)
 
 
 def build_reporter(kind: str, *, name: str, namespace: str | None, metrics_port: int | None):

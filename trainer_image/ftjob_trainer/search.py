@@ -131,12 +131,13 @@ def summarize(records: list[dict[str, Any]], search: api.HyperparameterSearch) -
 
 def status(summary: dict[str, Any]) -> dict[str, Any]:
     """status.search (api.SearchStatus, camelCase) from a search.json summary (pure)."""
-    out = {"trials": f"{summary['trialsCompleted']}/{summary['trialsTotal']}",
-           "trialsCompleted": summary["trialsCompleted"], "trialsTotal": summary["trialsTotal"]}
-    for key in ("bestTrial", "bestValue", "bestParams"):
-        if key in summary:
-            out[key] = summary[key]
-    return out
+    best = {name: summary[key] for name, key in (("best_trial", "bestTrial"),
+                                                 ("best_value", "bestValue"),
+                                                 ("best_params", "bestParams")) if key in summary}
+    return api.to_patch(api.SearchStatus(
+        trials=f"{summary['trialsCompleted']}/{summary['trialsTotal']}",
+        trials_completed=summary["trialsCompleted"], trials_total=summary["trialsTotal"],
+        **best), keep_none=True)
 
 
 def describe(status: dict[str, Any]) -> str:

@@ -22,9 +22,10 @@ def suspend(ctx: Ctx) -> Plan:
     if ctx.phase != api.Phase.SUSPENDED.value:
         plan.events.append(Event(EventType.NORMAL, Reason.SUSPENDED,
                                  f"suspended; stopping {len(ctx.live)} pod(s)"))
-    record = out.record(attempt) or {}
-    if attempt == 0 or record.get("endTime"):
-        said = record.get("message") if record.get("reason") == Reason.SUSPENDED else None
+    record = out.record(attempt)
+    if attempt == 0 or (record is not None and record.end_time):
+        said = (record.message if record is not None and record.reason == Reason.SUSPENDED
+                else None)
         out.phase(api.Phase.SUSPENDED, Reason.SUSPENDED, said or "suspended by spec.suspend")
         return plan
     stopping = [p for p in ctx.pods if p.attempt == attempt and not p.terminated]
