@@ -9,6 +9,7 @@ Documented for users in docs/exit-codes.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import IntEnum
 
@@ -38,6 +39,11 @@ ENV_DEEPSPEED_CONFIG = "FTJOB_DEEPSPEED_CONFIG"  # file of spec.deepspeed.config
 # that are otherwise cut to one line (torchrun's failure report, the CLI's tracebacks).
 ENV_DEBUG = "FTJOB_DEBUG"
 USER_SETTABLE_ENV = frozenset({ENV_DEBUG})
+
+
+def debugging(env: Mapping[str, str]) -> bool:
+    """Whether FTJOB_DEBUG asks for the full reports ("", unset and "0" do not)."""
+    return env.get(ENV_DEBUG, "") not in ("", "0")
 # Set by ftjob-launch for its ranks (the launcher overwrites whatever the pod has).
 ENV_STOP_FILE = "FTJOB_STOP_FILE"  # exists once a graceful stop was requested
 ENV_RESULT_DIR = "FTJOB_RESULT_DIR"  # per-rank failure files and rank 0's result

@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last net: one line, never a traceback
-        if os.environ.get(contract.ENV_DEBUG):
+        if contract.debugging(os.environ):
             raise
         print(f"error: internal error in ftjob {args.command} ({type(exc).__name__}: {exc}); "
               "please report it, with FTJOB_DEBUG=1 for the traceback", file=sys.stderr)

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from ftjob_api.contract import ENV_DEBUG
+from ftjob_api.contract import debugging
 
 WORKER_PROCESS_LOGGERS = "torch.distributed.elastic.multiprocessing"
 GENERIC_FAILURE = 1  # what an uncaught exception gives; also torchrun's own choice
@@ -25,10 +25,6 @@ def exit_status(worker_exitcode: int) -> int:
     if worker_exitcode < 0:
         return 128 + (-worker_exitcode)
     return worker_exitcode or GENERIC_FAILURE
-
-
-def debugging(env: dict[str, str] | os._Environ) -> bool:
-    return env.get(ENV_DEBUG, "") not in ("", "0")
 
 
 def quiet_failure_logs() -> None:

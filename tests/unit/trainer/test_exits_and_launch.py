@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ftjob_api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode
+from ftjob_api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, debugging
 from ftjob_trainer import exits, launch, torchrun
 from ftjob_trainer.exits import RankFailure
 
@@ -119,3 +119,10 @@ def test_a_dataset_on_an_unreachable_hub_is_retryable(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
     with pytest.raises(exits.HubUnreachable, match="spec.dataset.name: cannot reach the Hub for 'klue'"):
         data.load_splits(api.DatasetSource(name="klue", config="ynat"))
+
+
+@pytest.mark.parametrize("value, on", [(None, False), ("", False), ("0", False), ("1", True),
+                                       ("yes", True)])
+def test_the_debug_switch_is_on_for_any_value_but_empty_and_zero(value, on):
+    env = {} if value is None else {"FTJOB_DEBUG": value}
+    assert debugging(env) is on
