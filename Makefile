@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_ACCELERATOR := cpu
 
 .PHONY: venv demo test test-fast test-slow crds catalog lint images e2e e2e-kind bench clean \
-	control-plane cluster-up cluster-down
+	control-plane cluster-up cluster-down kind-up kind-down
 
 venv: $(STAMP)
 
@@ -72,7 +72,15 @@ cluster-down: venv
 e2e: venv
 	bash tests/e2e/run-local.sh
 
-e2e-kind:
+# A kind cluster built here (one control plane, two workers) with ftjob installed by helm;
+# a second run reuses it. Then: kubectl apply -f examples/kind-demo.yaml; kubectl get ftj -w
+kind-up: venv
+	@bash scripts/kind-up.sh
+
+kind-down:
+	@bash scripts/kind-down.sh
+
+e2e-kind: venv
 	bash tests/e2e/run-kind.sh
 
 bench: venv

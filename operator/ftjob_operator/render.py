@@ -393,12 +393,28 @@ def _pod_spec(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
     }
     if settings.trainer_image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.trainer_image_pull_secrets]
-    _schedule(pod_spec, spec)
+    _schedule(pod_spec, spec, job, attempt)
     return pod_spec
 
 
-def _schedule(pod_spec: dict[str, Any], spec: api.FineTuneJobSpec) -> None:
-    """Where the pod may run: the spec's scheduling fields and runtime class, when set."""
+def spread_ranks(job: JobRef, attempt: int) -> dict[str, Any]:
+    """The default affinity of a multi-node job: its ranks on different nodes, as
+    `nodes` means. Preferred, not required: a gang that fits only by sharing a node (a
+    node drained, a small cluster) still starts instead of staying Pending."""
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100,
+        "podAffinityTerm": {
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": {naming.LABEL_JOB: job.name,
+                                              naming.LABEL_ATTEMPT: str(attempt)}},
+        },
+    }]}}
+
+
+def _schedule(pod_spec: dict[str, Any], spec: api.FineTuneJobSpec, job: JobRef,
+              attempt: int) -> None:
+    """Where the pod may run: the spec's scheduling fields and runtime class, when set;
+    a multi-node job's ranks spread over nodes unless the spec sets its own affinity."""
     sched = spec.scheduling
     if sched.node_selector:
         pod_spec["nodeSelector"] = dict(sched.node_selector)
@@ -408,6 +424,8 @@ def _schedule(pod_spec: dict[str, Any], spec: api.FineTuneJobSpec) -> None:
         ]
     if sched.affinity:
         pod_spec["affinity"] = sched.affinity
+    elif spec.resources.nodes > 1:
+        pod_spec["affinity"] = spread_ranks(job, attempt)
     if sched.priority_class_name:
         pod_spec["priorityClassName"] = sched.priority_class_name
     if spec.pod_template.runtime_class_name:

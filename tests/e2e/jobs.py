@@ -19,10 +19,11 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"dro
 
 
 def shared_claim() -> dict[str, Any]:
-    """One claim for every job: each job mounts its own sub-folder (`existingClaim`)."""
+    """One claim for every job: each job mounts its own sub-folder (`existingClaim`).
+    ReadWriteMany: the two ranks of a job run on different nodes of a real cluster."""
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": SHARED_CLAIM},
-            "spec": {"accessModes": ["ReadWriteOnce"],
+            "spec": {"accessModes": ["ReadWriteMany"],
                      "resources": {"requests": {"storage": "1Gi"}}}}
 
 

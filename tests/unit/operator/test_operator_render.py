@@ -182,6 +182,25 @@ def test_scheduling_and_kueue():
     assert pod["spec"]["priorityClassName"] == "train"
 
 
+def test_ranks_of_a_multi_node_job_prefer_different_nodes():
+    pods = render.render_pods(JOB, api.parse_spec(CPU_SPEC), 3, SETTINGS)
+    for pod in pods:
+        (term,) = pod["spec"]["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        selector = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        # It selects exactly this attempt's ranks: every pod of the gang, no pod of another
+        # job, and not the terminating pods of the attempt before.
+        assert selector == {naming.LABEL_JOB: "demo", naming.LABEL_ATTEMPT: "3"}
+        assert all(p["metadata"]["labels"][k] == v for p in pods for k, v in selector.items())
+    single = _pod(dict(CPU_SPEC, resources={"nodes": 1}))
+    assert "affinity" not in single["spec"]
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "pool", "operator": "In", "values": ["a"]}]}]}}}
+    assert _pod(dict(CPU_SPEC, scheduling={"affinity": own}))["spec"]["affinity"] == own
+
+
 def test_pods_meet_restricted_pod_security():
     pod = _pod(CPU_SPEC)
     sec = pod["spec"]["securityContext"]

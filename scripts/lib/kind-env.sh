@@ -1,0 +1,112 @@
+# What the kind scripts (kind-up.sh, kind-down.sh, e2e-kind.sh) share: the cluster's name and
+# state folder, kind itself (through kind/bin/docker, see there), and the steps that load
+# images and install the chart. Source it after scripts/lib/go-build.sh.
+
+CLUSTER=${FTJOB_KIND_CLUSTER:-ftjob}
+CACHE=${FTJOB_CACHE:-$HOME/.cache/ftjob}
+STATE_DIR="$CACHE/kind/$CLUSTER"
+SHARED_DIR="$STATE_DIR/shared"          # the ReadWriteMany StorageClass's host folder
+CERTS_DIR="$STATE_DIR/certs.d"          # containerd's registry hosts, mounted into the nodes
+KUBECONFIG_FILE="$STATE_DIR/kubeconfig"
+DOCKER=${DOCKER:-/usr/bin/docker}
+OPERATOR_IMAGE=${FTJOB_OPERATOR_IMAGE:-ftjob-operator:dev}
+TRAINER_IMAGE=${FTJOB_TRAINER_IMAGE:-ftjob-trainer:dev}
+mkdir -p "$STATE_DIR"
+
+kind() {  # kind, with the docker that gives its nodes what --privileged would
+  local bin
+  bin=$(bash scripts/build-kind-parts.sh)
+  FTJOB_REAL_DOCKER=$DOCKER PATH="$PWD/kind/bin:$PATH" "$bin/kind" "$@"
+}
+
+require_docker() {
+  if ! command -v "$DOCKER" >/dev/null 2>&1 && ! command -v apt-get >/dev/null 2>&1; then
+    log "Docker is needed ($DOCKER not found): install Docker, or set DOCKER to its client"
+    exit 1
+  fi
+  bash scripts/docker-setup.sh || { log "Docker does not answer: start its daemon (dockerd) and retry"; exit 1; }
+}
+
+docker_root() { "$DOCKER" info -f '{{.DockerRootDir}}'; }
+
+cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
+
+workers() { kind get nodes --name "$CLUSTER" | grep -v control-plane | paste -sd, -; }
+
+# The local registry (kind/registry.yml): images go in with skopeo and the nodes pull them as
+# they would from any registry. Measured for the 6 GB trainer image (docs/benchmarks.md):
+# `docker push` compresses with one core's gzip (over 10 minutes here); skopeo with zstd
+# level 1 in about 2 minutes; `kind load` would keep an uncompressed copy of each image
+# beside the unpacked one in every node (12 GB per worker: more than this disk holds).
+REGISTRY=localhost:5001
+REGISTRY_DIR="$CACHE/kind/registry"
+registry_answers() { curl -fsS -o /dev/null "http://127.0.0.1:5001/v2/" 2>/dev/null; }
+
+start_registry() {
+  registry_answers && return 0
+  if ! command -v docker-registry >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+  fi
+  mkdir -p "$REGISTRY_DIR"
+  # setsid: the registry outlives this script, like the cluster.
+  REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$REGISTRY_DIR setsid docker-registry serve \
+    kind/registry.yml >>"$CACHE/kind/registry.log" 2>&1 < /dev/null &
+  local deadline=$(( SECONDS + 30 ))
+  until registry_answers; do
+    [ "$SECONDS" -lt "$deadline" ] || { log "the registry did not start: $CACHE/kind/registry.log"; return 1; }
+    sleep 0.5
+  done
+}
+
+# containerd in every node reaches the registry on this host through the kind network's
+# gateway (the nodes mount CERTS_DIR; containerd reads it at each pull).
+point_nodes_at_registry() {
+  local gateway
+  gateway=$("$DOCKER" network inspect kind -f '{{range .IPAM.Config}}{{println .Gateway}}{{end}}' | grep -m1 -F .)
+  mkdir -p "$CERTS_DIR/$REGISTRY"
+  printf 'server = "http://%s:5001"\n\n[host."http://%s:5001"]\n  capabilities = ["pull", "resolve"]\n' \
+    "$gateway" "$gateway" > "$CERTS_DIR/$REGISTRY/hosts.toml"
+}
+
+registry_name() { echo "$REGISTRY/${1##*/}"; }  # localhost:5001/ftjob-trainer:dev
+
+push_image() {  # push_image IMAGE: from the Docker daemon into the local registry
+  command -v skopeo >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo >/dev/null
+  # Unchanged since the last push (skopeo stages a whole image in /var/tmp first, 6 GB for
+  # the trainer): nothing to send. The registry stores an OCI conversion, whose digests
+  # differ from Docker's, so the Docker image ID pushed is noted beside it.
+  local id note="$REGISTRY_DIR/pushed/$(registry_name "$1" | tr '/:' '__')"
+  id=$("$DOCKER" image inspect -f '{{.Id}}' "$1")
+  if [ "$(cat "$note" 2>/dev/null)" = "$id" ] \
+     && skopeo inspect -n --tls-verify=false --raw "docker://$(registry_name "$1")" >/dev/null 2>&1; then
+    return 0
+  fi
+  skopeo copy -q --dest-tls-verify=false --dest-compress-format zstd --dest-compress-level 1 \
+    "docker-daemon:$1" "docker://$(registry_name "$1")"
+  mkdir -p "$REGISTRY_DIR/pushed" && echo "$id" > "$note"
+}
+
+# Push both images, then pull them into the workers (in parallel), so that no job waits
+# minutes for a first pull of the trainer image.
+load_images() {
+  local image node pids=()
+  for image in "$OPERATOR_IMAGE" "$TRAINER_IMAGE"; do push_image "$image"; done
+  for node in $(workers | tr , ' '); do
+    "$DOCKER" exec "$node" sh -c "crictl pull $(registry_name "$OPERATOR_IMAGE") && crictl pull $(registry_name "$TRAINER_IMAGE")" >/dev/null &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+}
+
+# The chart as a platform team installs it: its defaults (webhook through its Service,
+# self-signed CA), with the images from the local registry.
+install_chart() {
+  local operator trainer
+  operator=$(registry_name "$OPERATOR_IMAGE") trainer=$(registry_name "$TRAINER_IMAGE")
+  # shellcheck disable=SC2086  # HELM_SET: space-separated --set arguments
+  helm upgrade --install ftjob charts/ftjob --namespace ftjob-system --create-namespace \
+    --set "image.repository=${operator%:*}" --set "image.tag=${operator##*:}" \
+    --set "trainer.image.repository=${trainer%:*}" --set "trainer.image.tag=${trainer##*:}" \
+    ${HELM_SET:-} --wait --timeout 5m >&2
+}
