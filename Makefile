@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DS_ACCELERATOR := cpu
 
-.PHONY: venv demo test test-fast test-slow crds catalog lint images e2e e2e-kind bench clean \
+.PHONY: venv demo test test-fast test-slow crds catalog lint images e2e bench clean \
 	control-plane cluster-up cluster-down kind-up kind-down
 
 venv: $(STAMP)
@@ -69,8 +69,9 @@ cluster-up: venv control-plane
 cluster-down: venv
 	$(BIN)/python -m tests.controlplane down --dir .cache/cluster
 
+# The e2e scenarios on a kind cluster built here (tests/e2e/run-kind.sh; docs/e2e.md).
 e2e: venv
-	bash tests/e2e/run-local.sh
+	bash tests/e2e/run-kind.sh
 
 # A kind cluster built here (one control plane, two workers) with ftjob installed by helm;
 # a second run reuses it. Then: kubectl apply -f examples/kind-demo.yaml; kubectl get ftj -w
@@ -79,9 +80,6 @@ kind-up: venv
 
 kind-down:
 	@bash scripts/kind-down.sh
-
-e2e-kind: venv
-	bash tests/e2e/run-kind.sh
 
 bench: venv
 	$(BIN)/python -m benchmarks

@@ -7,10 +7,10 @@ machines, so every benchmark compares ratios measured within one run.
 from __future__ import annotations
 
 import importlib
-import subprocess
+import os
 import sys
 
-# Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery Docker and the images.
+# Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery a cluster (make kind-up).
 BENCHMARKS = ["operator_lifecycle", "operator_scale", "operator_scale_real", "operator_stall",
               "trainer_bench", "trainer_ddp_unused", "trainer_sft_packing", "fuzz_manifests",
               "e2e_recovery", "gpu_paths"]
@@ -26,8 +26,7 @@ def available(name: str) -> tuple[bool, str]:
 
         return importlib.util.find_spec("atheris") is not None, "atheris not installed"
     if name == "e2e_recovery":
-        ok = subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-        return ok, "no Docker engine (run scripts/docker-setup.sh)"
+        return bool(os.environ.get("KUBECONFIG")), "no cluster (make kind-up, then KUBECONFIG)"
     return True, ""
 
 

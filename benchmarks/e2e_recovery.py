@@ -1,9 +1,9 @@
-"""Recovery on the local control plane: the real operator (the chart), trainer image and pod runner.
+"""Recovery on a real cluster: the operator (the chart), the trainer image, kubelets.
 
-    python -m benchmarks.e2e_recovery [--steps 120] [--save-steps 20]
+    make kind-up    # once: the kind cluster, images and chart (scripts/kind-up.sh)
+    KUBECONFIG=... python -m benchmarks.e2e_recovery [--steps 120] [--save-steps 20]
 
-Needs Docker and both images (tests/e2e/run-local.sh builds them). Measures, for one
-2-node x 1-process tiny-BERT job each:
+Measures, for one 2-node x 1-process tiny-BERT job each:
 
 - apply -> first training step;
 - SIGKILL of rank 1 after a checkpoint: kill -> first training step of the new attempt,
@@ -11,15 +11,18 @@ Needs Docker and both images (tests/e2e/run-local.sh builds them). Measures, for
 - graceful deletion of rank 1 (preemption, checkpoint on SIGTERM): the same two figures.
 
 Step times come from the trainer's per-step log lines (`logging_steps: 1`) as timestamped
-by Docker, so they do not depend on how often progress reaches the job's status.
+by the kubelet (`kubectl logs -f --timestamps`, followed from the start because a restart
+deletes the pods), so they do not depend on how often progress reaches the job's status.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,27 +33,46 @@ sys.path.insert(0, str(REPO))
 from ftjob_api import naming  # noqa: E402
 
 from tests.e2e import jobs, kit  # noqa: E402
-from tests.e2e.backends import LocalBackend, wait_ready  # noqa: E402
+from tests.e2e.backends import ClusterBackend, wait_ready  # noqa: E402
 from tests.polling import wait_for  # noqa: E402
 
 LOSS_LINE = re.compile(rb"^(\S+) \{'loss'")
 RESUMED = re.compile(rb"resuming from \S+ \(step (\d+)\)")
 
 
-def pod_log(backend: LocalBackend, pod: str) -> bytes:
-    path = backend.runner.logs_dir() / f"{backend.runner.container_name(backend.namespace, pod)}.log"
-    if not path.exists():
-        raise SystemExit(f"no saved log for pod {pod}: {path}")
-    return path.read_bytes()
+LOGS = Path(tempfile.mkdtemp(prefix="ftjob-bench-logs-"))
+FOLLOWERS: dict[str, subprocess.Popen] = {}
 
 
-def resumed_step(backend: LocalBackend, pod: str) -> int:
+def follow(backend: ClusterBackend, pod: str) -> None:
+    """Keep the pod's log with the kubelet's timestamps, from its container's start to its
+    end (the operator deletes an attempt's pods when the gang restarts)."""
+    def started():
+        seen = backend.get("pods", pod) or {}
+        return any("running" in cs.get("state", {}) or "terminated" in cs.get("state", {})
+                   for cs in (seen.get("status") or {}).get("containerStatuses") or [])
+    wait_for(started, 600, f"pod {pod} to start")
+    out = (LOGS / f"{pod}.log").open("wb")
+    FOLLOWERS[pod] = subprocess.Popen(
+        [backend.kubectl_binary, f"--kubeconfig={backend.kubeconfig}",
+         f"--namespace={backend.namespace}", "logs", "-f", "--timestamps", pod], stdout=out)
+
+
+def pod_log(backend: ClusterBackend, pod: str) -> bytes:
+    follower = FOLLOWERS.get(pod)
+    if follower is None:
+        raise SystemExit(f"pod {pod}'s log was not followed")
+    follower.wait(timeout=300)  # its container has ended
+    return (LOGS / f"{pod}.log").read_bytes()
+
+
+def resumed_step(backend: ClusterBackend, pod: str) -> int:
     """The step the trainer in this pod resumed from (its own log line), 0 if fresh."""
     match = RESUMED.search(pod_log(backend, pod))
     return int(match.group(1)) if match else 0
 
 
-def step_times(backend: LocalBackend, pod: str) -> list[float]:
+def step_times(backend: ClusterBackend, pod: str) -> list[float]:
     """Epoch seconds at which the pod's rank-0 trainer logged each training step."""
     out = []
     for line in pod_log(backend, pod).splitlines():
@@ -63,11 +85,12 @@ def step_times(backend: LocalBackend, pod: str) -> list[float]:
     return out
 
 
-def run_interrupted(backend: LocalBackend, name: str, steps: int, save_steps: int,
+def run_interrupted(backend: ClusterBackend, name: str, steps: int, save_steps: int,
                     how: str, stop_at: int) -> dict:
     """SIGKILL rank 1 at the first checkpoint >= stop_at, or delete its pod at step >= stop_at."""
     applied = time.time()
     backend.apply(jobs.training_job(name, steps, save_steps))
+    follow(backend, naming.pod(name, 1, 0))
     if how == "sigkill":
         ready = kit.wait_status(backend, name, lambda s: kit.checkpoint_step(s) >= stop_at
                                 or kit.finished(s), "a checkpoint", 600, interval=0.2)
@@ -82,14 +105,10 @@ def run_interrupted(backend: LocalBackend, name: str, steps: int, save_steps: in
         backend.kill_container(naming.pod(name, attempt, 1))
     else:
         backend.delete("pods", naming.pod(name, attempt, 1))
+    follow(backend, naming.pod(name, attempt + 1, 0))
     done = kit.wait_status(backend, name, kit.finished, "the end", 900)
     if done["phase"] != "Succeeded":
         raise SystemExit(f"{name} ended {done['phase']}: {done.get('message')}")
-    # Logs are saved when a pod's container is removed: wait for the last attempt's too.
-    backend.delete("pods", naming.pod(name, done["attempt"], 0))
-    backend.delete("pods", naming.pod(name, done["attempt"], 1))
-    last = backend.runner.container_name(backend.namespace, naming.pod(name, done["attempt"], 0))
-    wait_for(lambda: (backend.runner.logs_dir() / f"{last}.log").exists(), 120, "the last logs")
     before = step_times(backend, naming.pod(name, attempt, 0))
     # The attempt right after the stop (a later one would mean it failed again: reported).
     after = step_times(backend, naming.pod(name, attempt + 1, 0))
@@ -115,9 +134,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--save-steps", type=int, default=20)
     args = parser.parse_args()
-    work = Path("/tmp/ftjob-e2e/bench")
-    shutil.rmtree(work, ignore_errors=True)
-    backend = LocalBackend(work, namespace="bench")
+    if not os.environ.get("KUBECONFIG"):
+        raise SystemExit("KUBECONFIG must name a cluster with ftjob installed (make kind-up "
+                         "prints one)")
+    backend = ClusterBackend()
     try:
         wait_ready(backend)
         kit.seed(backend, ["bench-kill", "bench-preempt"])

@@ -77,6 +77,10 @@ build_part() {  # build_part NAME MODULE VERSION CGO TAGS PACKAGES...
 
 mkdir -p "$BIN_DIR" "$WORK"
 GO=$(find_go)
+if [ ! -e /usr/include/seccomp.h ] || ! command -v gcc >/dev/null; then
+  log "installing gcc and libseccomp-dev (runc links libseccomp; flannel and pause need a C compiler)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev libseccomp-dev >/dev/null
+fi
 started=$SECONDS built=0
 for part in "${PARTS[@]}"; do
   # shellcheck disable=SC2086  # one word per field

@@ -10,6 +10,7 @@
 #      registry (kind/registry.yml) and pulled by the workers
 #   4. `helm upgrade --install` of charts/ftjob with its defaults: the admission webhook
 #      through its Service with its self-signed CA
+#   5. the inputs of examples/kind-demo.yaml (the claim ftjob-examples in `default`)
 #
 # The cluster's kubeconfig: kind's usual place ($KUBECONFIG or ~/.kube/config, context
 # kind-<name>), and a copy printed on the last line.
@@ -23,16 +24,28 @@ source scripts/lib/go-build.sh
 # shellcheck source=scripts/lib/kind-env.sh
 source scripts/lib/kind-env.sh
 
-NEEDED_GB=20  # the node image, the registry, the trainer image unpacked in each worker
+# A new cluster needs about this much: the node image, the registry, the trainer image
+# unpacked in each worker, skopeo's staging copy of it while it is pushed.
+NEEDED_GB=25
 
 require_docker
-free_gb=$(df -BG --output=avail "$(docker_root)" | tail -n 1 | tr -dc 0-9)
-if ! cluster_exists && [ "$free_gb" -lt "$NEEDED_GB" ]; then
-  log "only ${free_gb} GB free under $(docker_root); a kind cluster with the trainer image needs about ${NEEDED_GB} GB: free some (docker system prune) and retry"
-  exit 1
+started=$SECONDS
+timed "operator and trainer images" bash scripts/e2e-images.sh >&2
+if ! cluster_exists; then
+  free_gb() { df -BG --output=avail "$(docker_root)" | tail -n 1 | tr -dc 0-9; }
+  if [ "$(free_gb)" -lt "$NEEDED_GB" ]; then
+    # Docker's build cache and untagged images (earlier builds of a tag) are the large
+    # things that are safe to drop: the tagged images stay; a rebuild takes longer.
+    log "$(free_gb) GB free under $(docker_root): dropping Docker's build cache and untagged images"
+    "$DOCKER" builder prune -af >/dev/null
+    "$DOCKER" image prune -f >/dev/null
+  fi
+  if [ "$(free_gb)" -lt "$NEEDED_GB" ]; then
+    log "only $(free_gb) GB free under $(docker_root); the kind cluster needs about ${NEEDED_GB} GB: free some (docker system prune -a) and retry"
+    exit 1
+  fi
 fi
 
-started=$SECONDS
 NODE_IMAGE=$(timed "node image" bash scripts/build-kind-node.sh)
 CP_BIN=$(bash scripts/build-control-plane.sh)
 export PATH="$CP_BIN:$PATH"  # kubectl and helm of the pinned release
@@ -57,8 +70,8 @@ timed "CoreDNS and the storage provisioner" bash -c '
   kubectl -n kube-system rollout status deployment/coredns --timeout=300s &&
   kubectl -n ftjob-shared-storage rollout status deployment/shared-path-provisioner --timeout=300s' >/dev/null
 
-timed "operator and trainer images" bash scripts/e2e-images.sh >&2
 timed "images pushed to $REGISTRY and pulled by the workers" load_images
 timed "helm upgrade --install ftjob" install_chart
+install_examples
 log "ready in $(( SECONDS - started )) s: kubectl --kubeconfig $KUBECONFIG_FILE get nodes -o wide"
 echo "$KUBECONFIG_FILE"

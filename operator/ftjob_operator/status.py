@@ -114,6 +114,8 @@ class StatusBuilder:
         if checkpoint is not None and checkpoint.resumed_from_step is not None:
             record.resumed_from_step = checkpoint.resumed_from_step
         previous = self.record(attempt - 1)
+        if previous is not None and record.resumed_from_step is not None:
+            self._settle_steps_lost(previous, record.resumed_from_step)
         first = parse_time(progress.last_step_time)
         ended = parse_time(previous.end_time if previous is not None else None)
         if previous is not None and first is not None and ended is not None:
@@ -151,20 +153,33 @@ class StatusBuilder:
             record.steps_lost = lost
         self._add_goodput(record, lost)
 
+    def _settle_steps_lost(self, previous: api.AttemptRecord, resumed: int) -> None:
+        """The steps an attempt lost are known for sure once the next one resumes: an
+        attempt stopped gracefully (drain, preemption) saves its checkpoint after the
+        operator has already seen it end, so the estimate made then can be too high."""
+        if previous.last_step is None or previous.steps_lost is None:
+            return
+        lost = max(int(previous.last_step) - resumed, 0)
+        if lost == previous.steps_lost:
+            return
+        goodput = self._goodput()
+        goodput.steps_lost = max(int(goodput.steps_lost or 0) + lost - previous.steps_lost, 0)
+        gained = _productive_seconds(previous, lost) - _productive_seconds(previous,
+                                                                           previous.steps_lost)
+        previous.steps_lost = lost
+        self._add_productive(gained)
+
     def _add_goodput(self, record: api.AttemptRecord, lost: int) -> None:
-        first, end = parse_time(record.first_step_time), parse_time(record.end_time)
-        productive = 0.0
-        if first is not None and end is not None:
-            stepping = max((end - first).total_seconds(), 0.0)
-            done = int(record.last_step or 0) - int(record.resumed_from_step or 0)
-            productive = stepping * (max(done - lost, 0) / done if done > 0 else 0.0)
+        self._goodput().steps_lost = int(self._goodput().steps_lost or 0) + lost
+        self._add_productive(_productive_seconds(record, lost))
+
+    def _add_productive(self, productive: float) -> None:
         start = parse_time(self.job.status.get("startTime"))
         wall = max((self.now - start).total_seconds(), 0.0) if start is not None else 0.0
         goodput = self._goodput()
         total = float(goodput.productive_seconds or 0.0) + productive
         goodput.productive_seconds = round(total, 1)
         goodput.wall_seconds = round(wall, 1)
-        goodput.steps_lost = int(goodput.steps_lost or 0) + lost
         goodput.ratio = round(min(total / wall, 1.0), 3) if wall > 0 else None
         if "attempts_folded" not in goodput.model_fields_set:
             goodput.attempts_folded = 0
@@ -202,3 +217,13 @@ def read_status(status: dict[str, Any]) -> api.FineTuneJobStatus:
 def condition_of(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
     """The condition of that type in a status as read, or None."""
     return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+def _productive_seconds(record: api.AttemptRecord, lost: int) -> float:
+    """Of an ended attempt's stepping time, the share spent on steps that were kept."""
+    first, end = parse_time(record.first_step_time), parse_time(record.end_time)
+    if first is None or end is None:
+        return 0.0
+    stepping = max((end - first).total_seconds(), 0.0)
+    done = int(record.last_step or 0) - int(record.resumed_from_step or 0)
+    return stepping * (max(done - lost, 0) / done if done > 0 else 0.0)

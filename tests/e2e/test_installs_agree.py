@@ -1,5 +1,5 @@
-"""Both e2e installs of the chart (the local backend's `helm install` and run-kind.sh) give
-the admission webhook the same settings, so a scenario means the same on both."""
+"""The chart install of `make e2e` (run-kind.sh) and the scenarios agree on the namespace
+the admission webhook leaves alone, so the scenario about unchecked jobs means what it says."""
 
 from __future__ import annotations
 

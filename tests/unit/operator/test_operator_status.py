@@ -65,6 +65,30 @@ def test_the_next_attempts_first_step_gives_the_downtime():
     assert second["resumedFromStep"] == 10 and "endTime" not in second
 
 
+def test_the_next_attempts_resume_point_settles_the_steps_lost():
+    """A drained rank saves on SIGTERM after the operator has closed its attempt: the record
+    said 30 steps lost against the checkpoint known then (10); the next attempt resumes from
+    40, the last step seen, so none were lost, and the totals follow."""
+    ended = NOW - timedelta(seconds=50)
+    status = running_attempt(2, {"globalStep": 41, "attempt": 2,
+                                 "lastStepTime": rfc3339(NOW - timedelta(seconds=5))},
+                             checkpoint={"resumedFromStep": 40})
+    status["attempts"][0].update(firstStepTime=rfc3339(ended - timedelta(seconds=40)),
+                                 resumedFromStep=0, endTime=rfc3339(ended), reason="Preempted",
+                                 lastStep=40, stepsLost=30)
+    status["goodput"] = {"productiveSeconds": 10.0, "wallSeconds": 60.0, "ratio": 0.167,
+                         "stepsLost": 30, "attemptsFolded": 0}
+    plan = decide(job(status), Observed((pod(0, 2), pod(1, 2)), STARTED), NOW)
+    first = plan.status["attempts"][0]
+    assert first["stepsLost"] == 0
+    goodput = plan.status["goodput"]
+    # 40 s stepping: 10 s were counted productive (10 of 40 steps kept), now all 40 s.
+    assert goodput["stepsLost"] == 0 and goodput["productiveSeconds"] == 40.0
+    # A later look changes nothing: settled once.
+    again = decide(job({**status, **plan.status}), Observed((pod(0, 2), pod(1, 2)), STARTED), NOW)
+    assert (again.status.get("goodput") or goodput)["productiveSeconds"] == 40.0
+
+
 def test_history_keeps_the_last_20_and_folds_older_ones_into_goodput():
     records = [{"attempt": a, "startTime": EARLIER, "endTime": EARLIER, "reason": "Preempted"}
                for a in range(1, 21)]
