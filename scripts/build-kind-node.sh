@@ -159,7 +159,11 @@ echo "$KUBERNETES_VERSION" > "$WORK/kubernetes/version"
 tar -C "$WORK" -czf "$WORK/kubernetes-server-linux-amd64.tar.gz" kubernetes
 
 # --- 4. the node image ------------------------------------------------------------------------
-PATH="$PWD/kind/bin:$PATH" timed "kind build node-image $NODE_IMAGE" \
+# TMPDIR: kind extracts the tarball into a temporary folder it leaves behind (1.2 GB).
+TMPDIR=$WORK PATH="$PWD/kind/bin:$PATH" timed "kind build node-image $NODE_IMAGE" \
   "$PARTS_BIN/kind" build node-image --type file --base-image "$BASE_IMAGE" --image "$NODE_IMAGE" \
   "$WORK/kubernetes-server-linux-amd64.tar.gz" >&2
+# Earlier node images (1.7 GB each) are of no more use: every input of theirs changed.
+"$DOCKER" images --format '{{.Repository}}:{{.Tag}}' 'ftjob.dev/kind-*' \
+  | grep -vxF -e "$NODE_IMAGE" -e "$BASE_IMAGE" | xargs -r "$DOCKER" rmi >/dev/null 2>&1 || true
 echo "$NODE_IMAGE"
