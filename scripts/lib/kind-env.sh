@@ -1,4 +1,4 @@
-# What the kind scripts (kind-up.sh, kind-down.sh, e2e-kind.sh) share: the cluster's name and
+# What the kind scripts (kind-up.sh, kind-down.sh) share: the cluster's name and
 # state folder, kind itself (through kind/bin/docker, see there), and the steps that load
 # images and install the chart. Source it after scripts/lib/go-build.sh.
 
@@ -45,7 +45,7 @@ registry_answers() { curl -fsS -o /dev/null "http://127.0.0.1:5001/v2/" 2>/dev/n
 start_registry() {
   registry_answers && return 0
   if ! command -v docker-registry >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+    apt_install docker-registry
   fi
   mkdir -p "$REGISTRY_DIR"
   # setsid: the registry outlives this script, like the cluster.
@@ -86,7 +86,7 @@ forget_image() {  # forget_image IMAGE
 
 push_image() {  # push_image IMAGE: from the Docker daemon into the local registry
   command -v skopeo >/dev/null 2>&1 \
-    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo >/dev/null
+    || apt_install skopeo
   # Unchanged since the last push (skopeo stages a whole image in /var/tmp first, 6 GB for
   # the trainer): nothing to send. The registry stores an OCI conversion, whose digests
   # differ from Docker's, so the Docker image ID pushed is noted beside it.

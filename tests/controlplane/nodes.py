@@ -2,8 +2,8 @@
 
 The real scheduler binds pods only to Ready nodes that have room, and the node lifecycle
 controller marks a node NotReady (then taints and evicts) when its Lease in
-`kube-node-lease` goes stale. Whatever plays the kubelet (the Docker pod runner, the tests'
-kubelet, kwok for scale runs) registers its node through this class.
+`kube-node-lease` goes stale. Whatever plays the kubelet (the tests' kubelet, kwok for
+scale runs) registers its node through this class.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 There is no storage driver here, and the scheduler refuses pods whose claims are unbound.
 For each Pending claim this creates a hostPath PersistentVolume pre-bound to it (claimRef),
 and the real PV controller in kube-controller-manager completes the binding. The folder is
-`root/<namespace>/<claim>`, which is where the Docker pod runner mounts the claim from.
+`root/<namespace>/<claim>`.
 The volumes are `Retain` (hostPath has no deleter); `sweep()` deletes the Released ones
 this provisioner made, and their folders.
 """

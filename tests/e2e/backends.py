@@ -1,15 +1,12 @@
-"""Where the e2e scenarios run: an emulated cluster on this machine, or a real one.
+"""The cluster the e2e scenarios run on, through a small interface:
 
-Both backends answer the same small interface, so the scenarios are written once:
-
-    kubectl(...)            the real kubectl against the backend's API
-    kill_container(pod)     SIGKILL the pod's container from outside, as a crash would
+    kubectl(...)            the real kubectl against the cluster's API
+    kill_container(pod)     SIGKILL the pod's container on its node, as a crash would
+    exec / drain / uncordon what a user or an administrator does with kubectl
     diagnostics()           what to print when a scenario fails
 
-`LocalBackend`: a real control plane built from upstream on this machine, the chart
-installed with helm, and the Docker pod runner registered as the one Node.
 `ClusterBackend`: whatever KUBECONFIG points at, with the operator already installed
-(tests/e2e/run-kind.sh does that on kind).
+(tests/e2e/run-kind.sh does that on the kind cluster of `make kind-up`).
 """
 
 from __future__ import annotations

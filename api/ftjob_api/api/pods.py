@@ -96,7 +96,8 @@ class Scheduling(ApiModel):
         default_factory=list, description="Taints the training pods tolerate (e.g. GPU nodes)."
     )
     affinity: dict[str, Any] | None = Field(
-        default=None, description="A Kubernetes `affinity` object, applied to every pod as is."
+        default=None, description="A Kubernetes `affinity` object, applied to every pod as is. "
+        "Without it, the ranks of a multi-node job prefer different nodes."
     )
     priority_class_name: str | None = Field(
         default=None, min_length=1, description="PriorityClass of the training pods."
