@@ -5,7 +5,8 @@
         ...   # the real scheduler binds pods to the fake nodes, kwok marks them Running
 
 kwok (sigs.k8s.io/kwok, pinned with the control plane) manages only the Nodes annotated
-`kwok.x-k8s.io/node: fake`, so it never touches the node of the tests' kubelet. kwok v0.8 does nothing without Stage objects, so `STAGES` gives it three, the
+`kwok.x-k8s.io/node: fake`, so it never touches the node of the tests' kubelet. kwok v0.8
+does nothing without Stage objects, so `STAGES` gives it three, the
 smallest "fast" lifecycle: a node turns Ready at once (its Lease in `kube-node-lease` is kept
 fresh by `--node-lease-duration-seconds`); a pod bound to one of its nodes gets a pod IP,
 Ready conditions and phase Running in one status patch, and stays Running; a deleted pod is
