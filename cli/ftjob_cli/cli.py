@@ -1,11 +1,14 @@
-"""The `ftjob` command: validate manifests, print the CRD, run a job locally, draw a run."""
+"""The `ftjob` command: validate manifests, inspect what a job will train on, print the CRD,
+run a job locally, draw a run."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ftjob_api import api, contract
 from ftjob_api.manifest_reader import read_manifest
@@ -19,6 +22,7 @@ EXIT_OK = 0
 EXIT_INVALID = 1  # validate: a file is unreadable, not YAML, or holds an invalid FineTuneJob
 EXIT_USAGE = 2  # bad arguments; `run --local`: the manifest cannot be run (message says why)
 EXIT_INTERNAL = 3  # a bug in ftjob: one line on stderr, the traceback with FTJOB_DEBUG=1
+EXIT_WARNINGS = 4  # inspect --strict: the data has problems (the warnings say which)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -93,9 +97,55 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Exit 0 with the figures; 1 when the manifest or its data cannot be used (the
+    trainer would fail the job the same way); 4 with --strict when there are warnings."""
+    try:
+        from ftjob_trainer import inspection, inspection_view
+        from ftjob_trainer.exits import TrainerError
+        from ftjob_trainer.local import LocalJobError, read_local_job
+    except ImportError as exc:
+        print(f"error: `ftjob inspect` needs the trainer extra (pip install 'ftjob[trainer]'): "
+              f"{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        # Libraries that print on import (DeepSpeed's accelerator notice) must not mix
+        # into the figures on stdout.
+        with contextlib.redirect_stdout(sys.stderr):
+            metadata, spec = read_local_job(args.file, args.name)
+            rate, rate_from = args.steps_per_second, "--steps-per-second"
+            if args.from_run:
+                rate = inspection.trainer_steps_per_second(Path(args.from_run))
+                rate_from = f"measured in {args.from_run}"
+            inspected = inspection.prepare(api.parse_spec(spec), args.split)
+            report = inspection.report(inspected, rate, rate_from if rate else None)
+            shown = inspection_view.examples(inspected, args.split or "train", args.show)
+    except LocalJobError as exc:
+        exc.print()
+        return EXIT_INVALID
+    except (TrainerError, FileNotFoundError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        import json
 
+        print(json.dumps({"name": metadata["name"], **report,
+                          **({"examples": shown} if args.show else {})}, indent=1))
+    else:
+        from rich.console import Console
+
+        inspection_view.print_report(report, shown, metadata["name"], Console(soft_wrap=True))
+    return EXIT_WARNINGS if args.strict and report["warnings"] else EXIT_OK
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def cmd_report(args: argparse.Namespace) -> int:
     try:
         from ftjob_trainer.report import report
     except ImportError as exc:
@@ -123,6 +173,26 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="YAML files (multi-document)")
     validate.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     validate.set_defaults(func=cmd_validate)
+
+    inspect = sub.add_parser(
+        "inspect", help="what a job will train on (tokens, truncation, masking, packing) and "
+        "how many steps it takes, through the trainer's own data path, before any GPU is held")
+    inspect.add_argument("file", metavar="FILE", help="a FineTuneJob manifest (local files or "
+                         "a dataset this machine can reach)")
+    inspect.add_argument("--split", choices=("train", "eval", "test"),
+                         help="only this split (default: every split the job has)")
+    inspect.add_argument("--show", type=int, default=0, metavar="N",
+                         help="print the first N examples with the trained tokens set apart")
+    inspect.add_argument("--json", action="store_true", help="every figure as JSON on stdout")
+    inspect.add_argument("--strict", action="store_true",
+                         help=f"exit {EXIT_WARNINGS} when there is any warning")
+    rate = inspect.add_mutually_exclusive_group()
+    rate.add_argument("--steps-per-second", type=_positive, metavar="RATE",
+                      help="optimizer steps per second, for the wall time and GPU-hours")
+    rate.add_argument("--from-run", metavar="DIR", help="take the step rate from a finished "
+                      "run's output folder (its trainer_state.json)")
+    inspect.add_argument("--name", help="which job, when FILE holds several")
+    inspect.set_defaults(func=cmd_inspect)
 
     crd = sub.add_parser("crd", help="print the FineTuneJob CustomResourceDefinition")
     crd.add_argument("-o", "--output", help="write to this file instead of stdout")

@@ -148,7 +148,7 @@ class Example:
 
     ds: api.DatasetSource
     tokenizer: Any
-    max_length: int
+    max_length: int | None  # None: no truncation
     where: str  # "<split> split (<origin>)", for messages
 
     def finish(self, pairs: list[tuple[list[int], list[int]]]) -> dict[str, list]:
@@ -176,7 +176,8 @@ def _text(ex: Example):
     def text(batch):
         values = ["" if v is None else str(v) for v in batch[ds.text_column]]
         if not ds.packing:  # unchanged: the collator copies input_ids into the labels
-            return tokenizer(values, truncation=True, max_length=ex.max_length)
+            return tokenizer(values, truncation=ex.max_length is not None,
+                             max_length=ex.max_length)
         encoded = tokenizer(values)["input_ids"]
         pairs = []
         for ids in encoded:
@@ -221,7 +222,7 @@ TOKENIZATIONS: dict[str, Tokenization] = {
 }
 
 
-def tokenize_function(ds: api.DatasetSource, tokenizer: Any, max_length: int, split: str,
+def tokenize_function(ds: api.DatasetSource, tokenizer: Any, max_length: int | None, split: str,
                       origin: str):
     """The batched `datasets.map` function for the format: input_ids, attention_mask and,
     outside format text without packing, labels. Truncates to `max_length` unless packing
@@ -230,11 +231,20 @@ def tokenize_function(ds: api.DatasetSource, tokenizer: Any, max_length: int, sp
     return TOKENIZATIONS[ds.format].build(example)
 
 
+def tokenize_examples(dataset: Any, ds: api.DatasetSource, tokenizer: Any,
+                      max_length: int | None, split: str, origin: str) -> Any:
+    """One row per example through the format's tokenization, not packed; `max_length`
+    None truncates nothing (`ftjob inspect` measures the lengths before truncation)."""
+    fn = tokenize_function(ds, tokenizer, max_length, split, origin)
+    return dataset.map(fn, batched=True, with_indices=TOKENIZATIONS[ds.format].with_indices,
+                       remove_columns=dataset.column_names, desc=f"tokenize {split}")
+
+
 def tokenize_split(dataset: Any, ds: api.DatasetSource, tokenizer: Any, max_length: int,
                    split: str, origin: str) -> Any:
-    fn = tokenize_function(ds, tokenizer, max_length, split, origin)
-    out = dataset.map(fn, batched=True, with_indices=TOKENIZATIONS[ds.format].with_indices,
-                      remove_columns=dataset.column_names, desc="tokenize")
+    """What the trainer feeds: the examples truncated to `max_length`, or packed into rows
+    of that length."""
+    out = tokenize_examples(dataset, ds, tokenizer, max_length, split, origin)
     untrained = examples_without_trained_tokens(out)
     if untrained:
         log.warning("spec.dataset.maxLength: %d of %d examples in the %s split (%s) have no "

@@ -187,6 +187,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:400]
 
 
+def load_checked(spec: api.FineTuneJobSpec, first=contextlib.nullcontext
+                 ) -> tuple[Splits, Labels | None]:
+    """The splits as the trainer reads them: loaded (inside `first`, the main process
+    first), columns checked, and the class labels of a classification job."""
+    with first():
+        splits = load_splits(spec.dataset)
+    check_columns(splits, required_columns(spec))
+    labels = (infer_labels(splits, spec.dataset.label_column)
+              if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value else None)
+    return splits, labels
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -336,49 +348,79 @@ def clamp_max_length(requested: int, model_max_length: int | None,
 def tokenize(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any,
              labels: Labels | None, first=contextlib.nullcontext) -> Splits:
     """Tokenize every split for the task; keeps only the model's input columns."""
+    max_length, max_target_length, warnings = token_limits(spec, tokenizer)
+    for text in warnings:
+        log.warning("%s", text)
+    with first():
+        return map_splits(splits, spec, tokenizer, labels, max_length, max_target_length)
+
+
+def token_limits(spec: api.FineTuneJobSpec, tokenizer: Any) -> tuple[int, int, list[str]]:
+    """(maxLength, maxTargetLength as tokenized, warnings): both clamped to the tokenizer's
+    `model_max_length`."""
     ds = spec.dataset
-    task = spec.task
     limit = getattr(tokenizer, "model_max_length", None)
     max_length, warning = clamp_max_length(ds.max_length, limit, "spec.dataset.maxLength")
     max_target_length, target_warning = clamp_max_length(
         ds.max_target_length or ds.max_length, limit,
         "spec.dataset.maxTargetLength" if ds.max_target_length else "spec.dataset.maxLength")
-    for text in {warning, target_warning if task == api.Task.SEQ2SEQ.value else None} - {None}:
-        log.warning("%s", text)
+    warnings = [warning, target_warning if spec.task == api.Task.SEQ2SEQ.value else None]
+    return max_length, max_target_length, list(dict.fromkeys(w for w in warnings if w))
 
-    def classification(batch):
-        pair = _text(batch[ds.text_pair_column]) if ds.text_pair_column else None
-        out = tokenizer(_text(batch[ds.text_column]), pair, truncation=True, max_length=max_length)
-        raw = batch[ds.label_column]
-        out["labels"] = [labels.encode[v] for v in raw] if labels.encode is not None else list(raw)
-        return out
 
-    def seq2seq(batch):
-        out = tokenizer(_text(batch[ds.text_column]), truncation=True, max_length=max_length)
-        targets = tokenizer(text_target=_text(batch[ds.target_column]), truncation=True,
-                            max_length=max_target_length)
-        out["labels"] = targets["input_ids"]
-        return out
-
-    fn = {api.Task.SEQUENCE_CLASSIFICATION.value: classification,
-          api.Task.SEQ2SEQ.value: seq2seq}.get(task)
+def map_splits(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any, labels: Labels | None,
+               max_length: int | None, max_target_length: int | None) -> Splits:
+    """Every split through the task's tokenization; `None` lengths truncate nothing (what
+    `ftjob inspect` measures the lengths before truncation with)."""
+    task = spec.task
+    fn = task_function(spec, tokenizer, labels, max_length, max_target_length)
 
     def apply(dataset, split):
         if dataset is None:
             return None
         try:
+            origin = splits.origin.get(split, split)
+            if task == api.Task.CAUSAL_LM.value and max_length is None:
+                return causal_lm_data.tokenize_examples(dataset, spec.dataset, tokenizer, None,
+                                                        split, origin)
             if task == api.Task.CAUSAL_LM.value:
-                return causal_lm_data.tokenize_split(dataset, ds, tokenizer, max_length, split,
-                                                     splits.origin.get(split, split))
+                return causal_lm_data.tokenize_split(dataset, spec.dataset, tokenizer, max_length,
+                                                     split, origin)
             return dataset.map(fn, batched=True, remove_columns=dataset.column_names,
-                               desc="tokenize")
+                               desc=f"tokenize {split}")
         except UnicodeDecodeError as exc:
             raise InvalidData(f"spec.dataset: the {split} split ({splits.origin.get(split)}) "
                               f"holds text that is not UTF-8: {_first_line(exc)}") from exc
 
-    with first():
-        return Splits(apply(splits.train, "train"), apply(splits.eval, "eval"),
-                      apply(splits.test, "test"), splits.origin)
+    return Splits(apply(splits.train, "train"), apply(splits.eval, "eval"),
+                  apply(splits.test, "test"), splits.origin)
+
+
+def task_function(spec: api.FineTuneJobSpec, tokenizer: Any, labels: Labels | None,
+                  max_length: int | None, max_target_length: int | None):
+    """The batched `datasets.map` function of sequence classification or seq2seq (None for
+    causal-lm, whose formats have their own in causal_lm_data)."""
+    ds = spec.dataset
+
+    def classification(batch):
+        pair = _text(batch[ds.text_pair_column]) if ds.text_pair_column else None
+        out = tokenizer(_text(batch[ds.text_column]), pair, truncation=max_length is not None,
+                        max_length=max_length)
+        raw = batch[ds.label_column]
+        out["labels"] = [labels.encode[v] for v in raw] if labels.encode is not None else list(raw)
+        return out
+
+    def seq2seq(batch):
+        out = tokenizer(_text(batch[ds.text_column]), truncation=max_length is not None,
+                        max_length=max_length)
+        targets = tokenizer(text_target=_text(batch[ds.target_column]),
+                            truncation=max_target_length is not None,
+                            max_length=max_target_length)
+        out["labels"] = targets["input_ids"]
+        return out
+
+    return {api.Task.SEQUENCE_CLASSIFICATION.value: classification,
+            api.Task.SEQ2SEQ.value: seq2seq}.get(spec.task)
 
 
 def required_columns(spec: api.FineTuneJobSpec) -> dict[str, str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftjob_api import api, dataset_formats
+from ftjob_api import api
 from ftjob_api.contract import ExitCode, exit_reason, rfc3339
 
 from . import exits
@@ -170,24 +170,17 @@ def _training_arguments(ctx: JobContext) -> tuple[Any, int | None]:
 def prepare(ctx: JobContext) -> Prepared:
     from transformers import set_seed
 
-    from . import causal_lm_data, data, modeling, trainer_arguments
+    from . import data, modeling, trainer_arguments
 
     spec = ctx.spec
     targs, save_total_limit = _training_arguments(ctx)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
 
-    with targs.main_process_first(local=False, desc="load data"):
-        splits = data.load_splits(spec.dataset)
-    data.check_columns(splits, data.required_columns(spec))
-    labels = (data.infer_labels(splits, spec.dataset.label_column)
-              if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value else None)
-
-    field_name = "spec.model.path" if spec.model.path else "spec.model.name"
+    splits, labels = data.load_checked(
+        spec, first=lambda: targs.main_process_first(local=False, desc="load data"))
+    field_name = modeling.model_field(spec)
     source, kwargs = modeling.model_source(spec)
-    tokenizer = modeling.load_tokenizer(source, kwargs, field_name)
-    if spec.task == api.Task.CAUSAL_LM.value and \
-            dataset_formats.get(spec.dataset.format).needs_chat_template:
-        causal_lm_data.require_chat_template(tokenizer, source, spec.dataset.format)
+    tokenizer = modeling.tokenizer_for(spec)
     set_seed(targs.seed)  # before the model: a fresh head is initialised from this seed
     model = modeling.load_model(spec.task, source, kwargs, field_name, tokenizer,
                                 labels.id2label if labels else None)

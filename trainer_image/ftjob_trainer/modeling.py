@@ -67,6 +67,26 @@ def load_tokenizer(source: str, kwargs: dict[str, Any], field: str) -> Any:
     return tokenizer
 
 
+def model_field(spec: api.FineTuneJobSpec) -> str:
+    """The spec field that names the model, for messages."""
+    return "spec.model.path" if spec.model.path else "spec.model.name"
+
+
+def tokenizer_for(spec: api.FineTuneJobSpec) -> Any:
+    """The tokenizer the job tokenizes with, checked for the chat template its dataset
+    format needs (the trainer and `ftjob inspect` both load it here)."""
+    from ftjob_api import dataset_formats
+
+    from . import causal_lm_data
+
+    source, kwargs = model_source(spec)
+    tokenizer = load_tokenizer(source, kwargs, model_field(spec))
+    if spec.task == api.Task.CAUSAL_LM.value and \
+            dataset_formats.get(spec.dataset.format).needs_chat_template:
+        causal_lm_data.require_chat_template(tokenizer, source, spec.dataset.format)
+    return tokenizer
+
+
 _AUTO = {
     api.Task.SEQUENCE_CLASSIFICATION.value: "AutoModelForSequenceClassification",
     api.Task.CAUSAL_LM.value: "AutoModelForCausalLM",
