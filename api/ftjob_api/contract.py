@@ -101,6 +101,9 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_OUTPUT_DIR = "/output"
 JOB_FILE_MOUNT_DIR = "/etc/ftjob"
 JOB_FILE_NAME = "job.json"
+# In the output folder, written by rank 0 before anything else: the uid (and name) of the job
+# that owns the folder; a job with another uid neither resumes from it nor writes into it.
+OUTPUT_OWNER_FILE_NAME = ".ftjob-owner.json"
 DEEPSPEED_CONFIG_MOUNT_DIR = "/etc/ftjob-deepspeed"
 DEEPSPEED_CONFIG_FILE_NAME = "ds_config.json"
 SHM_MOUNT_DIR = "/dev/shm"
@@ -137,13 +140,16 @@ class ExitCode(IntEnum):
     INVALID_SPEC = 10  # permanent: the job spec cannot work (e.g. unknown model class)
     INVALID_DATA = 11  # permanent: missing column, unreadable file, label out of range
     INVALID_MODEL = 12  # permanent: no model at the path, unknown Hub id
+    OUTPUT_OWNED_BY_OTHER_JOB = 13  # permanent: the output folder holds another job's uid
     OUT_OF_MEMORY = 20  # retryable: CUDA/CPU out of memory
     DISTRIBUTED_TIMEOUT = 21  # retryable: NCCL/gloo or rendezvous timeout, peer lost
+    JOB_FILE_REPLACED = 22  # retryable: the mounted job file is another job's (being replaced)
     PREEMPTED = 30  # stopped on SIGTERM after saving a checkpoint; restart without cost
 
 
 PERMANENT_EXIT_CODES = frozenset(
-    {ExitCode.INVALID_SPEC, ExitCode.INVALID_DATA, ExitCode.INVALID_MODEL}
+    {ExitCode.INVALID_SPEC, ExitCode.INVALID_DATA, ExitCode.INVALID_MODEL,
+     ExitCode.OUTPUT_OWNED_BY_OTHER_JOB}
 )
 PREEMPTED_EXIT_CODES = frozenset({ExitCode.PREEMPTED})
 
@@ -153,8 +159,10 @@ EXIT_REASONS = {
     ExitCode.INVALID_SPEC: "InvalidSpec",
     ExitCode.INVALID_DATA: "InvalidData",
     ExitCode.INVALID_MODEL: "InvalidModel",
+    ExitCode.OUTPUT_OWNED_BY_OTHER_JOB: "OutputOwnedByOtherJob",
     ExitCode.OUT_OF_MEMORY: "OutOfMemory",
     ExitCode.DISTRIBUTED_TIMEOUT: "DistributedTimeout",
+    ExitCode.JOB_FILE_REPLACED: "JobFileReplaced",
     ExitCode.PREEMPTED: "Preempted",
 }
 

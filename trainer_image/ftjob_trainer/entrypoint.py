@@ -21,6 +21,7 @@ from ftjob_api.contract import ExitCode, exit_reason, rfc3339
 
 from . import exits
 from .job import ENV_RESULT_DIR, ENV_STOP_FILE, JobContext, load_context, world_rank
+from .output_owner import claim_output
 from .stopping import StopRequest
 
 log = logging.getLogger("ftjob_trainer")
@@ -52,7 +53,8 @@ def run(env) -> int:
     stop = StopRequest(Path(env[ENV_STOP_FILE]) if env.get(ENV_STOP_FILE) else None).install()
     result_dir = env.get(ENV_RESULT_DIR)
     try:
-        ctx = load_context(env)
+        # Before anything reaches the output folder: it must be this job's (or adopted).
+        ctx = claim_output(load_context(env), rank == 0)
         outcome = train(ctx, stop)
     except BaseException as exc:  # noqa: BLE001 - every failure must be classified
         failure = exits.classify_exception(exc, rank)
@@ -220,7 +222,8 @@ def train(ctx: JobContext, stop: StopRequest) -> TrainingOutcome:
     reporter = (build_reporter(ctx.reporter, name=ctx.name, namespace=ctx.namespace,
                                metrics_port=ctx.metrics_port) if world_rank() == 0
                 else NullReporter())
-    progress = ProgressCallback(reporter, ctx.progress_interval, attempt=ctx.attempt)
+    progress = ProgressCallback(reporter, ctx.progress_interval, attempt=ctx.attempt,
+                                adopted_from=ctx.adopted_from_job_uid)
     if world_rank() == 0:
         progress.start()
     try:

@@ -41,6 +41,20 @@ class InvalidModel(TrainerError):
     code = ExitCode.INVALID_MODEL
 
 
+class OutputOwnedByOtherJob(TrainerError):
+    """The output folder belongs to another job (another uid): permanent, nothing resumed or
+    written, unless the spec says `storage.adoptPreviousOutput: true`."""
+
+    code = ExitCode.OUTPUT_OWNED_BY_OTHER_JOB
+
+
+class JobFileReplaced(TrainerError):
+    """The mounted job file is another job's (a job deleted and created again under the same
+    name, its ConfigMap not yet replaced): retryable, the next attempt mounts the new one."""
+
+    code = ExitCode.JOB_FILE_REPLACED
+
+
 class HubUnreachable(TrainerError):
     """The Hub could not be reached: retryable, unlike a model or data set that is not there."""
 

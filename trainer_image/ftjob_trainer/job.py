@@ -19,7 +19,7 @@ from ftjob_api import api, contract
 from ftjob_api.problems import errors
 from ftjob_api.validation import validate_spec
 
-from .exits import InvalidSpec
+from .exits import InvalidSpec, JobFileReplaced
 
 ENV_DEEPSPEED_CONFIG = contract.ENV_DEEPSPEED_CONFIG  # set by the operator with configMapRef
 # Launcher-internal variables (not part of the operator contract: the launcher sets them).
@@ -40,6 +40,8 @@ class JobContext:
     progress_interval: float = 5.0
     metrics_port: int | None = None
     deepspeed_config: Path | None = None
+    uid: str | None = None  # the job's uid ($FTJOB_JOB_UID, else the job file's); owns the output
+    adopted_from_job_uid: str | None = None  # the output folder's previous owner, once adopted
 
 
 def load_context(env: Mapping[str, str]) -> JobContext:
@@ -47,6 +49,7 @@ def load_context(env: Mapping[str, str]) -> JobContext:
         Path(contract.JOB_FILE_MOUNT_DIR) / contract.JOB_FILE_NAME
     )
     document = read_job_file(job_file)
+    uid = check_uid(document, env.get(contract.ENV_JOB_UID) or None, job_file)
     problems = errors(validate_spec(document["spec"]))
     if problems:
         raise InvalidSpec(f"{job_file}: " + "; ".join(str(p) for p in problems)
@@ -66,7 +69,26 @@ def load_context(env: Mapping[str, str]) -> JobContext:
         progress_interval=_float(env, contract.ENV_PROGRESS_INTERVAL, 5.0),
         metrics_port=_int(env, contract.ENV_METRICS_PORT, None),
         deepspeed_config=_path(env, ENV_DEEPSPEED_CONFIG),
+        uid=uid,
     )
+
+
+def check_uid(document: dict, expected: str | None, job_file: str) -> str | None:
+    """The job's uid: `expected` ($FTJOB_JOB_UID, set in every pod), which the job file must
+    carry too; else the file's own (a local run), or None when neither says.
+
+    A pod of a job deleted and created again under the same name can mount the old job's
+    ConfigMap while it is being replaced: JobFileReplaced (retryable) instead of running
+    another job's spec."""
+    metadata = document.get("metadata")
+    found = metadata.get("uid") if isinstance(metadata, dict) else None
+    found = found if isinstance(found, str) and found else None
+    if expected is not None and found != expected:
+        raise JobFileReplaced(
+            f"{job_file}: the job file is job uid {found or '(none)'}'s, this pod's job is uid "
+            f"{expected} (the job's ConfigMap is being replaced: a job deleted and created "
+            "again under the same name); the next attempt mounts the new one")
+    return expected or found
 
 
 def read_job_file(job_file: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from ftjob_api.manifests import ManifestError, load_file
 from ftjob_api.problems import errors
 from ftjob_api.validation import validate_document
 
-from . import exits, launch
+from . import exits, launch, output_owner
 from .modeling import PKG_SCHEME
 
 RUNS_DIR = "ftjob-runs"
@@ -49,6 +50,14 @@ def resolve_paths(spec: dict[str, Any], base: Path) -> dict[str, Any]:
     return spec
 
 
+def local_uid(file: str, name: str) -> str:
+    """The identity of a local run (pure): the manifest file and the job's name, so that the
+    same manifest run again resumes from its output folder and another one (a different
+    manifest into the same folder) finds it owned by another job, as in a cluster."""
+    digest = hashlib.sha256(f"{Path(file).resolve()}#{name}".encode()).hexdigest()
+    return f"local-{digest[:16]}"
+
+
 def default_nproc(spec: dict[str, Any]) -> int:
     gpus = ((spec.get("resources") or {}).get("gpusPerNode")) or 0
     return gpus if gpus > 0 else 2
@@ -75,18 +84,22 @@ def run_local(file: str, nproc: int | None = None, output: str | None = None,
     name = body["metadata"]["name"]
     spec = resolve_paths(body["spec"], Path(file).resolve().parent)
     output_dir = Path(output or Path(RUNS_DIR) / name).resolve()
+    uid = local_uid(file, name)
+    refused = _foreign_output(output_dir, uid, name, spec)
+    if refused is not None:
+        return refused
     output_dir.mkdir(parents=True, exist_ok=True)
     job_file = output_dir / "job.json"
-    job_file.write_text(json.dumps({"metadata": {"name": name,
+    job_file.write_text(json.dumps({"metadata": {"name": name, "uid": uid,
                                                  "namespace": body["metadata"].get("namespace")},
                                     "spec": spec}, indent=1))
 
     env = dict(os.environ)
     # The contract variables as a pod gets them (pod_env, shared with the operator's render);
-    # no cluster identity, attempt or mounted DeepSpeed config here.
+    # a local identity (`local_uid`), no namespace, attempt or mounted DeepSpeed config here.
     env.update(pod_env.trainer_env(
         api.parse_spec(spec), job_file=str(job_file), output_dir=str(output_dir),
-        job_name=name, reporter=env.get(contract.ENV_REPORTER, "console")))
+        job_name=name, job_uid=uid, reporter=env.get(contract.ENV_REPORTER, "console")))
     env.update({
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
@@ -101,6 +114,18 @@ def run_local(file: str, nproc: int | None = None, output: str | None = None,
     launch.write_termination_log(Path(log_path) if log_path else output_dir / "termination-log", line)
     print(describe(decision.summary))
     return decision.exit_code
+
+
+def _foreign_output(output_dir: Path, uid: str, name: str, spec: dict[str, Any]) -> int | None:
+    """The exit code when `output_dir` holds another run's output (checked before the job
+    file is written into it; the trainer checks again and claims it), else None."""
+    adopt = api.parse_spec(spec).storage.adopt_previous_output
+    try:
+        output_owner.claim(output_dir, uid, name, adopt, is_zero=False)
+    except exits.OutputOwnedByOtherJob as exc:
+        print(describe(exits.failure_summary(exits.classify_exception(exc))))
+        return int(exc.code)
+    return None
 
 
 def describe(summary: dict[str, Any]) -> str:

@@ -91,23 +91,29 @@ def progress_fields(*, global_step: int, max_steps: int, epoch: float | None,
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def build_checkpoint(latest: checkpoints.Checkpoint | None, resumed_from_step: int) -> dict[str, Any]:
-    """status.checkpoint (pure): the newest complete checkpoint and the step resumed from."""
+def build_checkpoint(latest: checkpoints.Checkpoint | None, resumed_from_step: int,
+                     adopted_from: str | None = None) -> dict[str, Any]:
+    """status.checkpoint (pure): the newest complete checkpoint, the step resumed from and
+    the job whose output folder was adopted (if one was)."""
+    adopted = {"adopted_from_job_uid": adopted_from} if adopted_from else {}
     if latest is None:
-        return api.to_patch(api.CheckpointStatus(resumed_from_step=resumed_from_step))
+        return api.to_patch(api.CheckpointStatus(resumed_from_step=resumed_from_step, **adopted))
     saved = {"saved_at": latest.saved_at} if latest.saved_at else {}
     ref = api.CheckpointRef(step=latest.step, path=str(latest.path), **saved)
-    return api.to_patch(api.CheckpointStatus(resumed_from_step=resumed_from_step, latest=ref))
+    return api.to_patch(api.CheckpointStatus(resumed_from_step=resumed_from_step, latest=ref,
+                                             **adopted))
 
 
 class ProgressCallback(TrainerCallback):
     def __init__(self, reporter: Reporter, interval: float = 5.0, clock=time.monotonic,
-                 wall=time.time, attempt: int = 0, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+                 wall=time.time, attempt: int = 0, heartbeat: float = HEARTBEAT_SECONDS,
+                 adopted_from: str | None = None) -> None:
         self.reporter = reporter
         self.interval = interval
         self.clock = clock
         self.wall = wall
         self.attempt = attempt
+        self.adopted_from = adopted_from  # status.checkpoint.adoptedFromJobUid
         self.heartbeat = heartbeat
         self.last_report: float | None = None
         self.start_time: float | None = None
@@ -272,7 +278,8 @@ class ProgressCallback(TrainerCallback):
             activity_since=rfc3339(self.activity_since),
             last_step_time=rfc3339(self.last_step_time)
             if self.last_step_time is not None else None), keep_none=True)
-        self._report(progress, build_checkpoint(self.latest, self.start_step), final)
+        self._report(progress, build_checkpoint(self.latest, self.start_step, self.adopted_from),
+                     final)
 
     def _report(self, progress: dict[str, Any], checkpoint: dict[str, Any] | None,
                 final: bool = False) -> None:

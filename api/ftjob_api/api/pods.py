@@ -245,6 +245,15 @@ class Storage(ApiModel):
         description="`Retain` keeps a created claim (and your checkpoints) after the job is "
         "deleted; `Delete` removes it with the job.",
     )
+    adopt_previous_output: bool = Field(
+        default=False,
+        description="Resume from an output folder another job left (a `Retain` claim or an "
+        "`existingClaim` sub-folder of a deleted job with the same name). The output folder "
+        "records the uid of the job that owns it; by default a job that finds another job's "
+        "uid there fails with `OutputOwnedByOtherJob` and writes nothing. `true` takes the "
+        "folder over and resumes from its newest checkpoint (and search study), with an Event "
+        "and `status.checkpoint.adoptedFromJobUid`.",
+    )
 
     @model_validator(mode="after")
     def _existing_claim_excludes_new_claim_fields(self) -> Storage:

@@ -81,6 +81,11 @@ class CheckpointStatus(ApiModel):
     resumed_from_step: int | None = Field(
         default=None, description="Step the current attempt resumed from; 0 for a fresh start."
     )
+    adopted_from_job_uid: str | None = Field(
+        default=None, description="The uid of the job whose output folder this job took over "
+        "(`spec.storage.adoptPreviousOutput`); absent when the folder was this job's from the "
+        "start."
+    )
 
 
 class AttemptRecord(ApiModel):
@@ -158,6 +163,11 @@ class FineTuneJobStatus(ApiModel):
         default=None, description="Final metrics of a succeeded job."
     )
     search: SearchStatus | None = Field(default=None, description="Hyperparameter search.")
+    started_spec_digest: str | None = Field(
+        default=None, description="SHA-256 of the spec the job started with, as its ConfigMap "
+        "`<job>-job` holds it (the fields that cannot change after the start); the operator "
+        "checks the ConfigMap against it before each attempt."
+    )
 
 
 def to_patch(model: ApiModel, *, keep_none: bool = False) -> dict[str, Any]:

@@ -66,12 +66,15 @@ def classification_spec(tiny: dict[str, Path], **training: Any) -> dict[str, Any
 
 
 def start(workdir: Path, spec: dict[str, Any], *, nproc: int = 2, isolate: bool = False,
-          env: dict[str, str] | None = None, name: str = "tiny") -> Run:
+          env: dict[str, str] | None = None, name: str = "tiny", uid: str | None = None) -> Run:
     """Start `ftjob-launch --standalone` on a job; `isolate` runs it in its own PID
-    namespace so that killing it kills the whole tree, as a pod kill does."""
+    namespace so that killing it kills the whole tree, as a pod kill does. `uid`: the job's
+    identity, in the job file and $FTJOB_JOB_UID as a pod has it (the output folder is then
+    claimed for it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     job_file = workdir / "job.json"
-    job_file.write_text(json.dumps({"metadata": {"name": name, "namespace": "test"}, "spec": spec}))
+    metadata = {"name": name, "namespace": "test", **({"uid": uid} if uid else {})}
+    job_file.write_text(json.dumps({"metadata": metadata, "spec": spec}))
     output_dir = workdir / "output"
     termination_log = workdir / "termination-log"
     termination_log.unlink(missing_ok=True)
@@ -85,6 +88,7 @@ def start(workdir: Path, spec: dict[str, Any], *, nproc: int = 2, isolate: bool 
         "TOKENIZERS_PARALLELISM": "false",
         "DS_ACCELERATOR": "cpu",
         "PYTHONUNBUFFERED": "1",
+        **({"FTJOB_JOB_UID": uid} if uid else {}),
     })
     full_env.update(env or {})
     cmd = [PYTHON, "-m", "ftjob_trainer.launch", "--standalone", f"--nproc-per-node={nproc}"]
