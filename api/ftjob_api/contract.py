@@ -97,6 +97,49 @@ def is_reserved_env(name: str) -> bool:
     return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX)
 
 
+# Variables that change where credentials go or what code loads: the Hub endpoint the token
+# is sent to, the dynamic loader's and the interpreter's search paths and preloads, the
+# NVIDIA container runtime's device and capability requests. Refused in `spec.env` and as
+# what an `envFrom` prefix could make; the proxy variables (any case: urllib, requests and
+# curl read both) only unless the operator allows proxies.
+GUARDED_ENV = frozenset({"HF_ENDPOINT"})
+GUARDED_ENV_PREFIXES = ("LD_", "PYTHON", "NVIDIA_")
+PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def guarded_env(name: str, allow_proxy: bool = False) -> str | None:
+    """Why `name` may not be set by a job (what it controls), or None when it may."""
+    if name in GUARDED_ENV:
+        return "it chooses the server the Hugging Face token is sent to"
+    if any(name.startswith(p) for p in GUARDED_ENV_PREFIXES):
+        return "it changes what code the trainer loads or which devices it gets"
+    if not allow_proxy and name.upper() in PROXY_ENV:
+        return "it sends the trainer's connections, credentials included, through a proxy"
+    return None
+
+
+def guarded_env_from_prefix(prefix: str, allow_proxy: bool = False) -> str | None:
+    """A guarded name that `prefix` followed by some key of a ConfigMap or Secret would make
+    (an example), or None when no key can make one. An empty prefix makes any name: the
+    caller decides what that means."""
+    if not prefix:
+        return None
+    for name in sorted(GUARDED_ENV):
+        if len(name) > len(prefix) and name.startswith(prefix):
+            return name
+    for guarded in GUARDED_ENV_PREFIXES:
+        if prefix.startswith(guarded):
+            return f"{prefix}KEY"
+        if guarded.startswith(prefix):
+            return f"{guarded}KEY"
+    if not allow_proxy:
+        for name in PROXY_ENV:
+            if len(name) > len(prefix) and name.startswith(prefix.upper()):
+                rest = name[len(prefix):]
+                return prefix + (rest.lower() if prefix.islower() else rest)
+    return None
+
+
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_OUTPUT_DIR = "/output"
 JOB_FILE_MOUNT_DIR = "/etc/ftjob"
@@ -107,15 +150,23 @@ OUTPUT_OWNER_FILE_NAME = ".ftjob-owner.json"
 DEEPSPEED_CONFIG_MOUNT_DIR = "/etc/ftjob-deepspeed"
 DEEPSPEED_CONFIG_FILE_NAME = "ds_config.json"
 SHM_MOUNT_DIR = "/dev/shm"
+# The trainer's root filesystem is read-only; these two are its writable scratch folders
+# (temporary files, nvcc's and torch's compile folders; the image's HOME with the caches
+# that are not on the output volume, e.g. matplotlib's).
+TMP_MOUNT_DIR = "/tmp"
+HOME_DIR = "/home/ftjob"  # HOME of the trainer image
 # Volume names the pod already uses (user volumes need other names).
 OUTPUT_VOLUME = "output"
 JOB_FILE_VOLUME = "job-spec"
 SHM_VOLUME = "dshm"
 DEEPSPEED_CONFIG_VOLUME = "deepspeed-config"
-RESERVED_VOLUME_NAMES = (OUTPUT_VOLUME, JOB_FILE_VOLUME, SHM_VOLUME, DEEPSPEED_CONFIG_VOLUME)
+TMP_VOLUME = "tmp"
+HOME_VOLUME = "home"
+RESERVED_VOLUME_NAMES = (OUTPUT_VOLUME, JOB_FILE_VOLUME, SHM_VOLUME, DEEPSPEED_CONFIG_VOLUME,
+                         TMP_VOLUME, HOME_VOLUME)
 # Paths the pod already uses; user volumes may not be mounted over or under them.
 RESERVED_MOUNT_PATHS = (DEFAULT_OUTPUT_DIR, JOB_FILE_MOUNT_DIR, DEEPSPEED_CONFIG_MOUNT_DIR,
-                        SHM_MOUNT_DIR)
+                        SHM_MOUNT_DIR, TMP_MOUNT_DIR, HOME_DIR)
 RDZV_PORT = 29500
 METRICS_PORT_NAME = "metrics"  # container port of rank 0's Prometheus endpoint
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message

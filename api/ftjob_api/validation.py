@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -15,6 +16,32 @@ import pydantic
 
 from . import api, contract, dataset_formats, naming, training_args
 from .problems import Problem
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What the operator allows a job beyond the defaults: its settings (the chart's
+    `jobPolicy` values) widen these. `ftjob validate` checks against the defaults."""
+
+    proxy_env: bool = False  # HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY (any case)
+    runtime_classes: tuple[str, ...] = ()  # `podTemplate.runtimeClassName` values
+    # Prefixes of `podTemplate.annotations` keys beyond Kueue's (`DEFAULT_ANNOTATION_PREFIXES`)
+    annotation_prefixes: tuple[str, ...] = ()
+    # False: none of these checks (the trainer, which runs what the operator admitted).
+    enforced: bool = True
+
+
+# Annotation keys a job may always set: Kueue's (ftjob's own and Kueue's pod-group count stay
+# reserved). Anything else can change how the pod is secured (AppArmor and seccomp profiles,
+# sidecar injection), so the operator's settings must allow it.
+DEFAULT_ANNOTATION_PREFIXES = ("kueue.x-k8s.io/",)
+# How to allow more, named in the refusals (chart value, then the operator's variable).
+ALLOW_PROXY_SETTING = "jobPolicy.allowProxyEnv (FTJOB_ALLOW_PROXY_ENV)"
+RUNTIME_CLASSES_SETTING = "jobPolicy.allowedRuntimeClasses (FTJOB_ALLOWED_RUNTIME_CLASSES)"
+ANNOTATION_PREFIXES_SETTING = ("jobPolicy.allowedAnnotationPrefixes "
+                               "(FTJOB_ALLOWED_ANNOTATION_PREFIXES)")
+DEFAULTS = Allowed()
+UNCHECKED = Allowed(enforced=False)
 
 
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
@@ -91,7 +118,7 @@ _PATTERN_MESSAGES = {
 }
 
 
-def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
+def _check_spec_rules(spec: api.FineTuneJobSpec, allowed: Allowed) -> list[Problem]:
     problems: list[Problem] = []
     task = spec.task
     ds = spec.dataset
@@ -134,8 +161,8 @@ def _check_spec_rules(spec: api.FineTuneJobSpec) -> list[Problem]:
                         f"at once, which needs ReadWriteMany (got {', '.join(modes)})")
             )
 
-    problems.extend(_check_env(spec))
-    problems.extend(_check_pod_template(spec.pod_template))
+    problems.extend(_check_env(spec, allowed))
+    problems.extend(_check_pod_template(spec.pod_template, allowed))
     problems.extend(_check_monitoring(spec.monitoring))
     problems.extend(_check_volumes(spec))
     problems.extend(_check_early_stopping(spec))
@@ -276,15 +303,18 @@ def _check_data_files(files: api.DataFiles) -> list[Problem]:
     return problems
 
 
-def _check_env(spec: api.FineTuneJobSpec) -> list[Problem]:
+def _check_env(spec: api.FineTuneJobSpec, allowed: Allowed) -> list[Problem]:
     problems = []
     seen: set[str] = set()
     for i, var in enumerate(spec.env):
         path = f"spec.env[{i}].name"
+        guarded = contract.guarded_env(var.name, allowed.proxy_env) if allowed.enforced else None
         if contract.is_reserved_env(var.name):
             why = ("use spec.model.hfTokenSecretRef" if var.name == "HF_TOKEN"
                    else "set by ftjob for torchrun, NCCL or the trainer")
             problems.append(Problem(path, f"{var.name} is reserved ({why})"))
+        elif guarded is not None:
+            problems.append(Problem(path, _guarded_message(var.name, guarded)))
         if var.name in seen:
             problems.append(Problem(path, f"{var.name} is set twice"))
         seen.add(var.name)
@@ -308,9 +338,15 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _check_pod_template(template: api.PodTemplate) -> list[Problem]:
+def _guarded_message(name: str, why: str) -> str:
+    allow = (f"; the operator setting {ALLOW_PROXY_SETTING} allows proxies"
+             if name.upper() in contract.PROXY_ENV else "")
+    return f"{name} is reserved: {why}{allow}"
+
+
+def _check_pod_template(template: api.PodTemplate, allowed: Allowed) -> list[Problem]:
     root = "spec.podTemplate"
-    problems = []
+    problems = _check_pod_security(template, allowed)
     for kind, items, reserved in (("labels", template.labels, naming.RESERVED_LABELS),
                                   ("annotations", template.annotations,
                                    naming.RESERVED_ANNOTATIONS)):
@@ -332,10 +368,52 @@ def _check_pod_template(template: api.PodTemplate) -> list[Problem]:
         problems.append(Problem(f"{root}.annotations", f"{size} bytes in all; Kubernetes "
                                 f"allows {ANNOTATIONS_MAX_BYTES}"))
     for i, source in enumerate(template.env_from):
-        if source.prefix and source.prefix.startswith(contract.RESERVED_ENV_PREFIX):
-            problems.append(Problem(f"{root}.envFrom[{i}].prefix", f"{source.prefix} makes "
-                                    f"{contract.RESERVED_ENV_PREFIX}* variables, which are "
-                                    "reserved (set by ftjob for the trainer)"))
+        problems.extend(_check_env_from(f"{root}.envFrom[{i}]", source, allowed))
+    return problems
+
+
+def _check_env_from(path: str, source: api.EnvFromSource, allowed: Allowed) -> list[Problem]:
+    """A prefix that could make a reserved or guarded name is refused. Without a prefix the
+    keys are whatever the ConfigMap or Secret holds when a pod starts, which no check here
+    can see: a warning says so (docs/rbac.md)."""
+    prefix = source.prefix
+    if not prefix:
+        return [Problem(path, "no prefix: every key of the "
+                        f"{'Secret' if source.secret_ref else 'ConfigMap'} becomes a variable "
+                        "unchecked (set a prefix such as WANDB_ to have the names checked)",
+                        "warning")]
+    if prefix.startswith(contract.RESERVED_ENV_PREFIX):
+        return [Problem(f"{path}.prefix", f"{prefix} makes {contract.RESERVED_ENV_PREFIX}* "
+                        "variables, which are reserved (set by ftjob for the trainer)")]
+    made = contract.guarded_env_from_prefix(prefix, allowed.proxy_env)
+    if made is not None and allowed.enforced:
+        why = contract.guarded_env(made) or ""
+        return [Problem(f"{path}.prefix", f"{prefix} can make {made}, which is reserved: "
+                        f"{why}" + (f"; the operator setting {ALLOW_PROXY_SETTING} allows "
+                                    "proxies" if made.upper() in contract.PROXY_ENV else ""))]
+    return []
+
+
+def _check_pod_security(template: api.PodTemplate, allowed: Allowed) -> list[Problem]:
+    """RuntimeClasses and annotations change how a pod is isolated and secured: only those
+    the operator's settings allow."""
+    if not allowed.enforced:
+        return []
+    problems = []
+    runtime = template.runtime_class_name
+    if runtime is not None and runtime not in allowed.runtime_classes:
+        problems.append(Problem("spec.podTemplate.runtimeClassName",
+                                f"RuntimeClass {runtime!r} is not allowed; the operator setting "
+                                f"{RUNTIME_CLASSES_SETTING} would allow it"))
+    prefixes = (*DEFAULT_ANNOTATION_PREFIXES, *allowed.annotation_prefixes)
+    for key in template.annotations:
+        if naming.is_reserved_key(key, naming.RESERVED_ANNOTATIONS) or _key_problem(key):
+            continue  # refused as reserved or malformed below
+        if not key.startswith(prefixes):
+            problems.append(Problem(f"spec.podTemplate.annotations[{key}]",
+                                    f"{key} is not allowed: pod annotations can change how the "
+                                    "pod is secured; the operator setting "
+                                    f"{ANNOTATION_PREFIXES_SETTING} would allow it"))
     return problems
 
 
@@ -345,7 +423,8 @@ def _check_monitoring(monitoring: api.Monitoring) -> list[Problem]:
     return [Problem("spec.monitoring.metricsPort", why)] if why else []
 
 
-def validate_spec(spec_doc: dict[str, Any], prefix: str = "spec") -> list[Problem]:
+def validate_spec(spec_doc: dict[str, Any], prefix: str = "spec",
+                  allowed: Allowed = DEFAULTS) -> list[Problem]:
     """Validate a bare spec mapping (the operator's entry point)."""
     try:
         spec = api.FineTuneJobSpec.model_validate(spec_doc)
@@ -356,10 +435,10 @@ def validate_spec(spec_doc: dict[str, Any], prefix: str = "spec") -> list[Proble
             task = spec_doc.get("task") if isinstance(spec_doc.get("task"), str) else None
             problems += training_args.check_keys_and_types(spec_doc["trainingArguments"], task)
         return problems
-    return check_parsed_spec(spec)
+    return check_parsed_spec(spec, allowed)
 
 
-def check_parsed_spec(spec: api.FineTuneJobSpec) -> list[Problem]:
+def check_parsed_spec(spec: api.FineTuneJobSpec, allowed: Allowed = DEFAULTS) -> list[Problem]:
     args = spec.training_arguments
     problems = training_args.check_keys_and_types(args, spec.task)
     problems += training_args.check_cross_fields(
@@ -367,12 +446,13 @@ def check_parsed_spec(spec: api.FineTuneJobSpec) -> list[Problem]:
         has_eval_data=spec.dataset.has_eval_data,
         gpus_per_node=spec.resources.gpus_per_node,
     )
-    problems += _check_spec_rules(spec)
+    problems += _check_spec_rules(spec, allowed)
     return problems
 
 
-def validate_document(doc: Any) -> list[Problem]:
-    """Validate one whole FineTuneJob manifest (apiVersion, kind, metadata, spec)."""
+def validate_document(doc: Any, allowed: Allowed = DEFAULTS) -> list[Problem]:
+    """Validate one whole FineTuneJob manifest (apiVersion, kind, metadata, spec); `allowed`:
+    what the operator's settings allow beyond the defaults."""
     if not isinstance(doc, dict):
         return [Problem("(document)", f"expected a mapping, got {type(doc).__name__}")]
     problems: list[Problem] = []
@@ -395,5 +475,5 @@ def validate_document(doc: Any) -> list[Problem]:
     elif not isinstance(doc["spec"], dict):
         problems.append(Problem("spec", f"expected a mapping, got {type(doc['spec']).__name__}"))
     else:
-        problems += validate_spec(doc["spec"])
+        problems += validate_spec(doc["spec"], allowed=allowed)
     return problems

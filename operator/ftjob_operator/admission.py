@@ -6,6 +6,9 @@ problem and its field path. Warnings of the checks become admission warnings (ku
 prints them). An update the operator would not act on (a started job's spec edited outside
 the mutable fields) is admitted with the warning the SpecChangeIgnored condition will carry.
 
+With `checkReferenceAccess` on (the default), a request the checks admit is also refused when
+its author may not read what the job's pods would read, or may not create pods (`access`).
+
 Updates that leave the spec alone (finalizers, labels, annotations; a job being deleted) are
 always admitted, and the status subresource is outside the webhook's rules, so the
 operator's and the trainer's own writes never wait for it. An update is refused only for
@@ -35,9 +38,9 @@ import kopf
 
 from ftjob_api import api
 from ftjob_api.problems import Problem, errors
-from ftjob_api.validation import validate_document
+from ftjob_api.validation import DEFAULTS, Allowed, validate_document
 
-from . import observe
+from . import access, observe
 from .policies.spec_edits import ignored_changes, ignored_changes_message
 from .settings import Settings
 
@@ -56,8 +59,10 @@ PUBLISH_RETRY_MAX_SECONDS = 10.0
 
 
 def review(operation: str, new: dict[str, Any], old: dict[str, Any] | None,
-           started_spec: dict[str, Any] | None) -> tuple[list[Problem], list[str]]:
-    """(problems that refuse the request, warnings) for one admission request. Pure."""
+           started_spec: dict[str, Any] | None, allowed: Allowed = DEFAULTS
+           ) -> tuple[list[Problem], list[str]]:
+    """(problems that refuse the request, warnings) for one admission request; `allowed`:
+    what the operator's settings allow. Pure."""
     if operation not in ("CREATE", "UPDATE"):
         return [], []
     if operation == "UPDATE" and old is not None:
@@ -65,10 +70,10 @@ def review(operation: str, new: dict[str, Any], old: dict[str, Any] | None,
             return [], []
         if new.get("spec") == old.get("spec"):
             return [], []
-    problems = validate_document(_without_server_fields(new))
+    problems = validate_document(_without_server_fields(new), allowed)
     known: set[Problem] = set()
     if operation == "UPDATE" and old is not None:
-        known = set(validate_document(_without_server_fields(old)))
+        known = set(validate_document(_without_server_fields(old), allowed))
     refused = [p for p in errors(problems) if p not in known]
     warnings = [f"{p.path}: {p.message}" for p in problems if p not in refused]
     spec = new.get("spec")
@@ -100,9 +105,10 @@ def refusal(kind_name: str, problems: list[Problem]) -> str:
 
 @kopf.on.validate(api.GROUP, api.VERSION, api.PLURAL, id=HANDLER_ID,
                   operations=["CREATE", "UPDATE"])
-def validate_job(operation: str, body: kopf.Body, old: kopf.Body | None, name: str | None,
-                 namespace: str | None, warnings: list[str], ftjob_started_specs: kopf.Index,
-                 **_: Any) -> None:
+async def validate_job(operation: str, body: kopf.Body, old: kopf.Body | None,
+                       name: str | None, namespace: str | None, warnings: list[str],
+                       userinfo: dict[str, Any], ftjob_started_specs: kopf.Index,
+                       memo: kopf.Memo, **_: Any) -> None:
     new = dict(body)
     old_doc = dict(old) if old is not None else None
     started = None
@@ -110,10 +116,37 @@ def validate_job(operation: str, body: kopf.Body, old: kopf.Body | None, name: s
         uid = (old_doc.get("metadata") or {}).get("uid")
         for cm in ftjob_started_specs.get((namespace, name), ()):
             started = observe.started_spec_from_config_map(cm, uid) or started
-    refused, found = review(operation, new, old_doc, started)
+    config: Settings = memo.config
+    refused, found = review(operation, new, old_doc, started, config.allowed)
     warnings.extend(found)
     if refused:
         raise kopf.AdmissionError(refusal(f"{api.KIND} {namespace}/{name}", refused), code=422)
+    if config.check_reference_access:
+        await check_access(memo.kube, operation, new, old_doc, userinfo,
+                           namespace or "", f"{api.KIND} {namespace}/{name}")
+
+
+async def check_access(kube: Any, operation: str, new: dict[str, Any],
+                       old: dict[str, Any] | None, userinfo: dict[str, Any], namespace: str,
+                       kind_name: str) -> None:
+    """Ask the API server for every access the request needs (`access.checks`); refuse the
+    request for any it does not allow, or when it cannot be asked."""
+    wanted = access.checks(operation, new, old)
+    if not wanted:
+        return
+    keys = access.distinct(wanted)
+    reviews = [access.access_review(userinfo, namespace, access.Check("", *key))
+               for key in keys]
+    answers = await asyncio.gather(*(kube.may(r) for r in reviews), return_exceptions=True)
+    failed = next((a for a in answers if isinstance(a, BaseException)), None)
+    if failed is not None:
+        log.warning("cannot review access for %s: %s", kind_name, failed)
+        raise kopf.AdmissionError(f"{kind_name}: cannot check that its author may read what "
+                                  f"it references (try again): {failed}", code=503)
+    allowed = {key: bool(answer) for key, answer in zip(keys, answers)}
+    problems = access.refusals(wanted, allowed, userinfo.get("username") or "", namespace)
+    if problems:
+        raise kopf.AdmissionError(access.refusal(kind_name, problems), code=403)
 
 
 class NoWebhookServer:

@@ -97,6 +97,7 @@ class Kube:
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.admission = client.AdmissionregistrationV1Api(api_client)
+        self.authorization = client.AuthorizationV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=settings.api_workers,
                                         thread_name_prefix="ftjob-api")
 
@@ -173,6 +174,14 @@ class Kube:
             await self._call(f"patch ValidatingWebhookConfiguration {name}",
                              self.admission.patch_validating_webhook_configuration, name, patch)
         return len(stale)
+
+    async def may(self, review: dict[str, Any]) -> bool:
+        """Create a SubjectAccessReview (stored nowhere); whether the API server allows it."""
+        attributes = review["spec"]["resourceAttributes"]
+        answer = await self._call(f"review access to {attributes['verb']} "
+                                  f"{attributes['resource']}",
+                                  self.authorization.create_subject_access_review, review)
+        return bool((answer.get("status") or {}).get("allowed"))
 
     # ------------------------------------------------------------------ plans
 

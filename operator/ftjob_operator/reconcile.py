@@ -44,7 +44,7 @@ def decide(job: JobState, observed: Observed, now: datetime,
 
     started = observed.started_spec
     if started is None and out.read.attempt == 0 and not pods:
-        problems = errors(validation.validate_spec(job.spec))
+        problems = errors(validation.validate_spec(job.spec, allowed=settings.allowed))
         if problems:
             return finish.invalid(job, out, "; ".join(str(p) for p in problems))
 

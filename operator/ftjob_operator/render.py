@@ -221,7 +221,10 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
             {"name": "NCCL_SOCKET_IFNAME", "value": "^lo,docker"},
         ]
     else:
-        ours.append({"name": "DS_ACCELERATOR", "value": "cpu"})
+        # No GPU for a CPU job, even on a node whose container runtime hands every container
+        # all GPUs unless told otherwise (the NVIDIA runtime reads this variable).
+        ours += [{"name": "DS_ACCELERATOR", "value": "cpu"},
+                 {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
     taken = {e["name"] for e in ours}
     for var in spec.env:
         # Validation already rejects these; dropping them here keeps the pod correct even
@@ -347,6 +350,8 @@ def _trainer_container(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, ran
             {"name": JOB_FILE_VOLUME, "mountPath": contract.JOB_FILE_MOUNT_DIR, "readOnly": True},
             _output_mount(spec, job),
             {"name": SHM_VOLUME, "mountPath": contract.SHM_MOUNT_DIR},
+            {"name": contract.TMP_VOLUME, "mountPath": contract.TMP_MOUNT_DIR},
+            {"name": contract.HOME_VOLUME, "mountPath": contract.HOME_DIR},
             *_extra_mounts(spec),
         ],
         "terminationMessagePath": contract.DEFAULT_TERMINATION_LOG,
@@ -354,6 +359,8 @@ def _trainer_container(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, ran
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
+            # Writable: the volumes only (output, /tmp, HOME, /dev/shm).
+            "readOnlyRootFilesystem": True,
         },
     }
     env_from = _env_from(spec)
@@ -388,6 +395,8 @@ def _pod_spec(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
             {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": claim_name}},
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory",
                                               "sizeLimit": spec.resources.shm_size}},
+            {"name": contract.TMP_VOLUME, "emptyDir": {}},
+            {"name": contract.HOME_VOLUME, "emptyDir": {}},
             *_extra_volumes(spec),
         ],
     }

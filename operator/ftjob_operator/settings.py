@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ftjob_api import contract
+from ftjob_api.validation import Allowed
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/ftjob/trainer:0.1.0"
 
@@ -45,6 +46,21 @@ class Settings:
     webhook_hosts: tuple[str, ...] = ()  # names/IPs the API server calls (self-signed SANs)
     webhook_cert_dir: str | None = None  # tls.crt and tls.key (cert-manager); None: self-signed
     webhook_configuration: str | None = None  # ValidatingWebhookConfiguration to put the CA into
+    # The webhook refuses a job whose author may not read the Secrets, ConfigMaps and claims
+    # it references, or create pods (admission.check_access).
+    check_reference_access: bool = True
+    # What jobs may ask of their pods beyond the defaults (validation.Allowed): proxy
+    # variables, RuntimeClasses, prefixes of pod annotation keys.
+    allow_proxy_env: bool = False
+    allowed_runtime_classes: tuple[str, ...] = ()
+    allowed_annotation_prefixes: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> Allowed:
+        """What validation lets a job do under these settings (webhook and operator)."""
+        return Allowed(proxy_env=self.allow_proxy_env,
+                       runtime_classes=self.allowed_runtime_classes,
+                       annotation_prefixes=self.allowed_annotation_prefixes)
 
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -67,6 +83,15 @@ def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     if value is not None and not 0 < value < 65536:
         raise SettingsError(f"{name}: port out of range: {value}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false", "1", "0"):
+        raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+    return raw in ("true", "1")
 
 
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -125,4 +150,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         webhook_hosts=_names(env, "FTJOB_WEBHOOK_HOSTS"),
         webhook_cert_dir=env.get("FTJOB_WEBHOOK_CERT_DIR", "").strip() or None,
         webhook_configuration=env.get("FTJOB_WEBHOOK_CONFIGURATION", "").strip() or None,
+        check_reference_access=_bool(env, "FTJOB_WEBHOOK_CHECK_REFERENCE_ACCESS", True),
+        allow_proxy_env=_bool(env, "FTJOB_ALLOW_PROXY_ENV", False),
+        allowed_runtime_classes=_names(env, "FTJOB_ALLOWED_RUNTIME_CLASSES"),
+        allowed_annotation_prefixes=_names(env, "FTJOB_ALLOWED_ANNOTATION_PREFIXES"),
     )

@@ -130,6 +130,13 @@ match that page and cover every API call the operator's integration tests record
   verbs: ["get", "patch"]
   resourceNames: [{{ include "ftjob.fullname" . | quote }}]
 {{- end }}
+{{- if and .Values.webhook.enabled .Values.webhook.checkReferenceAccess }}
+# The webhook asks whether a job's author may read what the job references and create pods
+# (SubjectAccessReviews as that user; they are answered, not stored).
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+{{- end }}
 {{- if not (include "ftjob.clusterwide" .) }}
 # With a namespace list, kopf lists and watches namespaces to follow the listed ones being
 # created or deleted.

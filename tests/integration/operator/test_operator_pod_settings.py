@@ -46,6 +46,12 @@ def runtime_class(h: Real, name: str) -> Iterator[None]:
         node.delete_runtime_class(name)
 
 
+def allowing(runtime: str, annotations: str = "") -> dict[str, str]:
+    """The operator settings that let jobs name this RuntimeClass and these annotations."""
+    return {"FTJOB_ALLOWED_RUNTIME_CLASSES": runtime,
+            "FTJOB_ALLOWED_ANNOTATION_PREFIXES": annotations}
+
+
 def env_of(pod: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
 
@@ -53,7 +59,8 @@ def env_of(pod: dict) -> dict[str, str]:
 def test_pod_template_and_monitoring_reach_every_pod(h, run_operator):
     runtime = f"gvisor-{h.ns}"
     template = dict(TEMPLATE, runtimeClassName=runtime)
-    with runtime_class(h, runtime), run_operator(FTJOB_TRAINER_PROGRESS_INTERVAL="15"):
+    with runtime_class(h, runtime), run_operator(FTJOB_TRAINER_PROGRESS_INTERVAL="15",
+                                                 **allowing(runtime, "example.com/")):
         h.create_job(manifest(podTemplate=template,
                               monitoring={"metricsPort": METRICS_PORT}))
         stored = wait_for(lambda: len(p := pods(h, attempt=1)) == 2 and p, TIMEOUT,
@@ -80,7 +87,7 @@ def test_missing_runtime_class_is_reported_and_the_job_starts_once_it_exists(h, 
     # Admission refuses a pod whose RuntimeClass does not exist (HTTP 403); the operator
     # says so in an event and keeps trying.
     runtime = f"later-{h.ns}"
-    with run_operator():
+    with run_operator(**allowing(runtime)):
         h.create_job(manifest(podTemplate={"runtimeClassName": runtime}))
         wait_event(h, "ApiRejected")
         rejected = next(e for e in h.list("events") if e["reason"] == "ApiRejected")
@@ -96,7 +103,7 @@ def test_pod_creation_refused_past_pending_timeout_fails_the_job(h, run_operator
     # once it has lasted longer than pendingTimeoutSeconds (the allowance of a Pending pod).
     runtime = f"never-{h.ns}"
     refused = f'RuntimeClass "{runtime}" not found'
-    with run_operator():
+    with run_operator(**allowing(runtime)):
         h.create_job(manifest(podTemplate={"runtimeClassName": runtime},
                               restartPolicy={"pendingTimeoutSeconds": 30}))
         pending = wait_for(lambda: (st := status(h)).get("phase") == "Pending"
@@ -114,6 +121,19 @@ def test_pod_creation_refused_past_pending_timeout_fails_the_job(h, run_operator
     started, ended = parse_time(st["startTime"]), parse_time(st["completionTime"])
     assert (ended - started).total_seconds() >= 29, st  # both rounded down to whole seconds
     wait_event(h, "PodCreationRejected")
+    assert not pods(h)
+
+
+def test_runtime_class_the_operator_does_not_allow_fails_the_job_naming_the_setting(
+        h, run_operator):
+    with run_operator(**allowing("nvidia")):
+        h.create_job(manifest(podTemplate={"runtimeClassName": "gvisor"}))
+        st = wait_for(phase_is(h, "Failed"), TIMEOUT, what="phase Failed",
+                      describe=lambda: describe(h))
+    cond = condition(st, "InvalidSpec")
+    assert ("spec.podTemplate.runtimeClassName: RuntimeClass 'gvisor' is not allowed"
+            in cond["message"]), cond["message"]
+    assert "FTJOB_ALLOWED_RUNTIME_CLASSES" in cond["message"]
     assert not pods(h)
 
 

@@ -46,12 +46,14 @@ class DocRule:
     def applies(self, clusterwide: bool, peering: bool, webhook: bool = False) -> bool:
         conditions = {c.strip() for c in self.when.split(",")}
         known = {"always", "namespace list", "all namespaces", "replicas > 1",
-                 "self-signed webhook"}
+                 "self-signed webhook", "webhook access checks"}
         assert conditions <= known, f"{RBAC_DOC}: unknown When {self.when!r} for {self.resource}"
         return (("namespace list" not in conditions or not clusterwide)
                 and ("all namespaces" not in conditions or clusterwide)
                 and ("replicas > 1" not in conditions or peering)
-                and ("self-signed webhook" not in conditions or webhook))
+                and ("self-signed webhook" not in conditions or webhook)
+                # The webhook modes keep webhook.checkReferenceAccess at its default (on).
+                and ("webhook access checks" not in conditions or webhook))
 
     def triples(self) -> set[tuple[str, str, str]]:
         return {(self.group, self.resource, verb) for verb in self.verbs}
@@ -185,6 +187,16 @@ def test_secrets_are_never_readable():
         granted = sa_grants(render(values_for(mode)))
         for verb in ("get", "list", "watch"):
             assert not allowed(granted, Call(verb, "", "secrets", namespace="team-a")), mode
+
+
+def test_access_reviews_only_while_the_webhook_checks_access():
+    review = Call("create", "authorization.k8s.io", "subjectaccessreviews")
+    for mode in WEBHOOK_MODES:
+        assert allowed(sa_grants(render(values_for(mode))), review), mode
+    values = values_for("all-namespaces-webhook")
+    values["webhook"]["checkReferenceAccess"] = False
+    assert not allowed(sa_grants(render(values)), review)
+    assert not allowed(sa_grants(render(values_for("all-namespaces"))), review)
 
 
 def test_rbac_can_be_left_to_the_platform_team():

@@ -24,7 +24,8 @@ OPERATOR_ENV = {
     "FTJOB_STORAGE_SIZE", "FTJOB_NAMESPACES", "FTJOB_LOG_LEVEL", "FTJOB_LOG_FORMAT",
     "FTJOB_PEERING", "FTJOB_LIVENESS_PORT", "FTJOB_METRICS_PORT",
     "FTJOB_WEBHOOK_PORT", "FTJOB_WEBHOOK_HOSTS", "FTJOB_WEBHOOK_CERT_DIR",
-    "FTJOB_WEBHOOK_CONFIGURATION",
+    "FTJOB_WEBHOOK_CONFIGURATION", "FTJOB_WEBHOOK_CHECK_REFERENCE_ACCESS",
+    "FTJOB_ALLOW_PROXY_ENV", "FTJOB_ALLOWED_RUNTIME_CLASSES", "FTJOB_ALLOWED_ANNOTATION_PREFIXES",
 }
 
 
@@ -185,7 +186,11 @@ def test_operator_env_defaults():
         "FTJOB_LOG_LEVEL": "INFO",
         "FTJOB_LOG_FORMAT": "text",
         "FTJOB_LIVENESS_PORT": "8080",
+        "FTJOB_ALLOW_PROXY_ENV": "false",
+        "FTJOB_ALLOWED_RUNTIME_CLASSES": "",
+        "FTJOB_ALLOWED_ANNOTATION_PREFIXES": "",
         "FTJOB_WEBHOOK_PORT": "9443",
+        "FTJOB_WEBHOOK_CHECK_REFERENCE_ACCESS": "true",
         "FTJOB_WEBHOOK_HOSTS": "ftjob-webhook.ftjob-system.svc,"
                                "ftjob-webhook.ftjob-system.svc.cluster.local,"
                                "ftjob-webhook.ftjob-system,ftjob-webhook",
@@ -209,6 +214,10 @@ def test_operator_env_follows_values():
     assert env["FTJOB_LOG_LEVEL"] == "DEBUG" and env["FTJOB_LOG_FORMAT"] == "json"
     assert env["FTJOB_PEERING"] == v["peering"]["name"]
     assert env["FTJOB_METRICS_PORT"] == str(v["metrics"]["port"])
+    assert env["FTJOB_ALLOW_PROXY_ENV"] == "true"
+    assert env["FTJOB_ALLOWED_RUNTIME_CLASSES"] == "nvidia,gvisor"
+    assert env["FTJOB_ALLOWED_ANNOTATION_PREFIXES"] == "example.com/,sidecar.istio.io/inject"
+    assert env["FTJOB_WEBHOOK_CHECK_REFERENCE_ACCESS"] == "false"
     assert container["image"] == "{repository}:{tag}".format(**v["image"])
     assert container["imagePullPolicy"] == "Always"
 
