@@ -152,10 +152,9 @@ class Example:
     where: str  # "<split> split (<origin>)", for messages
 
     def finish(self, pairs: list[tuple[list[int], list[int]]]) -> dict[str, list]:
-        """input_ids, attention_mask and labels, truncated to max_length unless packing."""
-        limit = None if self.ds.packing else self.max_length
-        ids = [i[:limit] for i, _ in pairs]
-        labels = [lab[:limit] for _, lab in pairs]
+        """input_ids, attention_mask and labels, whole (`fit` truncates or packs them)."""
+        ids = [i for i, _ in pairs]
+        labels = [lab for _, lab in pairs]
         return {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids], "labels": labels}
 
 
@@ -225,35 +224,58 @@ TOKENIZATIONS: dict[str, Tokenization] = {
 def tokenize_function(ds: api.DatasetSource, tokenizer: Any, max_length: int | None, split: str,
                       origin: str):
     """The batched `datasets.map` function for the format: input_ids, attention_mask and,
-    outside format text without packing, labels. Truncates to `max_length` unless packing
-    (a packed stream is cut into sequences of that length instead)."""
+    outside format text without packing, labels. Only format text without packing (the
+    tokenizer's own truncation) uses `max_length`; the others return whole examples."""
     example = Example(ds, tokenizer, max_length, f"{split} split ({origin})")
     return TOKENIZATIONS[ds.format].build(example)
 
 
 def tokenize_examples(dataset: Any, ds: api.DatasetSource, tokenizer: Any,
                       max_length: int | None, split: str, origin: str) -> Any:
-    """One row per example through the format's tokenization, not packed; `max_length`
-    None truncates nothing (`ftjob inspect` measures the lengths before truncation)."""
+    """One row per example through the format's tokenization, whole except for format
+    text without packing, which the tokenizer truncates to `max_length` (None: not at all)."""
     fn = tokenize_function(ds, tokenizer, max_length, split, origin)
     return dataset.map(fn, batched=True, with_indices=TOKENIZATIONS[ds.format].with_indices,
                        remove_columns=dataset.column_names, desc=f"tokenize {split}")
+
+
+def fit(examples: Any, ds: api.DatasetSource, max_length: int) -> Any:
+    """What the trainer feeds from the tokenized examples: all packed into rows of
+    `max_length` tokens, or each cut to its first `max_length` (format text without
+    packing comes already truncated by the tokenizer)."""
+    if ds.packing:
+        return pack(examples, max_length)
+    if "labels" not in examples.column_names:
+        return examples
+    return truncate(examples, max_length)
 
 
 def tokenize_split(dataset: Any, ds: api.DatasetSource, tokenizer: Any, max_length: int,
                    split: str, origin: str) -> Any:
     """What the trainer feeds: the examples truncated to `max_length`, or packed into rows
     of that length."""
-    out = tokenize_examples(dataset, ds, tokenizer, max_length, split, origin)
-    untrained = examples_without_trained_tokens(out)
+    examples = tokenize_examples(dataset, ds, tokenizer, max_length, split, origin)
+    fed = fit(examples, ds, max_length)
+    untrained = examples_without_trained_tokens(examples if ds.packing else fed)
     if untrained:
         log.warning("spec.dataset.maxLength: %d of %d examples in the %s split (%s) have no "
                     "token left to train on (a prompt of maxLength tokens or more, or no "
-                    "assistant turn); they add nothing to the loss", untrained, len(out),
+                    "assistant turn); they add nothing to the loss", untrained, len(examples),
                     split, origin)
-    if ds.packing:
-        out = pack(out, max_length)
-    return out
+    return fed
+
+
+def truncate(dataset: Any, max_length: int) -> Any:
+    """Every list column of every row cut to its first `max_length` values (vectorised)."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(dataset):
+        return dataset
+    return datasets.Dataset(pa.table({
+        name: pc.list_slice(dataset.data.column(name), 0, max_length)
+        for name in dataset.column_names}))
 
 
 def examples_without_trained_tokens(dataset: Any) -> int:

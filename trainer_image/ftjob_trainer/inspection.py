@@ -3,11 +3,13 @@ takes, before any GPU is held.
 
 The figures are the trainer's by construction: the splits come from `data.load_checked`
 (evalFraction carving, maxTrainSamples, the column and label checks), the tokenizer from
-`modeling.tokenizer_for` (with the chat template its format needs), and what the model is
-fed from `data.tokenize` (format, completion-only mask, truncation, packing), each the
-function the trainer's `prepare` calls. One more pass of the same tokenization with no
-limit (`data.map_splits` without lengths) gives the lengths before `maxLength`. The model's
-weights are never loaded.
+`modeling.tokenizer_for` (with the chat template its format needs), and the tokenization
+from `data.map_splits` (format, completion-only mask), each the function the trainer's
+`prepare` calls. Tokenized without a limit, the examples give the lengths before
+`maxLength`; the trainer's `causal_lm_data.fit` then cuts or packs them into what the model
+is fed. Where the tokenizer itself truncates (classification, seq2seq, causal-lm text
+unpacked), the split is tokenized a second time with the limit, as the trainer does. The
+model's weights are never loaded.
 
 Counting is pure (`figures.py`); this module loads, tokenizes and gathers.
 """
@@ -63,8 +65,13 @@ def prepare(spec: api.FineTuneJobSpec, only: str | None = None) -> Inspection:
             raise InvalidSpec(f"--split {only}: the job has no {only} split")
     tokenizer = modeling.tokenizer_for(spec)
     max_length, max_target_length, notes = data.token_limits(spec, tokenizer)
-    fed = data.map_splits(splits, spec, tokenizer, labels, max_length, max_target_length)
     full = data.map_splits(splits, spec, tokenizer, labels, None, None)
+    if spec.task == api.Task.CAUSAL_LM.value and causal_lm_data.uses_own_collator(spec.dataset):
+        # The whole examples are the trainer's too: it only cuts or packs them (`fit`).
+        fed = data.Splits(*(None if d is None else causal_lm_data.fit(d, spec.dataset, max_length)
+                            for d in (full.train, full.eval, full.test)), full.origin)
+    else:  # the tokenizer truncates: tokenized again with the limit, as the trainer does
+        fed = data.map_splits(splits, spec, tokenizer, labels, max_length, max_target_length)
     fed_by_name = dict(data.named_splits(fed))
     full_by_name = dict(data.named_splits(full))
     tokenized = [Tokenized(name, splits.origin.get(name, name), raw, full_by_name[name],
