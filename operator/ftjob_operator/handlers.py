@@ -23,7 +23,7 @@ from ftjob_api import api, naming
 
 from . import admission, k8s, observe
 from .reasons import EventType, Reason
-from .plan import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan
+from .plan import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, RestoreConfigMap
 from .reconcile import decide
 from .settings import Settings, from_env
 
@@ -174,15 +174,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 await kube.apply(plan, job)
             except (k8s.TransientApiError, k8s.RejectedError) as exc:
                 failures += 1
-                delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
-                logger.warning("%s; retrying in %.1fs", exc, delay)
-                if isinstance(exc, k8s.RejectedError) and failures == 1:
-                    kopf.event(body, type=EventType.WARNING, reason=Reason.API_REJECTED,
-                               message=str(exc))
-                if isinstance(exc, k8s.CreateRejectedError):
-                    refusals.refused(str(exc), datetime.now(timezone.utc))
-                    if plan.requeue_after is not None:  # e.g. when the refusals' allowance ends
-                        delay = min(delay, max(plan.requeue_after, 0.05))
+                delay = _refused(exc, failures, plan, refusals, body, logger)
                 await _sleep(waker, stopped, delay * random.uniform(0.8, 1.2), wake_early=False)
                 continue
             failures = 0
@@ -205,6 +197,26 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             await _sleep(waker, stopped, wait)
     finally:
         memo.wakers.pop(key, None)
+
+
+def _refused(exc: Exception, failures: int, plan: Plan, refusals: observe.Refusals,
+             body: kopf.Body, logger: logging.Logger) -> float:
+    """A plan the API did not take: note a refused create (or an object owned by another)
+    for the next decision, a Warning Event at the first failure; the delay before trying
+    again."""
+    delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
+    logger.warning("%s; retrying in %.1fs", exc, delay)
+    owned = isinstance(exc, k8s.OwnedByOtherError)
+    if isinstance(exc, k8s.RejectedError) and failures == 1:
+        kopf.event(body, type=EventType.WARNING, message=str(exc),
+                   reason=Reason.OBJECT_OWNED_BY_OTHER if owned else Reason.API_REJECTED)
+    if owned:
+        refusals.conflicted(str(exc), datetime.now(timezone.utc))
+    elif isinstance(exc, k8s.CreateRejectedError):
+        refusals.refused(str(exc), datetime.now(timezone.utc))
+    if (owned or isinstance(exc, k8s.CreateRejectedError)) and plan.requeue_after is not None:
+        delay = min(delay, max(plan.requeue_after, 0.05))  # e.g. when the allowance ends
+    return delay
 
 
 def _readable_job(body: kopf.Body, ignored: list[str], logger: logging.Logger
@@ -250,6 +262,10 @@ def _reflected(plan: Plan, key: tuple[str, str], body: kopf.Body, pods_index: ko
                 return False
         elif isinstance(action, EnsureJobObjects):
             if not specs_index.get(key):
+                return False
+        elif isinstance(action, RestoreConfigMap):
+            if not any(cm.get("data") == action.manifest["data"]
+                       for cm in specs_index.get(key, ())):
                 return False
     return True
 

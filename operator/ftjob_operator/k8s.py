@@ -2,8 +2,8 @@
 
 A generic actuator: it creates the manifests a plan carries (rendered by the decision), deletes
 what the plan names and patches the status it holds; it parses no spec and renders nothing.
-Creates are create-if-absent (409 means it is already there: success), deletes tolerate
-404, status writes are merge patches of the operator's own keys. Errors worth retrying
+Creates are create-if-absent (409 means it is already there: success once the object
+read back is owned by the same job, see `owners`), deletes tolerate 404, status writes are merge patches of the operator's own keys. Errors worth retrying
 (conflicts, throttling, 5xx, timeouts, dropped connections) become `TransientApiError`;
 the caller retries the whole decision with backoff, which is safe because it is
 idempotent.
@@ -26,7 +26,9 @@ from kubernetes.client.exceptions import ApiException
 
 from ftjob_api import api
 
-from .plan import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef, Plan
+from . import owners
+from .plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef, Plan,
+                   RestoreConfigMap)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,10 @@ class RejectedError(Exception):
 
 class CreateRejectedError(RejectedError):
     """The API refused to create one of the job's objects (admission, quota, policy)."""
+
+
+class OwnedByOtherError(RejectedError):
+    """A create answered "already exists" and what exists is not the job's own (`owners`)."""
 
 
 def load_configuration() -> client.Configuration:
@@ -121,26 +127,54 @@ class Kube:
 
     # ------------------------------------------------------------------ primitives
 
+    def _verbs(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """(create, read) of a kind the operator creates."""
+        core, rbac = self.core, self.rbac
+        return {
+            "Pod": (core.create_namespaced_pod, core.read_namespaced_pod),
+            "Service": (core.create_namespaced_service, core.read_namespaced_service),
+            "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map),
+            "PersistentVolumeClaim": (core.create_namespaced_persistent_volume_claim,
+                                      core.read_namespaced_persistent_volume_claim),
+            "ServiceAccount": (core.create_namespaced_service_account,
+                               core.read_namespaced_service_account),
+            "Role": (rbac.create_namespaced_role, rbac.read_namespaced_role),
+            "RoleBinding": (rbac.create_namespaced_role_binding,
+                            rbac.read_namespaced_role_binding),
+        }[kind]
+
     async def create(self, manifest: dict[str, Any]) -> bool:
-        """Create unless it exists. True when this call created it."""
-        kind = manifest["kind"]
-        ns = manifest["metadata"]["namespace"]
-        creators: dict[str, Callable[..., Any]] = {
-            "Pod": self.core.create_namespaced_pod,
-            "Service": self.core.create_namespaced_service,
-            "ConfigMap": self.core.create_namespaced_config_map,
-            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
-            "ServiceAccount": self.core.create_namespaced_service_account,
-            "Role": self.rbac.create_namespaced_role,
-            "RoleBinding": self.rbac.create_namespaced_role_binding,
-        }
-        # 409: already there (an earlier try, or another replica): success.
+        """Create unless it exists. True when this call created it; OwnedByOtherError when
+        what exists is not this job's (`owners.foreign_owner`)."""
+        kind, ns, name = (manifest["kind"], manifest["metadata"]["namespace"],
+                          manifest["metadata"]["name"])
+        create, read = self._verbs(kind)
         try:
-            created = await self._call(f"create {kind} {ns}/{manifest['metadata']['name']}",
-                                       creators[kind], ns, manifest, tolerate=(409,))
+            created = await self._call(f"create {kind} {ns}/{name}", create, ns, manifest,
+                                       tolerate=(409,))
         except RejectedError as exc:
             raise CreateRejectedError(str(exc)) from exc
-        return created is not TOLERATED
+        if created is not TOLERATED:
+            return True
+        if owners.controller(manifest) is None:
+            return False  # asks for no owner (a Retain claim): taken as found
+        # 409: an earlier try or another replica made it, or it is someone else's.
+        existing = await self._call(f"read {kind} {ns}/{name}", read, name, ns, tolerate=(404,))
+        if existing is TOLERATED:
+            raise TransientApiError(f"create {kind} {ns}/{name}: it existed, then was gone")
+        foreign = owners.foreign_owner(manifest, existing)
+        if foreign is not None:
+            raise OwnedByOtherError(foreign)
+        return False
+
+    async def restore_config_map(self, manifest: dict[str, Any]) -> None:
+        """Put a ConfigMap's data back as `manifest` has it (a JSON patch replacing the whole
+        `data`, so keys someone added go too)."""
+        meta = manifest["metadata"]
+        await self._call(f"patch ConfigMap {meta['namespace']}/{meta['name']}",
+                         self.core.patch_namespaced_config_map, meta["name"], meta["namespace"],
+                         [{"op": "add", "path": "/data", "value": manifest["data"]}],
+                         _content_type="application/json-patch+json")
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         await self._call(f"delete Pod {namespace}/{name}", self.core.delete_namespaced_pod,
@@ -209,6 +243,8 @@ class Kube:
                 await _gather(self.delete_pod(job.namespace, n) for n in action.names)
             elif isinstance(action, DeleteJob):
                 await self.delete_job(job.namespace, job.name)
+            elif isinstance(action, RestoreConfigMap):
+                await self.restore_config_map(action.manifest)
 
 
 def _raw_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -91,6 +91,11 @@ class Observed:
     started_spec: dict[str, Any] | None = None
     # Creates refused since when and why; None when the last attempt to create went through.
     refusal: Refusal | None = None
+    # An object the job creates exists and is not its own, since when (and which: the
+    # message); None when the last attempt to create went through.
+    conflict: Refusal | None = None
+    # The whole document of the started-spec ConfigMap (metadata and spec), for its digest.
+    started_document: dict[str, Any] | None = None
 
 
 class Refusals:
@@ -102,14 +107,21 @@ class Refusals:
 
     def __init__(self) -> None:
         self.current: Refusal | None = None
+        self.conflict: Refusal | None = None  # a create found an object owned by another
 
     def refused(self, message: str, now: datetime) -> Refusal:
         """Another refusal: the first one's time stays, the message is the latest."""
         self.current = Refusal(self.current.since if self.current else now, message)
         return self.current
 
+    def conflicted(self, message: str, now: datetime) -> Refusal:
+        """Another create found an object that is not the job's: the first time stays."""
+        self.conflict = Refusal(self.conflict.since if self.conflict else now, message)
+        return self.conflict
+
     def cleared(self) -> None:
         self.current = None
+        self.conflict = None
 
 
 def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any, Any],
@@ -117,11 +129,14 @@ def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any
     """What one decision reads: the job's pods and its started spec, from the indexes the
     watches keep (keyed by (namespace, job name)), and the refusal, if any."""
     key = (job.namespace, job.name)
-    started = None
+    document = None
     for cm in specs_index.get(key, ()):
-        started = started_spec_from_config_map(cm, job.uid) or started
-    return Observed(pods=tuple(pods_index.get(key, ())), started_spec=started,
-                    refusal=refusals.current if refusals is not None else None)
+        document = started_document(cm, job.uid) or document
+    return Observed(pods=tuple(pods_index.get(key, ())),
+                    started_spec=document["spec"] if document is not None else None,
+                    refusal=refusals.current if refusals is not None else None,
+                    conflict=refusals.conflict if refusals is not None else None,
+                    started_document=document)
 
 
 def _int_label(labels: dict[str, str], key: str) -> int | None:
@@ -304,6 +319,13 @@ def sane_status(status: Any) -> tuple[dict[str, Any], list[str]]:
 def started_spec_from_config_map(cm: dict[str, Any], job_uid: str | None = None
                                  ) -> dict[str, Any] | None:
     """The spec stored in a job's ConfigMap; None if unreadable or from another job uid."""
+    document = started_document(cm, job_uid)
+    return document["spec"] if document is not None else None
+
+
+def started_document(cm: dict[str, Any], job_uid: str | None = None) -> dict[str, Any] | None:
+    """The job document stored in a job's ConfigMap (`{"metadata", "spec"}`); None if
+    unreadable or from another job uid."""
     raw = _dict(_dict(cm).get("data")).get(contract.JOB_FILE_NAME)
     if not raw or not isinstance(raw, str):
         return None
@@ -315,4 +337,4 @@ def started_spec_from_config_map(cm: dict[str, Any], job_uid: str | None = None
         return None
     if job_uid is not None and _dict(doc.get("metadata")).get("uid") != job_uid:
         return None
-    return doc["spec"]
+    return doc

@@ -80,7 +80,14 @@ class DeleteJob:
     pass
 
 
-Action = EnsureJobObjects | CreatePods | DeletePods | DeleteJob
+@dataclass(frozen=True)
+class RestoreConfigMap:
+    """Put the job's ConfigMap (its started spec) back as rendered: someone changed it."""
+
+    manifest: Manifest
+
+
+Action = EnsureJobObjects | CreatePods | DeletePods | DeleteJob | RestoreConfigMap
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,9 @@ class Case(StrEnum):
     BUDGET_EXHAUSTED = "restart budget exhausted"
     PENDING_TIMEOUT = "pending timeout"
     CREATION_REJECTED = "pod creation rejected"
+    OWNERSHIP_CONFLICT = "object owned by another"
+    STARTED_SPEC_RESTORED = "started spec restored"
+    STARTED_SPEC_CHANGED = "started spec changed"
     DEADLINE_EXCEEDED = "deadline exceeded"
     RESTART_WAITING = "restart, waiting for pods to go"
     BACKING_OFF = "restart, backing off"

@@ -32,6 +32,8 @@ class ConditionType:
     SUSPEND_CHECKPOINT_SAVED: Final = "SuspendCheckpointSaved"
     SPEC_CHANGE_IGNORED: Final = "SpecChangeIgnored"
     SEARCH_PROGRESS: Final = "SearchProgress"
+    OWNERSHIP_CONFLICT: Final = "OwnershipConflict"  # an object the job needs is not its own
+    OUTPUT_ADOPTED: Final = "OutputAdopted"  # storage.adoptPreviousOutput took a folder over
 
 
 PHASE_CONDITIONS: Final = (ConditionType.RUNNING, ConditionType.RESTARTING,
@@ -50,6 +52,10 @@ class Reason:
     PODS_STOPPING: Final = "PodsStopping"  # a running pod was deleted by someone else
     API_REJECTED: Final = "ApiRejected"  # the API server refuses a create (for now)
     POD_CREATION_REJECTED: Final = "PodCreationRejected"  # ...for longer than allowed
+    # An object the job creates already exists and is owned by something else (another job's
+    # uid, or nothing): waited for, then the job fails with it
+    OBJECT_OWNED_BY_OTHER: Final = "ObjectOwnedByOther"
+    OBJECTS_OWNED: Final = "ObjectsOwned"  # ...and no longer
 
     # Restarts (phase reasons, Events, attempt records)
     GANG_RESTART: Final = "GangRestart"
@@ -83,6 +89,11 @@ class Reason:
     # Spec edits and hyperparameter search
     SPEC_CHANGE_IGNORED: Final = "SpecChangeIgnored"
     SPEC_MATCHES: Final = "SpecMatches"
+    # The started spec (the <job>-job ConfigMap) no longer matches status.startedSpecDigest:
+    # put back from the job's spec, or (when that changed too) the job fails
+    STARTED_SPEC_RESTORED: Final = "StartedSpecRestored"
+    STARTED_SPEC_CHANGED: Final = "StartedSpecChanged"
+    OUTPUT_ADOPTED: Final = "OutputAdopted"  # Event: the trainer took over another job's output
     TRIAL_FINISHED: Final = "TrialFinished"
 
 

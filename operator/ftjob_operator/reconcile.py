@@ -24,7 +24,8 @@ from ftjob_api.problems import errors
 
 from .observe import Observed, PodView
 from .plan import Case, Event, JobState, Plan
-from .policies import failure, finish, pending, spec_edits, stall, suspend, trials
+from .policies import (adoption, failure, finish, pending, spec_edits, stall, started_spec,
+                       suspend, trials)
 from .policies.context import Ctx
 from .policies.spec_edits import effective_spec
 from .reasons import EventType, Reason
@@ -42,6 +43,11 @@ def decide(job: JobState, observed: Observed, now: datetime,
     if status.get("phase") in api.FINISHED_PHASES:
         return finish.finished(job, pods, now)
 
+    # -- the started spec (its ConfigMap) changed by someone else: put back, or the job fails
+    if (plan := started_spec.verify(job, observed, out)) is not None:
+        plan.status = out.patch()
+        return plan
+
     started = observed.started_spec
     if started is None and out.read.attempt == 0 and not pods:
         problems = errors(validation.validate_spec(job.spec, allowed=settings.allowed))
@@ -57,6 +63,7 @@ def decide(job: JobState, observed: Observed, now: datetime,
     plan = _decide_phase(job, spec, raw_spec, pods, observed, out, now, settings)
     spec_edits.report(job, started, out, plan)
     trials.announce(status, out, plan)
+    adoption.announce(status, out, plan)
     plan.status = out.patch()  # every status change of the decision, written once
     return plan
 
@@ -69,7 +76,7 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
     out.attempt = attempt
     ctx = Ctx(job, spec, raw_spec, pods, [p for p in pods if not p.deleting], attempt,
               observed.started_spec is None, out, now, finish.active_deadline(spec, out.read),
-              observed.refusal, settings)
+              observed.refusal, settings, observed.conflict)
 
     # -- running longer than activeDeadlineSeconds
     if (plan := finish.deadline_exceeded(ctx)) is not None:

@@ -86,24 +86,26 @@ match that page and cover every API call the operator's integration tests record
 - apiGroups: ["finetune.dev"]
   resources: ["finetunejobs/finalizers"]
   verbs: ["update"]
-# Training pods: created per attempt, watched, deleted as a gang on restart or suspend.
+# Training pods: created per attempt, watched, deleted as a gang on restart or suspend. `get`
+# here and below: a create answered "already exists" reads the object to check its owner.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # Checkpoint volume, headless rendezvous Service and the pods' ServiceAccount: created once
 # per job; owned ones are removed by garbage collection with the job.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims", "services", "serviceaccounts"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 # The job ConfigMap holds the spec an attempt started with; the operator indexes them
-# through a watch (filtered by label; RBAC cannot narrow list/watch by label).
+# through a watch (filtered by label; RBAC cannot narrow list/watch by label) and patches one
+# back when someone changed it (status.startedSpecDigest).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # The Role and RoleBinding letting a job's pods report progress into its status.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 # Events on FineTuneJobs (kopf and the operator post them; core v1 API).
 - apiGroups: [""]
   resources: ["events"]

@@ -13,6 +13,7 @@ from typing import Any
 from ftjob_api import api
 
 from .. import render
+from . import started_spec
 from ..observe import PodView, Refusal
 from ..plan import Case, CreatePods, DeletePods, EnsureJobObjects, JobState, Plan
 from ..settings import Settings
@@ -38,6 +39,7 @@ class Ctx:
     deadline: datetime | None  # when activeDeadlineSeconds ends the job, if set
     refusal: Refusal | None = None  # the API server refuses to create the pods
     settings: Settings = Settings()  # what the manifests are rendered with
+    conflict: Refusal | None = None  # an object the job creates is owned by another
 
     @property
     def phase(self) -> str | None:
@@ -52,7 +54,9 @@ class Ctx:
         return Plan(case, requeue_after=self.deadline_wait)
 
     def job_objects(self) -> EnsureJobObjects:
-        """Create the job's objects (ServiceAccount ... ConfigMap) from the effective spec."""
+        """Create the job's objects (ServiceAccount ... ConfigMap) from the effective spec;
+        the ConfigMap's digest goes on record (`started_spec`)."""
+        started_spec.record(self.job, self.raw_spec, self.out)
         return EnsureJobObjects(tuple(render.render_job_objects(
             self.job, self.spec, self.raw_spec, self.settings)))
 

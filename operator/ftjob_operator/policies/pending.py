@@ -1,6 +1,7 @@
 """Starting an attempt and getting its pods to run: create them (again, if missing), wait
-while they are Pending, and fail the job when a pod stays Pending, or the API server keeps
-refusing to create the pods, for longer than spec.restartPolicy.pendingTimeoutSeconds."""
+while they are Pending, and fail the job when a pod stays Pending, the API server keeps
+refusing to create the pods, or an object the job needs exists under its name but is owned by
+another (`owners`), for longer than spec.restartPolicy.pendingTimeoutSeconds."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Allowance:
 
     wait: float | None  # seconds until the first Pending pod or the refusal runs out
     refused: str | None = None  # what the status says while the creates are refused
+    reason: str = Reason.POD_CREATION_REJECTED  # ...and the phase's reason then
 
 
 def pending_message(attempt: int, spec: api.FineTuneJobSpec) -> str:
@@ -51,7 +53,33 @@ def allowance(ctx: Ctx) -> Plan | Allowance:
     stuck = _stuck_pending(ctx)
     if isinstance(stuck, Plan):
         return stuck
+    conflict = _conflict(ctx, stuck)
+    if conflict is not None:
+        return conflict
     return _refusal(ctx, stuck)
+
+
+def _conflict(ctx: Ctx, wait: float | None) -> Plan | Allowance | None:
+    """A create found an object of the job's name that is not the job's (another job's, or
+    made by hand: `owners`): not adopted. The job waits (the other may be an older job of
+    the same name being garbage-collected) and fails after pendingTimeoutSeconds; the
+    OwnershipConflict condition names the object and its owner. None: no conflict."""
+    conflict = ctx.conflict if (ctx.ensure or ctx.missing) else None
+    if conflict is None:
+        ctx.out.condition(ConditionType.OWNERSHIP_CONFLICT, False, Reason.OBJECTS_OWNED)
+        return None
+    limit = ctx.spec.restart_policy.pending_timeout_seconds
+    until = conflict.since + timedelta(seconds=limit)
+    if ctx.now >= until:
+        return finish.fail(ctx, Reason.OBJECT_OWNED_BY_OTHER,
+                           f"for longer than pendingTimeoutSeconds ({limit}s): "
+                           f"{conflict.message}", Case.OWNERSHIP_CONFLICT)
+    ctx.out.condition(ConditionType.OWNERSHIP_CONFLICT, True, Reason.OBJECT_OWNED_BY_OTHER,
+                      conflict.message)
+    waiting = (f"attempt {ctx.attempt}: waiting since {rfc3339(conflict.since)} (the job fails "
+               f"after pendingTimeoutSeconds, {limit}s): {conflict.message}")
+    return Allowance(min_requeue(wait, seconds_until(until, ctx.now)), waiting,
+                     Reason.OBJECT_OWNED_BY_OTHER)
 
 
 def _stuck_pending(ctx: Ctx) -> Plan | float | None:
@@ -101,7 +129,7 @@ def create_missing(ctx: Ctx, allowed: Allowance) -> Plan:
         plan.actions.append(ctx.job_objects())
     plan.actions.append(ctx.create_pods(attempt, ctx.missing))
     if allowed.refused is not None:
-        out.phase(api.Phase.PENDING, Reason.POD_CREATION_REJECTED, allowed.refused)
+        out.phase(api.Phase.PENDING, allowed.reason, allowed.refused)
     else:
         out.phase(api.Phase.PENDING, Reason.PODS_CREATED, pending_message(attempt, ctx.spec))
     if ctx.phase not in (api.Phase.PENDING.value, None):

@@ -88,6 +88,7 @@ class Case:
     events: list[str] = field(default_factory=list)  # exactly these event reasons
     requeue: float | None = None  # exactly (None: no timer)
     refusal: Refusal | None = None  # the API server refuses to create the pods
+    conflict: Refusal | None = None  # an object the job creates is owned by another
     created: list[str] = field(default_factory=list)  # exactly the pods it creates, in order
 
 
@@ -107,7 +108,7 @@ def stepped(step: int, seconds_ago: float, attempt: int = 1, activity: str = "tr
 def check(c: Case) -> None:
     """Decide on the row's job and pods; the plan is exactly what the row says."""
     plan = decide(c.job, Observed(pods=tuple(c.pods), started_spec=c.started,
-                                  refusal=c.refusal), NOW)
+                                  refusal=c.refusal, conflict=c.conflict), NOW)
     assert plan.case == c.case
     assert [type(a) for a in plan.actions] == c.actions
     for key, value in c.status.items():

@@ -21,7 +21,8 @@ CASES: dict[str, Case] = {
         Case(job(), case="start", actions=[EnsureJobObjects, CreatePods],
              status={"phase": "Pending", "attempt": 1, "startTime": rfc3339(NOW)},
              writes={"attempt", "attempts", "conditions", "message", "observedGeneration", "phase",
-                    "startTime"}, events=["Started"], created=["demo-1-0", "demo-1-1"]),
+                    "startTime", "startedSpecDigest"}, events=["Started"],
+             created=["demo-1-0", "demo-1-1"]),
     "pods created before the status (crash) -> adopt that attempt":
         Case(job({"phase": "Restarting", "attempt": 1, "restarts": 1}),
              pods=[pod(0, 2, "Pending"), pod(1, 2, "Pending")], started=STARTED,
@@ -36,7 +37,8 @@ CASES: dict[str, Case] = {
         Case(job(), pods=[PodView("demo-1-0", "demo", 1, 0, "other-uid", "Running")],
              case="start", actions=[EnsureJobObjects, CreatePods],
              writes={"attempt", "attempts", "conditions", "message", "observedGeneration", "phase",
-                 "startTime"}, events=["Started"], created=["demo-1-0", "demo-1-1"]),
+                 "startTime", "startedSpecDigest"}, events=["Started"],
+             created=["demo-1-0", "demo-1-1"]),
 }
 
 

@@ -12,7 +12,8 @@ from kubernetes.client.exceptions import ApiException
 from ftjob_operator import k8s
 from ftjob_operator.handlers import _reflected
 from ftjob_operator.observe import PodView
-from ftjob_operator.plan import CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef, Plan
+from ftjob_operator.plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef,
+                                 Plan, RestoreConfigMap)
 from ftjob_operator.settings import Settings
 
 
@@ -106,6 +107,49 @@ async def test_every_call_tolerates_only_its_own_status_and_names_what_failed():
         await kube.patch_status("ns", "demo", {})
 
 
+OWNED_POD = {**POD, "metadata": {**POD["metadata"], "ownerReferences": [
+    {"kind": "FineTuneJob", "name": "demo", "uid": "u1", "controller": True}]}}
+
+
+def _owned_by(uid: str | None) -> dict:
+    refs = [{"kind": "FineTuneJob", "name": "demo", "uid": uid, "controller": True}] if uid \
+        else []
+    return {**POD, "metadata": {**POD["metadata"], "ownerReferences": refs}}
+
+
+async def test_already_exists_is_success_only_for_the_jobs_own_object():
+    kube = _kube(create_namespaced_pod=_api_error(409), read_namespaced_pod=_owned_by("u1"))
+    assert await kube.create(OWNED_POD) is False  # an earlier try made it
+    kube = _kube(create_namespaced_pod=_api_error(409), read_namespaced_pod=_owned_by("u0"))
+    with pytest.raises(k8s.OwnedByOtherError, match=r"Pod demo-1-0 already exists and is owned "
+                                                    r"by FineTuneJob demo \(uid u0\)"):
+        await kube.create(OWNED_POD)
+    kube = _kube(create_namespaced_pod=_api_error(409), read_namespaced_pod=_owned_by(None))
+    with pytest.raises(k8s.OwnedByOtherError, match="owned by no owner"):
+        await kube.create(OWNED_POD)
+    kube = _kube(create_namespaced_pod=_api_error(409), read_namespaced_pod=_api_error(404))
+    with pytest.raises(k8s.TransientApiError, match="it existed, then was gone"):
+        await kube.create(OWNED_POD)
+
+
+async def test_a_config_map_is_restored_with_a_patch_of_its_whole_data():
+    calls = []
+    kube = _kube()
+
+    def patch(name, namespace, body, **kwargs):
+        calls.append((name, namespace, body, kwargs.get("_content_type")))
+        return _Response({})
+
+    kube.core.patch_namespaced_config_map = patch
+    manifest = {"kind": "ConfigMap", "metadata": {"name": "demo-job", "namespace": "ns"},
+                "data": {"job.json": "{}"}}
+    await kube.apply(Plan("started spec restored", actions=[RestoreConfigMap(manifest)]),
+                     JobRef("demo", "ns", "u1"))
+    assert calls == [("demo-job", "ns", [{"op": "add", "path": "/data",
+                                          "value": {"job.json": "{}"}}],
+                      "application/json-patch+json")]
+
+
 def _manifest(kind: str, name: str) -> dict:
     return {"kind": kind, "metadata": {"name": name, "namespace": "ns"}, "spec": {"x": name}}
 
@@ -169,6 +213,13 @@ def test_reflected_waits_for_status_pods_and_config_map():
     assert not _reflected(plan, KEY, {"status": {"phase": "Pending"}}, pods, {KEY: [{}]})
     assert not _reflected(plan, KEY, body, {KEY: [_pod("demo-1-0")]}, {KEY: [{}]})
     assert not _reflected(plan, KEY, body, pods, {})
+
+
+def test_reflected_waits_for_the_restored_config_map():
+    manifest = {**_manifest("ConfigMap", "demo-job"), "data": {"job.json": "{}"}}
+    plan = Plan("started spec restored", actions=[RestoreConfigMap(manifest)])
+    assert not _reflected(plan, KEY, {}, {}, {KEY: [{"data": {"job.json": "{\"x\": 1}"}}]})
+    assert _reflected(plan, KEY, {}, {}, {KEY: [{"data": {"job.json": "{}"}}]})
 
 
 def test_reflected_accepts_deleting_or_gone_pods():

@@ -14,11 +14,16 @@ from ftjob_operator.reconcile import decide
 from tests.unit.operator.decide_helpers import EARLIER, NOW, REFUSED, STARTED, Case, check, job, pod
 
 
+OWNED = ("ServiceAccount demo-trainer already exists and is owned by no owner, not by this "
+         "job")
+
+
 CASES: dict[str, Case] = {
     "status written but pods missing (crash mid-create) -> create missing, ensure objects":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER}), pods=[pod(0, phase="Pending")],
              case="create missing pods", actions=[EnsureJobObjects, CreatePods],
-             writes={"attempts", "conditions", "message", "observedGeneration"}, requeue=1795.0,
+             writes={"attempts", "conditions", "message", "observedGeneration",
+                     "startedSpecDigest"}, requeue=1795.0,
              created=["demo-1-1"]),
     "some pods pending -> Pending":
         Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER}),
@@ -62,6 +67,29 @@ CASES: dict[str, Case] = {
              pods=[pod(0, phase="Pending"), pod(1, phase="Pending")], started=STARTED,
              refusal=Refusal(NOW - timedelta(seconds=31), REFUSED), case="pending",
              writes={"attempts", "conditions", "message", "observedGeneration"}, requeue=25.0),
+    "an object of the job's name owned by another, within pendingTimeoutSeconds -> Pending, "
+    "waiting":
+        Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
+                 restartPolicy={"pendingTimeoutSeconds": 30}),
+             conflict=Refusal(NOW - timedelta(seconds=10), OWNED),
+             case="create missing pods", actions=[EnsureJobObjects, CreatePods],
+             writes={"attempts", "conditions", "message", "observedGeneration",
+                     "startedSpecDigest"},
+             requeue=20.0,  # wakes when the allowance ends
+             created=["demo-1-0", "demo-1-1"]),
+    "an object of the job's name owned by another, past pendingTimeoutSeconds -> Failed":
+        Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
+                 restartPolicy={"pendingTimeoutSeconds": 30}),
+             conflict=Refusal(NOW - timedelta(seconds=30), OWNED),
+             case="object owned by another", status={"phase": "Failed"},
+             writes={"attempts", "completionTime", "conditions", "goodput", "message",
+                     "observedGeneration", "phase"}, events=["ObjectOwnedByOther"]),
+    "a stale conflict once the objects and pods exist -> ignored":
+        Case(job({"phase": "Pending", "attempt": 1, "startTime": EARLIER},
+                 restartPolicy={"pendingTimeoutSeconds": 30}),
+             pods=[pod(0, phase="Pending"), pod(1, phase="Pending")], started=STARTED,
+             conflict=Refusal(NOW - timedelta(seconds=31), OWNED), case="pending",
+             writes={"attempts", "conditions", "message", "observedGeneration"}, requeue=25.0),
 }
 
 
@@ -103,3 +131,29 @@ def test_refused_pod_creation_is_in_the_status_until_it_goes_through():
     assert cond["reason"] == "PodCreationRejected"
     assert cond["message"] == ("the API server refused to create the pods for longer than "
                                f"pendingTimeoutSeconds (30s): {REFUSED}")
+
+
+def test_an_object_owned_by_another_is_named_in_the_status_until_it_goes():
+    """A create found `demo-trainer` made by hand (or an older job's objects still being
+    garbage-collected): the OwnershipConflict condition names it and its owner; it clears once
+    the creates go through, and the job fails at the end of pendingTimeoutSeconds."""
+    pending = job({"phase": "Pending", "attempt": 1, "startTime": EARLIER, "conditions": []},
+                  restartPolicy={"pendingTimeoutSeconds": 30})
+    since = NOW - timedelta(seconds=10)
+    plan = decide(pending, Observed((), None, conflict=Refusal(since, OWNED)), NOW)
+    text = (f"attempt 1: waiting since {rfc3339(since)} (the job fails after "
+            f"pendingTimeoutSeconds, 30s): {OWNED}")
+    assert plan.status["message"] == text
+    conds = {c["type"]: c for c in plan.status["conditions"]}
+    assert (conds["OwnershipConflict"]["status"], conds["OwnershipConflict"]["reason"],
+            conds["OwnershipConflict"]["message"]) == ("True", "ObjectOwnedByOther", OWNED)
+    settled = job({**pending.status, **plan.status}, restartPolicy={"pendingTimeoutSeconds": 30})
+    cleared = decide(settled, Observed((pod(0, phase="Pending"), pod(1, phase="Pending")),
+                                       STARTED), NOW + timedelta(seconds=5))
+    cond = next(c for c in cleared.status["conditions"] if c["type"] == "OwnershipConflict")
+    assert (cond["status"], cond["reason"]) == ("False", "ObjectsOwned")
+    failed = decide(settled, Observed((), None, conflict=Refusal(since, OWNED)),
+                    since + timedelta(seconds=30))
+    cond = next(c for c in failed.status["conditions"] if c["type"] == "Failed")
+    assert (failed.status["phase"], cond["reason"]) == ("Failed", "ObjectOwnedByOther")
+    assert cond["message"] == f"for longer than pendingTimeoutSeconds (30s): {OWNED}"
