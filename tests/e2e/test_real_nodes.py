@@ -86,6 +86,27 @@ def test_shm_is_memory_backed_and_dataloader_workers_train(backend, nodes_job):
     assert later["phase"] == "Running", later
 
 
+def test_trainer_root_filesystem_is_read_only_while_it_trains(backend, nodes_job):
+    """containerd mounts the image read-only: writing there fails (EROFS, whatever the
+    folder's owner), while the scratch folders (/tmp, HOME) and the output volume take
+    writes, and the job keeps training."""
+    rank0 = rank_pods(backend, NODES, nodes_job["attempt"])[0]["metadata"]["name"]
+    probe = ("for d in / /opt/venv /etc /tmp /home/ftjob /output; do "
+             "if touch $d/.ftjob-write-probe 2>/dev/null; then rm -f $d/.ftjob-write-probe; "
+             "echo $d writable; else echo $d refused; fi; done")
+    found = dict(line.split() for line in backend.exec(rank0, "sh", "-c", probe).splitlines())
+    assert found == {"/": "refused", "/opt/venv": "refused", "/etc": "refused",
+                     "/tmp": "writable", "/home/ftjob": "writable", "/output": "writable"}, found
+    for path in ("/probe", "/opt/venv/probe"):
+        failed = backend.kubectl("exec", rank0, "--", "sh", "-c", f"echo x > {path}",
+                                 check=False)
+        assert failed.returncode != 0 and "Read-only file system" in failed.stderr, \
+            (path, failed.stderr)
+    later = kit.wait_status(backend, NODES, lambda s: step_of(s) > step_of(nodes_job),
+                            "the step to advance", TIMEOUT)
+    assert later["phase"] == "Running", later
+
+
 def test_kubectl_logs_of_rank0_shows_its_progress(backend, nodes_job):
     """The kubelet keeps the container's output: the Trainer's log lines (logging_steps 1),
     more of them as training goes on."""
