@@ -47,6 +47,9 @@ def test_pod_without_ftjob_labels_is_ignored():
 FAILED = json.dumps({"status": "failed", "exitCode": 11, "reason": "InvalidData",
                      "message": "column 'label' missing"})
 
+OWNED = json.dumps({"status": "failed", "exitCode": 13, "reason": "OutputOwnedByOtherJob",
+                    "message": "/output holds the output of another job (demo, uid u0)"})
+
 CLASSES = {
     "running": (pod_body(), None),
     "succeeded": (pod_body("Succeeded", 0), None),
@@ -73,6 +76,15 @@ CLASSES = {
     "killed by signal": (pod_body("Failed", 139), ("retryable", "Signal11")),
     "garbage termination message": (pod_body("Failed", 1, message="Traceback ...\nnot json"),
                                     ("retryable", "Error")),
+    "output folder of another job (permanent)": (
+        pod_body("Failed", contract.ExitCode.OUTPUT_OWNED_BY_OTHER_JOB, message=OWNED),
+        ("permanent", "OutputOwnedByOtherJob")),
+    "output folder of another job, no message": (
+        pod_body("Failed", contract.ExitCode.OUTPUT_OWNED_BY_OTHER_JOB),
+        ("permanent", "OutputOwnedByOtherJob")),
+    "another job's job file (retryable)": (
+        pod_body("Failed", contract.ExitCode.JOB_FILE_REPLACED),
+        ("retryable", "JobFileReplaced")),
 }
 
 
@@ -120,8 +132,10 @@ def test_refusals_keep_the_first_time_and_the_latest_message():
     assert refusals.refused("quota", first) == Refusal(first, "quota")
     assert refusals.refused("RuntimeClass", first + timedelta(seconds=9)) == Refusal(
         first, "RuntimeClass")
+    assert refusals.conflicted("ServiceAccount", first) == Refusal(first, "ServiceAccount")
+    assert refusals.conflicted("Pod", first + timedelta(seconds=5)) == Refusal(first, "Pod")
     refusals.cleared()
-    assert refusals.current is None
+    assert refusals.current is None and refusals.conflict is None
     later = first + timedelta(seconds=60)
     assert refusals.refused("quota", later).since == later  # a new allowance
 
@@ -140,6 +154,7 @@ def test_observe_reads_the_indexes_and_the_refusal():
                    {key: [current, stale]}, refusals)
     assert seen.pods == (mine,)
     assert seen.started_spec == {"a": 2}  # the ConfigMap of this job's uid
+    assert seen.started_document == {"metadata": {"uid": "u1"}, "spec": {"a": 2}}
     assert seen.refusal == Refusal(since, "quota")
     assert observe(job, {}, {}).refusal is None
     assert observe(job, {}, {key: [stale]}).started_spec is None
