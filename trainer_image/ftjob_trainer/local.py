@@ -63,26 +63,46 @@ def default_nproc(spec: dict[str, Any]) -> int:
     return gpus if gpus > 0 else 2
 
 
-def run_local(file: str, nproc: int | None = None, output: str | None = None,
-              job_name: str | None = None) -> int:
+class LocalJobError(Exception):
+    """A manifest `ftjob run --local` or `ftjob inspect` cannot use: `lines` for stderr
+    (unreadable, no such job), `problems` for stdout (validation, as `ftjob validate`)."""
+
+    def __init__(self, lines: list[str], problems: list[str] | None = None) -> None:
+        super().__init__("\n".join(lines + (problems or [])))
+        self.lines = lines
+        self.problems = problems or []
+
+    def print(self) -> None:
+        for line in self.lines:
+            print(line, file=sys.stderr)
+        for line in self.problems:
+            print(line)
+
+
+def read_local_job(file: str, job_name: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the job's metadata, its spec with relative paths taken against the manifest's
+    folder): the one FineTuneJob of `file` (or the one named), validated."""
     try:
         documents = load_file(file)
     except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise LocalJobError([f"error: {exc}"]) from None
     doc, error = pick_document(documents, job_name)
     if doc is None:
-        print(f"error: {file}: {error}", file=sys.stderr)
-        return 2
+        raise LocalJobError([f"error: {file}: {error}"])
     problems = errors(validate_document(doc.body))
     if problems:
-        for problem in problems:
-            print(f"{file}: {problem.path}: {problem.message}")
-        return 2
+        raise LocalJobError([], [f"{file}: {p.path}: {p.message}" for p in problems])
+    return doc.body["metadata"], resolve_paths(doc.body["spec"], Path(file).resolve().parent)
 
-    body = doc.body
-    name = body["metadata"]["name"]
-    spec = resolve_paths(body["spec"], Path(file).resolve().parent)
+
+def run_local(file: str, nproc: int | None = None, output: str | None = None,
+              job_name: str | None = None) -> int:
+    try:
+        metadata, spec = read_local_job(file, job_name)
+    except LocalJobError as exc:
+        exc.print()
+        return 2
+    name = metadata["name"]
     output_dir = Path(output or Path(RUNS_DIR) / name).resolve()
     uid = local_uid(file, name)
     refused = _foreign_output(output_dir, uid, name, spec)
@@ -91,7 +111,7 @@ def run_local(file: str, nproc: int | None = None, output: str | None = None,
     output_dir.mkdir(parents=True, exist_ok=True)
     job_file = output_dir / "job.json"
     job_file.write_text(json.dumps({"metadata": {"name": name, "uid": uid,
-                                                 "namespace": body["metadata"].get("namespace")},
+                                                 "namespace": metadata.get("namespace")},
                                     "spec": spec}, indent=1))
 
     env = dict(os.environ)
