@@ -9,6 +9,8 @@ Documented for users in docs/exit-codes.md.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import IntEnum
@@ -29,6 +31,7 @@ ENV_OUTPUT_DIR = "FTJOB_OUTPUT_DIR"  # output_dir on the job's volume
 ENV_JOB_NAME = "FTJOB_JOB_NAME"
 ENV_NAMESPACE = "FTJOB_NAMESPACE"
 ENV_JOB_UID = "FTJOB_JOB_UID"
+ENV_JOB_DIGEST = "FTJOB_JOB_DIGEST"  # job_digest() of the job file the pod was created for
 ENV_ATTEMPT = "FTJOB_ATTEMPT"
 ENV_TERMINATION_LOG = "FTJOB_TERMINATION_LOG"  # default /dev/termination-log
 ENV_REPORTER = "FTJOB_REPORTER"  # "kubernetes" | "console" | "none"
@@ -57,7 +60,8 @@ ENV_TEST_HANG_RANK = "FTJOB_TEST_HANG_RANK"
 # wins over `envFrom`, so a user ConfigMap or Secret in `spec.podTemplate.envFrom` can
 # never supply one, the test hooks included.
 TRAINER_ENV = (
-    ENV_JOB_FILE, ENV_OUTPUT_DIR, ENV_JOB_NAME, ENV_NAMESPACE, ENV_JOB_UID, ENV_ATTEMPT,
+    ENV_JOB_FILE, ENV_OUTPUT_DIR, ENV_JOB_NAME, ENV_NAMESPACE, ENV_JOB_UID, ENV_JOB_DIGEST,
+    ENV_ATTEMPT,
     ENV_TERMINATION_LOG, ENV_REPORTER, ENV_PROGRESS_INTERVAL, ENV_METRICS_PORT,
     ENV_DEEPSPEED_CONFIG, ENV_STOP_FILE, ENV_RESULT_DIR, ENV_TEST_MODE, ENV_TEST_HANG_AT_STEP,
     ENV_TEST_HANG_RANK, ENV_DEBUG,
@@ -138,6 +142,23 @@ def guarded_env_from_prefix(prefix: str, allow_proxy: bool = False) -> str | Non
                 rest = name[len(prefix):]
                 return prefix + (rest.lower() if prefix.islower() else rest)
     return None
+
+
+# Spec fields that take effect while a job runs (the operator reads them from the FineTuneJob,
+# not from the job file); edits to any other field after the start are ignored.
+MUTABLE_SPEC_FIELDS = ("suspend", "restartPolicy", "activeDeadlineSeconds",
+                       "ttlSecondsAfterFinished", "cleanPodPolicy")
+
+
+def job_digest(document: dict) -> str:
+    """SHA-256 of a job file's document (`{"metadata", "spec"}`) without the spec fields that
+    take effect after the start: what the operator records as `status.startedSpecDigest` and
+    gives each pod as FTJOB_JOB_DIGEST, and what the trainer checks its job file against."""
+    spec = document.get("spec") if isinstance(document.get("spec"), dict) else {}
+    canonical = {"metadata": document.get("metadata"),
+                 "spec": {k: v for k, v in spec.items() if k not in MUTABLE_SPEC_FIELDS}}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"

@@ -25,6 +25,7 @@ def progress_interval(spec: api.FineTuneJobSpec, default: int | None = None) -> 
 
 def trainer_env(spec: api.FineTuneJobSpec, *, job_file: str, output_dir: str, job_name: str,
                 reporter: str, namespace: str | None = None, job_uid: str | None = None,
+                job_digest: str | None = None,
                 attempt: int | None = None, termination_log: str | None = None,
                 hf_home: str | None = None, metrics_port_default: int | None = None,
                 progress_interval_default: int | None = None,
@@ -41,6 +42,7 @@ def trainer_env(spec: api.FineTuneJobSpec, *, job_file: str, output_dir: str, jo
         contract.ENV_JOB_NAME: job_name,
         contract.ENV_NAMESPACE: namespace,
         contract.ENV_JOB_UID: job_uid,
+        contract.ENV_JOB_DIGEST: job_digest,
         contract.ENV_ATTEMPT: None if attempt is None else str(attempt),
         contract.ENV_REPORTER: reporter,
         contract.ENV_PROGRESS_INTERVAL: None if interval is None else str(interval),

@@ -189,15 +189,15 @@ def progress_interval(spec: api.FineTuneJobSpec, settings: Settings) -> int:
     return spec.monitoring.progress_interval_seconds or settings.trainer_progress_interval
 
 
-def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
-         settings: Settings) -> list[dict[str, Any]]:
+def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, settings: Settings,
+         job_digest: str | None = None) -> list[dict[str, Any]]:
     config_file = None
     if spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None:
         config_file = f"{contract.DEEPSPEED_CONFIG_MOUNT_DIR}/{contract.DEEPSPEED_CONFIG_FILE_NAME}"
     fixed = pod_env.trainer_env(
         spec, job_file=f"{contract.JOB_FILE_MOUNT_DIR}/{contract.JOB_FILE_NAME}",
         output_dir=contract.DEFAULT_OUTPUT_DIR, job_name=job.name, reporter="kubernetes",
-        namespace=job.namespace, job_uid=job.uid, attempt=attempt,
+        namespace=job.namespace, job_uid=job.uid, job_digest=job_digest, attempt=attempt,
         termination_log=contract.DEFAULT_TERMINATION_LOG, hf_home=HF_HOME,
         metrics_port_default=settings.trainer_metrics_port,
         progress_interval_default=progress_interval(spec, settings),
@@ -310,10 +310,12 @@ def _ports(spec: api.FineTuneJobSpec, rank: int, settings: Settings) -> list[dic
 
 
 def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
-               settings: Settings) -> dict[str, Any]:
+               settings: Settings, job_digest: str | None = None) -> dict[str, Any]:
+    """`job_digest`: `contract.job_digest` of the job file the pod is for (FTJOB_JOB_DIGEST:
+    the trainer refuses a job file that does not match it)."""
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": _pod_meta(job, spec, attempt, rank),
-            "spec": _pod_spec(job, spec, attempt, rank, settings)}
+            "spec": _pod_spec(job, spec, attempt, rank, settings, job_digest)}
 
 
 def _pod_meta(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int
@@ -337,14 +339,14 @@ def _pod_meta(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int
 
 
 def _trainer_container(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
-                       settings: Settings) -> dict[str, Any]:
+                       settings: Settings, job_digest: str | None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": naming.TRAINER_CONTAINER,
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.trainer_image_pull_policy,
         "command": ["ftjob-launch"],
         "args": torchrun_args(job, spec, attempt, rank),
-        "env": _env(job, spec, attempt, settings),
+        "env": _env(job, spec, attempt, settings, job_digest),
         "ports": _ports(spec, rank, settings),
         "volumeMounts": [
             {"name": JOB_FILE_VOLUME, "mountPath": contract.JOB_FILE_MOUNT_DIR, "readOnly": True},
@@ -373,7 +375,7 @@ def _trainer_container(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, ran
 
 
 def _pod_spec(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
-              settings: Settings) -> dict[str, Any]:
+              settings: Settings, job_digest: str | None) -> dict[str, Any]:
     name = naming.pod(job.name, attempt, rank)
     claim_name = spec.storage.existing_claim or naming.claim(job.name)
     pod_spec: dict[str, Any] = {
@@ -389,7 +391,7 @@ def _pod_spec(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
             "fsGroup": TRAINER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_trainer_container(job, spec, attempt, rank, settings)],
+        "containers": [_trainer_container(job, spec, attempt, rank, settings, job_digest)],
         "volumes": [
             {"name": JOB_FILE_VOLUME, "configMap": {"name": naming.config_map(job.name)}},
             {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": claim_name}},
@@ -442,6 +444,6 @@ def _schedule(pod_spec: dict[str, Any], spec: api.FineTuneJobSpec, job: JobRef,
 
 
 def render_pods(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
-                settings: Settings) -> list[dict[str, Any]]:
-    return [render_pod(job, spec, attempt, rank, settings)
+                settings: Settings, job_digest: str | None = None) -> list[dict[str, Any]]:
+    return [render_pod(job, spec, attempt, rank, settings, job_digest)
             for rank in range(spec.resources.nodes)]

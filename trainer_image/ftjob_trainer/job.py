@@ -50,6 +50,7 @@ def load_context(env: Mapping[str, str]) -> JobContext:
     )
     document = read_job_file(job_file)
     uid = check_uid(document, env.get(contract.ENV_JOB_UID) or None, job_file)
+    check_digest(document, env.get(contract.ENV_JOB_DIGEST) or None, job_file)
     # The operator's policy checks (guarded variables, RuntimeClasses, annotations) ran
     # before it started the job, under its settings, which the trainer does not know.
     problems = errors(validate_spec(document["spec"], allowed=UNCHECKED))
@@ -91,6 +92,18 @@ def check_uid(document: dict, expected: str | None, job_file: str) -> str | None
             f"{expected} (the job's ConfigMap is being replaced: a job deleted and created "
             "again under the same name); the next attempt mounts the new one")
     return expected or found
+
+
+def check_digest(document: dict, expected: str | None, job_file: str) -> None:
+    """The job file must be the one the pod was created for ($FTJOB_JOB_DIGEST, set by the
+    operator from status.startedSpecDigest's spec): someone with ConfigMap rights changed it,
+    and the operator puts it back. JobFileReplaced (retryable) instead of running a spec
+    nobody started."""
+    if expected is not None and contract.job_digest(document) != expected:
+        raise JobFileReplaced(
+            f"{job_file}: the job file is not the spec this pod was created for ({expected}); "
+            "its ConfigMap was changed after the job started and the operator puts it back; "
+            "the next attempt mounts it")
 
 
 def read_job_file(job_file: str) -> dict:

@@ -61,9 +61,11 @@ class Ctx:
             self.job, self.spec, self.raw_spec, self.settings)))
 
     def create_pods(self, attempt: int, ranks: Iterable[int]) -> CreatePods:
-        """Create the pods of `attempt` for `ranks`."""
+        """Create the pods of `attempt` for `ranks`, each told the digest of its job file."""
+        digest = started_spec.digest(self.job, self.raw_spec)
         return CreatePods(attempt, tuple(render.render_pod(self.job, self.spec, attempt, rank,
-                                                           self.settings) for rank in ranks))
+                                                           self.settings, digest)
+                                         for rank in ranks))
 
     @cached_property
     def current(self) -> dict[int, PodView]:

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftjob_api import contract
+
 from ..plan import Event, JobState, Plan
 from ..reasons import ConditionType, EventType, Reason
 from ..status import StatusBuilder, condition_of
 
 # Spec fields that take effect while a job runs; edits to any other field are ignored
 # (the job keeps running the spec in its ConfigMap) and reported in a condition.
-MUTABLE_FIELDS = ("suspend", "restartPolicy", "activeDeadlineSeconds", "ttlSecondsAfterFinished",
-                  "cleanPodPolicy")
+MUTABLE_FIELDS = contract.MUTABLE_SPEC_FIELDS
 
 
 def effective_spec(current: dict[str, Any], started: dict[str, Any] | None) -> dict[str, Any]:

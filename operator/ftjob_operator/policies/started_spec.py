@@ -13,11 +13,10 @@ fails with `StartedSpecChanged`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
-from ftjob_api import api, naming
+from ftjob_api import api, contract, naming
 from ftjob_api.contract import rfc3339
 
 from .. import render
@@ -25,19 +24,13 @@ from ..observe import Observed
 from ..plan import Case, Event, JobState, Plan, RestoreConfigMap
 from ..reasons import EventType, Reason
 from ..status import StatusBuilder
-from .spec_edits import MUTABLE_FIELDS
 
 DIGEST_FIELD = "startedSpecDigest"
 
 
-def document_digest(document: dict[str, Any]) -> str:
-    """SHA-256 of a job document (`{"metadata", "spec"}`) without the spec fields that take
-    effect after the start (the operator reads those from the FineTuneJob)."""
-    spec = document.get("spec") if isinstance(document.get("spec"), dict) else {}
-    canonical = {"metadata": document.get("metadata"),
-                 "spec": {k: v for k, v in spec.items() if k not in MUTABLE_FIELDS}}
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+# SHA-256 of a job document without the spec fields that take effect after the start (the
+# operator reads those from the FineTuneJob); the trainer checks its job file with it too.
+document_digest = contract.job_digest
 
 
 def digest(job: JobState, raw_spec: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ restart that waits for every old pod to be gone."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -65,7 +66,8 @@ def test_create_run_succeed(h, run_operator):
         spec = parse_spec(job["spec"])
         settings = Settings(trainer_image=TRAINER_IMAGE, resync_seconds=2)
         expected = render.render_job_objects(ref, spec, job["spec"], settings)
-        for want in expected + render.render_pods(ref, spec, 1, settings):
+        digest = contract.job_digest(json.loads(render.job_file(ref, job["spec"])))
+        for want in expected + render.render_pods(ref, spec, 1, settings, digest):
             plural, group = PLURALS[want["kind"]]
             got = next(o for o in objects(h, plural, group)
                        if o["metadata"]["name"] == want["metadata"]["name"])

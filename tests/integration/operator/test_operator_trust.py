@@ -129,6 +129,12 @@ def test_an_edited_started_spec_is_put_back_before_the_next_attempt(h, run_opera
         h.kubelet.terminate(h.ns, naming.pod("demo", 1, 1), 1)
         bring_up(h, attempt=2)
         assert job_file(h) == original
+        # Each pod carries the digest of the file it must read (the trainer refuses another).
+        digest = status(h)["startedSpecDigest"]
+        assert digest == contract.job_digest(original)
+        for pod in pods(h, attempt=2):
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+            assert env[contract.ENV_JOB_DIGEST] == digest
         warning = next(e for e in events(h) if e["reason"] == "StartedSpecRestored")
         assert warning["type"] == "Warning"
         assert "StartedSpecChanged" not in event_reasons(h)

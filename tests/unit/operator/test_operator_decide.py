@@ -4,10 +4,13 @@ policy's own cases are in test_operator_policy_<policy>.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ftjob_api import api, contract
 from ftjob_operator import render
+from ftjob_operator.policies import started_spec
 from ftjob_operator.observe import Observed, PodView
 from ftjob_api.contract import rfc3339
 from ftjob_operator.plan import CreatePods, EnsureJobObjects
@@ -56,8 +59,13 @@ def test_the_plan_carries_the_manifests_rendered_with_the_settings() -> None:
     spec = api.parse_spec(start.spec)
     assert list(objects.manifests) == render.render_job_objects(start, spec, start.spec,
                                                                 settings)
-    assert list(pods.pods) == [render.render_pod(start, spec, 1, rank, settings)
+    digest = started_spec.digest(start, start.spec)
+    assert list(pods.pods) == [render.render_pod(start, spec, 1, rank, settings, digest)
                                for rank in (0, 1)]
+    # Each pod is told the digest of the job file it mounts (the trainer checks it).
+    config_map = objects.manifests[-1]
+    document = json.loads(config_map["data"][contract.JOB_FILE_NAME])
+    assert env(pods.pods[0])[contract.ENV_JOB_DIGEST] == contract.job_digest(document) == digest
     assert pods.names == ("demo-1-0", "demo-1-1")
     rank0 = pods.pods[0]
     assert rank0["spec"]["containers"][0]["image"] == "registry.example/trainer:9"

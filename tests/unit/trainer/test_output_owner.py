@@ -58,6 +58,22 @@ def test_job_file_uid_is_checked_before_the_spec(tmp_path):
         job.load_context(env)
 
 
+def test_job_file_must_match_the_digest_the_pod_was_created_with(tmp_path):
+    """Someone with ConfigMap rights changed the job file: the pod's FTJOB_JOB_DIGEST (set by
+    the operator, in the pod spec nobody can edit) no longer matches. Retryable: the operator
+    puts the ConfigMap back. The fields that take effect after the start are left out."""
+    path = write_job(tmp_path, "uid-a")
+    document = json.loads(path.read_text())
+    env = {contract.ENV_JOB_FILE: str(path), contract.ENV_JOB_UID: "uid-a",
+           contract.ENV_JOB_DIGEST: contract.job_digest(document)}
+    assert job.load_context(env).uid == "uid-a"
+    path.write_text(json.dumps({**document, "spec": {**SPEC, "suspend": True}}))
+    assert job.load_context(env).uid == "uid-a"  # a mutable field: the same started spec
+    path.write_text(json.dumps({**document, "spec": {**SPEC, "model": {"name": "other"}}}))
+    with pytest.raises(JobFileReplaced, match="not the spec this pod was created for"):
+        job.load_context(env)
+
+
 # --------------------------------------------------------------------------- the output folder
 
 
