@@ -178,3 +178,36 @@ def chat_rows(n: int, seed: int) -> list[dict]:
                           "content": _answer(rng, topic, min(_chat_length(rng), 40))})
         rows.append({"messages": turns})
     return rows
+
+
+# --------------------------------------------------------------------------- preference data
+
+
+def _off_topic(rng: random.Random, topic: str) -> str:
+    return rng.choice([t for t in sorted(TOPICS) if t != topic])
+
+
+def preference_rows(n: int, seed: int, conversational: bool = False,
+                    filler_share: float = 0.5) -> list[dict]:
+    """DPO pairs: prompt = a headline; chosen answers stay on its topic, rejected answers
+    (as long) go off it: to another topic, or (a `filler_share` of them) to filler words
+    only. The tiny GPT-2 learns to prefer the chosen ones (held-out reward accuracy above
+    0.9 within 60 steps; with other topics only it stalls near 0.86). Text answers start
+    with a space, as TRL joins prompt and answer without one."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        topic = rng.choice(sorted(TOPICS))
+        prompt = headline(rng, topic)
+        words = rng.randint(2, 5)
+        chosen = _answer(rng, topic, words)
+        rejected = (" ".join(rng.choice(FILLER) for _ in range(words))
+                    if rng.random() < filler_share
+                    else _answer(rng, _off_topic(rng, topic), words))
+        if conversational:
+            rows.append({"prompt": [{"role": "user", "content": prompt}],
+                         "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}]})
+        else:
+            rows.append({"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected})
+    return rows

@@ -35,7 +35,7 @@ class Column:
     key: str
     attr: str
     default: str
-    holds: Literal["text", "messages"] = "text"
+    holds: Literal["text", "messages", "text-or-turns"] = "text"
 
     @property
     def field(self) -> str:
@@ -59,6 +59,14 @@ TEXT = Column("textColumn", "text_column", "text")
 PROMPT = Column("promptColumn", "prompt_column", "prompt")
 COMPLETION = Column("completionColumn", "completion_column", "completion")
 MESSAGES = Column("messagesColumn", "messages_column", "messages", holds="messages")
+
+# Task `preference` (DPO, TRL's formats): text columns, or lists of `{role, content}` turns
+# (the prompt's turns, and the assistant turn of each answer) rendered with the chat template.
+PREFERENCE_TASK = "preference"
+PREFERENCE_PROMPT = Column("promptColumn", "prompt_column", "prompt", holds="text-or-turns")
+CHOSEN = Column("chosenColumn", "chosen_column", "chosen", holds="text-or-turns")
+REJECTED = Column("rejectedColumn", "rejected_column", "rejected", holds="text-or-turns")
+PREFERENCE_COLUMNS = (PREFERENCE_PROMPT, CHOSEN, REJECTED)
 
 
 def _distinct_prompt_completion(ds: Any) -> list[Problem]:
@@ -117,9 +125,38 @@ def _names(names: list[str]) -> str:
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def check_preference(task: str, ds: Any) -> list[Problem]:
+    """The preference columns: only with task preference, distinct there; the causal-lm
+    format fields do not apply to it."""
+    problems: list[Problem] = []
+    if task != PREFERENCE_TASK:
+        for column in (CHOSEN, REJECTED):
+            if getattr(ds, column.attr) is not None:
+                problems.append(Problem(column.field, f"applies only to task "
+                                        f"{PREFERENCE_TASK}, not {task}"))
+        return problems
+    for key, on in (("format", ds.format != DEFAULT), ("packing", ds.packing),
+                    ("completionOnlyLoss", ds.completion_only_loss is not None),
+                    ("completionColumn", ds.completion_column is not None),
+                    ("messagesColumn", ds.messages_column is not None),
+                    ("textColumn", ds.text_column != TEXT.default)):
+        if on:
+            problems.append(Problem(f"{DATASET}.{key}", f"does not apply to task "
+                                    f"{PREFERENCE_TASK} (its columns are promptColumn, "
+                                    "chosenColumn and rejectedColumn)"))
+    names = [c.resolve(ds) for c in PREFERENCE_COLUMNS]
+    for column, name in zip(PREFERENCE_COLUMNS[1:], names[1:]):
+        if names.count(name) > 1:
+            problems.append(Problem(column.field, f"column {name!r} is used for more than "
+                                    "one of promptColumn, chosenColumn and rejectedColumn"))
+    return problems
+
+
 def check(task_is_causal_lm: bool, task: str, ds: Any) -> list[Problem]:
     """The causal-lm data fields: each only with the format or task it belongs to."""
-    problems: list[Problem] = []
+    if task == PREFERENCE_TASK:
+        return check_preference(task, ds)
+    problems: list[Problem] = check_preference(task, ds)
     if not task_is_causal_lm:
         for key, on in (("format", ds.format != DEFAULT), ("packing", ds.packing)):
             if on:

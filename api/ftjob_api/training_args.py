@@ -2,7 +2,8 @@
 
 The field catalogue (names, JSON types, enum values, help text) is generated from the
 `TrainingArguments` / `Seq2SeqTrainingArguments` dataclasses of the pinned transformers
-by `generate_catalog()` and committed as `data/training_arguments.json`, so the operator
+and TRL's `DPOConfig` (task preference, `preference_args`) by `generate_catalog()` and
+committed as `data/training_arguments.json`, so the operator
 image validates exactly like `ftjob validate` without importing torch. A unit test
 regenerates it from the installed transformers and fails when it drifts.
 """
@@ -19,6 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from . import preference_args
 from .problems import Problem
 
 CATALOG_PATH = Path(__file__).parent / "data" / "training_arguments.json"
@@ -85,6 +87,7 @@ MINIMUMS: dict[str, tuple[float, bool]] = {  # name -> (bound, exclusive)
     "dataloader_num_workers": (0, False),
     "label_smoothing_factor": (0, False),
     "eval_accumulation_steps": (1, False),
+    "beta": (0, True),  # DPOConfig: the reward scale; 0 makes every pair's loss ln 2
 }
 
 
@@ -156,23 +159,41 @@ def generate_catalog() -> dict[str, Any]:
     for f in dataclasses.fields(Seq2SeqTrainingArguments):
         if not f.init:
             continue
-        kinds, choices = _json_types(hints.get(f.name, f.type))
-        meta_choices = f.metadata.get("choices")
-        if meta_choices:
-            choices = [str(c) for c in meta_choices]
-        default = f.default
-        if default is dataclasses.MISSING or isinstance(default, enum.Enum):
-            default = default.value if isinstance(default, enum.Enum) else None
-        if not isinstance(default, (bool, int, float, str, type(None))):
-            default = None
-        fields[f.name] = {
-            "types": sorted(kinds),
-            "choices": choices,
-            "default": default,
-            "help": _first_sentences(f.metadata.get("help", "")),
-            "seq2seqOnly": f.name not in base,
-        }
-    return {"transformers": transformers.__version__, "fields": fields}
+        fields[f.name] = {**_describe(f, hints), "seq2seqOnly": f.name not in base,
+                          "preferenceOnly": False}
+    for name, entry in preference_args.dpo_fields(set(fields), _describe).items():
+        fields[name] = {**entry, "seq2seqOnly": False}
+    return {"transformers": transformers.__version__, "trl": preference_args.trl_version(),
+            "fields": fields}
+
+
+def _describe(f: Any, hints: dict[str, Any]) -> dict[str, Any]:
+    """A dataclass field's catalogue entry: JSON types, choices, default, short help."""
+    kinds, choices = _json_types(hints.get(f.name, f.type))
+    meta_choices = f.metadata.get("choices")
+    if meta_choices:
+        choices = [str(c) for c in meta_choices]
+    default = f.default
+    if default is dataclasses.MISSING or isinstance(default, enum.Enum):
+        default = default.value if isinstance(default, enum.Enum) else None
+    if not isinstance(default, (bool, int, float, str, type(None))):
+        default = None
+    entry = {"types": sorted(kinds), "choices": choices, "default": default,
+             "help": _first_sentences(f.metadata.get("help", ""))}
+    item = _list_item_kind(hints.get(f.name, f.type))
+    if item not in (None, "string"):
+        entry["items"] = item  # e.g. DPOConfig's loss_weights: a list of numbers
+    return entry
+
+
+def _list_item_kind(tp: Any) -> str | None:
+    """The JSON kind of a `list[X]` annotation's items (inside an optional), or None."""
+    for arg in (typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType)
+                else (tp,)):
+        if typing.get_origin(arg) is list and typing.get_args(arg):
+            kinds, _ = _json_types(typing.get_args(arg)[0])
+            return next(iter(kinds)) if len(kinds) == 1 else None
+    return None
 
 
 def write_catalog(path: Path = CATALOG_PATH) -> None:
@@ -252,15 +273,19 @@ def check_value(key: str, value: Any, info: dict[str, Any]) -> list[Problem]:
         hint = ""
         if isinstance(value, str) and {"number", "integer"} & set(kinds) and _is_numeric(value):
             hint = " (remove the quotes: YAML reads quoted values as strings)"
+        elif isinstance(value, str) and kinds == ["array"]:
+            hint = f" (write a list: [{value}])"
         return [Problem(path, f"expected {expected}, got {_type_name(value)} {value!r}{hint}")]
     problems = []
     choices = info.get("choices")
-    if choices and isinstance(value, str) and value not in choices:
-        close = difflib.get_close_matches(value, choices, n=1)
-        suggestion = f"; did you mean {close[0]}?" if close else ""
-        problems.append(
-            Problem(path, f"{value!r} is not one of: {', '.join(choices)}{suggestion}")
-        )
+    items = value if isinstance(value, list) else [value]  # a list's items (loss_type)
+    for item in items if choices else []:
+        if isinstance(item, str) and item not in choices:
+            close = difflib.get_close_matches(item, choices, n=1)
+            suggestion = f"; did you mean {close[0]}?" if close else ""
+            problems.append(
+                Problem(path, f"{item!r} is not one of: {', '.join(choices)}{suggestion}")
+            )
     if key in MINIMUMS and isinstance(value, (int, float)) and not isinstance(value, bool):
         bound, exclusive = MINIMUMS[key]
         if value < bound or (exclusive and value == bound):
@@ -295,11 +320,22 @@ def check_keys_and_types(args: dict[str, Any], task: str | None) -> list[Problem
         if info is None:
             problems.append(unknown_key(key, list(catalogue)))
             continue
-        if info["seq2seqOnly"] and task is not None and task != "seq2seq":
-            problems.append(Problem(path, f"applies only to task seq2seq (this job is {task})"))
+        only = only_task(info)
+        if only is not None and task is not None and task != only:
+            problems.append(Problem(path, f"applies only to task {only} (this job is {task})"))
+            continue
+        if task == preference_args.TASK and key in preference_args.MANAGED_KEYS:
+            problems.append(Problem(path, f"managed by ftjob: {preference_args.MANAGED_KEYS[key]}"))
             continue
         problems.extend(check_value(key, value, info))
     return problems
+
+
+def only_task(info: dict[str, Any]) -> str | None:
+    """The one task a catalogue field belongs to (seq2seq or preference), or None."""
+    if info["seq2seqOnly"]:
+        return "seq2seq"
+    return preference_args.TASK if info.get("preferenceOnly") else None
 
 
 def effective(args: dict[str, Any], key: str) -> Any:
@@ -427,7 +463,9 @@ def json_schema() -> dict[str, Any]:
             if kinds[0] == "object":
                 node["x-kubernetes-preserve-unknown-fields"] = True
             elif kinds[0] == "array":
-                node["items"] = {"type": "string"}
+                node["items"] = {"type": info.get("items", "string")}
+                if info.get("choices"):
+                    node["items"]["enum"] = list(info["choices"])
             elif kinds[0] == "string" and info.get("choices"):
                 node["enum"] = list(info["choices"])
         else:
@@ -442,14 +480,15 @@ def json_schema() -> dict[str, Any]:
         if "null" in info["types"]:
             node["nullable"] = True
         help_text = info["help"] or name
-        if info["seq2seqOnly"]:
-            help_text += " (seq2seq only)"
+        if only_task(info):
+            help_text += f" ({only_task(info)} only)"
         node["description"] = help_text
         properties[name] = node
     return {
         "type": "object",
         "description": "Hugging Face TrainingArguments (transformers "
-        f"{catalog()['transformers']}), keys spelled as in transformers.",
+        f"{catalog()['transformers']}), keys spelled as in transformers; task preference "
+        f"adds TRL {catalog()['trl']}'s DPOConfig.",
         "properties": properties,
     }
 

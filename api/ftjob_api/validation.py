@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 
-from . import api, contract, dataset_formats, naming, training_args
+from . import api, contract, dataset_formats, naming, preference_args, training_args
 from .problems import Problem
 
 
@@ -167,6 +167,7 @@ def _check_spec_rules(spec: api.FineTuneJobSpec, allowed: Allowed) -> list[Probl
     problems.extend(_check_volumes(spec))
     problems.extend(_check_early_stopping(spec))
     problems.extend(_check_search(spec))
+    problems.extend(preference_args.check_spec(spec))
     return problems
 
 
@@ -206,8 +207,9 @@ def _check_search(spec: api.FineTuneJobSpec) -> list[Problem]:
             unknown = training_args.unknown_key(key, list(catalogue))
             problems.append(Problem(path, unknown.message))
             continue
-        if info["seq2seqOnly"] and spec.task != api.Task.SEQ2SEQ.value:
-            problems.append(Problem(path, f"applies only to task seq2seq (this job is {spec.task})"))
+        only = training_args.only_task(info)
+        if only is not None and spec.task != only:
+            problems.append(Problem(path, f"applies only to task {only} (this job is {spec.task})"))
             continue
         if key in spec.training_arguments:
             problems.append(Problem(path, f"also fixed in trainingArguments.{key}; a key is "

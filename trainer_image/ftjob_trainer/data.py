@@ -16,7 +16,7 @@ from typing import Any
 
 from ftjob_api import api, dataset_formats
 
-from . import causal_lm_data
+from . import causal_lm_data, preference
 from .exits import HubUnreachable, InvalidData, is_network_error
 
 log = logging.getLogger(__name__)
@@ -217,11 +217,16 @@ def check_columns(splits: Splits, required: dict[str, str]) -> None:
                 raise InvalidData(f"{field}: column {column!r} not found in the {split} split "
                                   f"({splits.origin[split]}); columns: "
                                   f"{_clip(', '.join(map(str, dataset.column_names)))}{hint}")
+            if field in _PREFERENCE_FIELDS:
+                continue  # text or turns: preference.check_split, with the tokenizer
             if field in dataset_formats.message_fields():
                 causal_lm_data.check_messages_column(dataset, column, field,
                                                      f"{split} split ({splits.origin[split]})")
             elif field != "spec.dataset.labelColumn":
                 check_text_column(dataset, column, field, f"{split} split ({splits.origin[split]})")
+
+
+_PREFERENCE_FIELDS = {c.field for c in dataset_formats.PREFERENCE_COLUMNS}
 
 
 def _clip(text: str, limit: int = 300) -> str:
@@ -373,6 +378,8 @@ def map_splits(splits: Splits, spec: api.FineTuneJobSpec, tokenizer: Any, labels
     """Every split through the task's tokenization; `None` lengths truncate nothing (what
     `ftjob inspect` measures the lengths before truncation with)."""
     task = spec.task
+    if task == api.Task.PREFERENCE.value:  # TRL's DPOTrainer tokenizes (preference.py)
+        return preference.for_trl(splits, spec.dataset, tokenizer, tokenizer.name_or_path)
     fn = task_function(spec, tokenizer, labels, max_length, max_target_length)
 
     def apply(dataset, split):
@@ -427,6 +434,8 @@ def required_columns(spec: api.FineTuneJobSpec) -> dict[str, str]:
     ds = spec.dataset
     if spec.task == api.Task.CAUSAL_LM.value:
         return causal_lm_data.required_columns(ds)
+    if spec.task == api.Task.PREFERENCE.value:
+        return preference.required_columns(ds)
     columns = {"spec.dataset.textColumn": ds.text_column}
     if ds.text_pair_column:
         columns["spec.dataset.textPairColumn"] = ds.text_pair_column

@@ -198,8 +198,10 @@ def prepare(ctx: JobContext) -> Prepared:
         # in memory through the whole search. Seq2seq keeps it: DataCollatorForSeq2Seq builds
         # decoder_input_ids with it.
         model = None
-    elif spec.peft is not None:
-        model = modeling.add_lora(model, spec.task, spec.peft)
+    elif spec.peft is not None and spec.task != api.Task.PREFERENCE.value:
+        model = modeling.add_lora(model, spec.task, spec.peft)  # DPOTrainer wraps its own
+    if spec.task == api.Task.PREFERENCE.value:
+        targs.max_length = data.token_limits(spec, tokenizer)[0]  # clamped to the model's
 
     def model_init():
         """The pretrained model again (hyperparameter search: every trial starts from it;
@@ -311,37 +313,66 @@ def _callbacks(ctx: JobContext, p: Prepared, stop: StopRequest, progress: Any,
 def _trainer_class(task: str) -> Any:
     from transformers import Seq2SeqTrainer, Trainer
 
+    if task == api.Task.PREFERENCE.value:
+        from .preference import trainer_class
+
+        return trainer_class()
     return Seq2SeqTrainer if task == api.Task.SEQ2SEQ.value else Trainer
+
+
+def _task_kwargs(ctx: JobContext, p: Prepared) -> dict[str, Any]:
+    """The Trainer arguments that differ by task: DPOTrainer builds its own collator and
+    metrics, takes no model_init and wraps the model in LoRA itself (its reference is then
+    the model with the adapter disabled)."""
+    from . import data, metrics, modeling
+
+    spec = ctx.spec
+    if spec.task == api.Task.PREFERENCE.value:
+        if spec.peft is not None:
+            return {"model": p.model, "peft_config": modeling.lora_config(spec.task, spec.peft)}
+        # The frozen reference, loaded as the policy was (TRL's own would drop a revision);
+        # with precomputed reference log-probs TRL scores with the policy before training.
+        ref = None if p.targs.precompute_ref_log_probs else modeling.load_model(
+            spec.task, *modeling.model_source(spec), modeling.model_field(spec), p.tokenizer)
+        return {"model": p.model, "ref_model": ref}
+    search = spec.hyperparameter_search is not None
+    return {
+        # A search starts every trial and the final run from the pretrained weights
+        # (Trainer takes a model or a model_init, not both).
+        "model": None if search else p.model,
+        "model_init": p.model_init if search else None,
+        "data_collator": data.collator(spec.task, p.tokenizer, p.model, spec.dataset),
+        "compute_metrics": (metrics.classification_metrics(len(p.labels.names)) if p.labels
+                            else None),
+    }
 
 
 def _trainer_factory(ctx: JobContext, p: Prepared, callbacks: list[Any]):
     """(Trainer class, TrainingArguments) -> a Trainer on the prepared model and data."""
     from transformers import PrinterCallback
 
-    from . import data, metrics
-
-    search_spec = ctx.spec.hyperparameter_search
-
     def make_trainer(cls, args):
-        trainer = cls(
-            # A search starts every trial and the final run from the pretrained weights
-            # (Trainer takes a model or a model_init, not both).
-            model=p.model if search_spec is None else None,
-            model_init=p.model_init if search_spec is not None else None,
-            args=args,
-            train_dataset=p.splits.train,
-            eval_dataset=p.splits.eval,
-            processing_class=p.tokenizer,
-            data_collator=data.collator(ctx.spec.task, p.tokenizer, p.model, ctx.spec.dataset),
-            compute_metrics=(metrics.classification_metrics(len(p.labels.names)) if p.labels
-                             else None),
-            callbacks=callbacks,
-        )
+        try:
+            trainer = cls(args=args, train_dataset=p.splits.train, eval_dataset=p.splits.eval,
+                          processing_class=p.tokenizer, callbacks=callbacks,
+                          **_task_kwargs(ctx, p))
+        except ValueError as exc:
+            if ctx.spec.task != api.Task.PREFERENCE.value:
+                raise
+            raise _preference_refusal(exc) from exc
         if ctx.reporter == "console":
             trainer.remove_callback(PrinterCallback)
         return trainer
 
     return make_trainer
+
+
+def _preference_refusal(exc: ValueError) -> Exception:
+    """DPOTrainer refuses combinations at start (LoRA modules, loss settings): permanent."""
+    text = str(exc).splitlines()[0][:400] if str(exc) else type(exc).__name__
+    if "target module" in text.lower() or "lm_head" in text:
+        return exits.InvalidSpec(f"spec.peft.targetModules: {text}")
+    return exits.InvalidSpec(f"spec.trainingArguments: {text}")
 
 
 def _search_and_apply_best(ctx: JobContext, p: Prepared, make_trainer, preemption, reporter,
@@ -406,8 +437,11 @@ def evaluate_and_save(ctx: JobContext, trainer: Any, p: Prepared, train_metrics:
     if p.splits.eval is not None:
         results["eval"] = {**trainer.evaluate(), "eval_samples": len(p.splits.eval)}
     if p.splits.test is not None:
-        results["test"] = {**trainer.predict(p.splits.test, metric_key_prefix="test").metrics,
-                           "test_samples": len(p.splits.test)}
+        # DPOTrainer scores pairs in evaluate (which tokenizes the split); predict would not.
+        scored = (trainer.evaluate(p.splits.test, metric_key_prefix="test")
+                  if ctx.spec.task == api.Task.PREFERENCE.value
+                  else trainer.predict(p.splits.test, metric_key_prefix="test").metrics)
+        results["test"] = {**scored, "test_samples": len(p.splits.test)}
     final_metrics: dict[str, Any] = {}
     for split, values in results.items():
         if ctx.spec.task == api.Task.CAUSAL_LM.value and split != "train":

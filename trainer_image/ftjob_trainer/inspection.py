@@ -56,6 +56,9 @@ class Inspection:
 def prepare(spec: api.FineTuneJobSpec, only: str | None = None) -> Inspection:
     """Load, check and tokenize as the trainer does; `only` keeps one split (train, eval
     or test)."""
+    if spec.task == api.Task.PREFERENCE.value:
+        raise InvalidSpec("spec.task: ftjob inspect does not cover task preference yet (TRL's "
+                          "DPOTrainer tokenizes the pairs when the job starts)")
     splits, labels = data.load_checked(spec)
     if only is not None:
         splits = data.Splits(*(d if n == only else None for n, d in

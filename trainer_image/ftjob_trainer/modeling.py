@@ -91,6 +91,7 @@ _AUTO = {
     api.Task.SEQUENCE_CLASSIFICATION.value: "AutoModelForSequenceClassification",
     api.Task.CAUSAL_LM.value: "AutoModelForCausalLM",
     api.Task.SEQ2SEQ.value: "AutoModelForSeq2SeqLM",
+    api.Task.PREFERENCE.value: "AutoModelForCausalLM",
 }
 
 
@@ -145,13 +146,16 @@ _PEFT_TASK = {
     api.Task.SEQUENCE_CLASSIFICATION.value: "SEQ_CLS",
     api.Task.CAUSAL_LM.value: "CAUSAL_LM",
     api.Task.SEQ2SEQ.value: "SEQ_2_SEQ_LM",
+    api.Task.PREFERENCE.value: "CAUSAL_LM",
 }
 
 
-def add_lora(model: Any, task: str, lora: api.LoraSpec) -> Any:
-    from peft import LoraConfig, get_peft_model
+def lora_config(task: str, lora: api.LoraSpec) -> Any:
+    """peft's LoraConfig for `spec.peft` (task preference hands it to DPOTrainer, which
+    wraps the model itself and scores the reference with the adapter disabled)."""
+    from peft import LoraConfig
 
-    config = LoraConfig(
+    return LoraConfig(
         task_type=_PEFT_TASK[task],
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -160,6 +164,12 @@ def add_lora(model: Any, task: str, lora: api.LoraSpec) -> Any:
         bias=lora.bias,
         modules_to_save=lora.modules_to_save,
     )
+
+
+def add_lora(model: Any, task: str, lora: api.LoraSpec) -> Any:
+    from peft import get_peft_model
+
+    config = lora_config(task, lora)
     try:
         return get_peft_model(model, config)
     except ValueError as exc:

@@ -1,6 +1,7 @@
 """`ftjob report DIR`: one PNG of a run (train and eval loss, learning rate, eval metrics
 against the optimizer step, a mark where an attempt resumed from a checkpoint; for a
-hyperparameter search, the metric of every trial from `search.json`).
+hyperparameter search, the metric of every trial from `search.json`; for task preference,
+the DPO reward margins and accuracies, train and eval).
 
 Reads what a run leaves in its output folder: Hugging Face's `trainer_state.json` (the
 final one, or the newest complete checkpoint's while the run is going) and ftjob's
@@ -23,6 +24,10 @@ REPORT_FILE = "report.png"
 STATE_FILE = "trainer_state.json"
 # Logged with every evaluation but not model quality: left out of the plots.
 EVAL_TIMINGS = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+# TRL's DPOTrainer: the reward curves get a panel of their own (train and eval); its other
+# diagnostics (log-probs, logits, entropy, token counts) stay out of the plots.
+REWARD_CURVES = ("rewards/margins", "rewards/accuracies")
+DPO_DIAGNOSTICS = {"entropy", "num_tokens", "mean_token_accuracy"}
 
 Points = list[tuple[int, float]]
 
@@ -33,6 +38,7 @@ class Series:
     eval_loss: Points = field(default_factory=list)
     learning_rate: Points = field(default_factory=list)
     eval_metrics: dict[str, Points] = field(default_factory=dict)
+    rewards: dict[str, Points] = field(default_factory=dict)  # e.g. eval_rewards/margins
     resumed_from: list[int] = field(default_factory=list)
     max_steps: int | None = None
     global_step: int | None = None
@@ -45,6 +51,7 @@ def series(log_history: list[dict[str, Any]], resumed_from: list[int] | None = N
     out = Series(resumed_from=sorted(set(s for s in resumed_from or [] if s > 0)),
                  max_steps=max_steps, global_step=global_step)
     eval_points: dict[str, dict[int, float]] = {}
+    rewards: dict[str, dict[int, float]] = {}
     for entry in log_history:
         step = entry.get("step")
         if not isinstance(step, int):
@@ -54,11 +61,21 @@ def series(log_history: list[dict[str, Any]], resumed_from: list[int] | None = N
         if _number(entry.get("learning_rate")):
             out.learning_rate.append((step, float(entry["learning_rate"])))
         for key, value in entry.items():
-            if key.startswith("eval_") and key not in EVAL_TIMINGS and _number(value):
+            if not _number(value):
+                continue
+            if key.removeprefix("eval_") in REWARD_CURVES:
+                rewards.setdefault(key, {})[step] = float(value)
+            elif key.startswith("eval_") and key not in EVAL_TIMINGS and not _dpo_diagnostic(key):
                 eval_points.setdefault(key, {})[step] = float(value)
     out.eval_loss = sorted(eval_points.pop("eval_loss", {}).items())
     out.eval_metrics = {k: sorted(v.items()) for k, v in sorted(eval_points.items())}
+    out.rewards = {k: sorted(v.items()) for k, v in sorted(rewards.items())}
     return out
+
+
+def _dpo_diagnostic(key: str) -> bool:
+    name = key.removeprefix("eval_")
+    return "/" in name or name in DPO_DIAGNOSTICS
 
 
 def _number(value: Any) -> bool:
@@ -141,7 +158,7 @@ def write_png(data: Series, path: Path, title: str, search: Trials | None = None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    step_panels = 3 if data.eval_metrics else 2
+    step_panels = 2 + bool(data.eval_metrics) + bool(data.rewards)
     panels = step_panels + (1 if search is not None else 0)
     fig, all_axes = plt.subplots(panels, 1, figsize=(9, 3.1 * panels), constrained_layout=True)
     axes = list(all_axes[:step_panels])
@@ -180,6 +197,8 @@ def write_png(data: Series, path: Path, title: str, search: Trials | None = None
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=9)
+    if data.rewards:  # after the resume marks: its legend joins both of its axes
+        _draw_rewards(axes[-1], data.rewards)
     axes[-1].set_xlabel("optimizer step")
     if search is not None:
         _draw_trials(all_axes[-1], search)
@@ -188,6 +207,23 @@ def write_png(data: Series, path: Path, title: str, search: Trials | None = None
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _draw_rewards(ax, rewards: dict[str, Points]) -> None:
+    """DPO: reward margins (left axis) and reward accuracies (right axis, 0..1)."""
+    right = ax.twinx()
+    right.set_ylim(0.0, 1.05)
+    right.set_ylabel("reward accuracy")
+    for name, points in rewards.items():
+        target = right if name.endswith("accuracies") else ax
+        style = {"marker": "o"} if name.startswith("eval_") else {}
+        target.plot(*zip(*points), linewidth=1.2, label=name,
+                    linestyle=":" if target is right else "-", **style)
+    ax.set_ylabel("reward margin")
+    ax.set_title("Preference rewards (chosen minus rejected)")
+    handles = [h for a in (ax, right) for h in a.get_legend_handles_labels()[0]]
+    labels = [label for a in (ax, right) for label in a.get_legend_handles_labels()[1]]
+    ax.legend(handles, labels, loc="best", fontsize=8)
 
 
 def _draw_trials(ax, search: Trials) -> None:

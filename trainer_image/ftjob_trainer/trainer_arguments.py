@@ -94,12 +94,32 @@ def defaults(spec: api.FineTuneJobSpec, *, quiet_console: bool = False,
                                            "asynchronously")
     if spec.dataset.has_eval_data is False:
         chosen["eval_strategy"] = ("no", "there is no evaluation data")
+    if spec.task == api.Task.PREFERENCE.value:
+        chosen.update(_preference_defaults(spec, "bf16" in chosen))
     if quiet_console:
         chosen["disable_tqdm"] = (True, "the console reporter draws the one progress bar")
     if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value and spec.peft is not None:
         chosen["label_names"] = (["labels"], "peft wraps the model; Trainer must not drop the "
                                  "labels column by the forward's signature")
     return {k: v for k, v in chosen.items() if k not in user}
+
+
+def _preference_defaults(spec: api.FineTuneJobSpec, bf16_chosen: bool
+                         ) -> dict[str, tuple[Any, str]]:
+    """Where TRL's DPOConfig defaults differ from TrainingArguments' and ftjob keeps the
+    latter (pure). DPOConfig's learning_rate 1e-6 and logging_steps 10 are kept as TRL has
+    them (docs/trainer.md)."""
+    chosen: dict[str, tuple[Any, str]] = {}
+    if "gradient_checkpointing" not in spec.training_arguments:  # its deprecated alias
+        chosen["activation_checkpointing"] = (
+            False, "DPOConfig turns it on (about 20% slower steps for less activation "
+            "memory); as for the other tasks, set it for long sequences or large models")
+    own_ds_config = spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None
+    if not bf16_chosen and not own_ds_config and not any(
+            k in spec.training_arguments for k in PRECISION_KEYS):
+        chosen["bf16"] = (False, "DPOConfig turns bf16 on everywhere; this job runs on a CPU "
+                          "or a GPU without native bfloat16, so it stays float32")
+    return chosen
 
 
 def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, world_size: int = 1,
@@ -115,6 +135,9 @@ def settings(spec: api.FineTuneJobSpec, output_dir: Path, *, world_size: int = 1
         kwargs["ddp_backend"] = "nccl" if on_gpu else "gloo"
     if deepspeed is not None:
         kwargs["deepspeed"] = deepspeed
+    if spec.task == api.Task.PREFERENCE.value:
+        # Prompt and answer together; clamped to the tokenizer's limit once it is loaded.
+        kwargs["max_length"] = spec.dataset.max_length
     for key, (value, _) in defaults(spec, quiet_console=quiet_console,
                                     bf16_supported=bf16_supported).items():
         kwargs.setdefault(key, value)
@@ -140,7 +163,7 @@ def average_tokens_across_devices(spec: api.FineTuneJobSpec, loss_divides_by_ite
     """
     if AVERAGE_TOKENS_KEY in spec.training_arguments:
         return bool(spec.training_arguments[AVERAGE_TOKENS_KEY])
-    if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value:
+    if spec.task in (api.Task.SEQUENCE_CLASSIFICATION.value, api.Task.PREFERENCE.value):
         return False
     return loss_divides_by_item_count
 
@@ -152,6 +175,8 @@ def average_tokens_reason(spec: api.FineTuneJobSpec, model_name: str,
         return "set in spec.trainingArguments"
     if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value:
         return "sequence classification: the loss is a per-example mean"
+    if spec.task == api.Task.PREFERENCE.value:
+        return "preference: the DPO loss is a mean over each rank's pairs"
     if loss_divides_by_item_count:
         return f"{model_name}'s loss divides by the token count of all ranks"
     return f"{model_name}'s loss is a mean over each rank's own tokens"
@@ -167,6 +192,8 @@ def build(spec: api.FineTuneJobSpec, output_dir: Path, **options: Any):
         options.setdefault("bf16_supported", gpu_supports_bf16())
     kwargs, limit = settings(spec, output_dir, world_size=world_size, **options)
     cls = Seq2SeqTrainingArguments if spec.task == api.Task.SEQ2SEQ.value else TrainingArguments
+    if spec.task == api.Task.PREFERENCE.value:
+        from trl import DPOConfig as cls  # noqa: N813 - TrainingArguments plus DPO's keys
     try:
         return cls(**kwargs), limit
     except (ValueError, TypeError) as exc:

@@ -133,7 +133,16 @@ class DatasetSource(ApiModel):
     )
     prompt_column: str | None = Field(
         default=None, min_length=1, description="Column holding the prompt (format "
-        "`prompt-completion`); defaults to `prompt`."
+        "`prompt-completion`, and task `preference`: text, or a list of `{role, content}` "
+        "turns); defaults to `prompt`."
+    )
+    chosen_column: str | None = Field(
+        default=None, min_length=1, description="Task `preference`: column holding the "
+        "preferred answer (text, or a list with the assistant turn); defaults to `chosen`."
+    )
+    rejected_column: str | None = Field(
+        default=None, min_length=1, description="Task `preference`: column holding the "
+        "dispreferred answer (text, or a list with the assistant turn); defaults to `rejected`."
     )
     completion_column: str | None = Field(
         default=None, min_length=1, description="Column holding the completion (format "
@@ -170,6 +179,11 @@ class DatasetSource(ApiModel):
     @property
     def resolved_prompt_column(self) -> str:
         return dataset_formats.PROMPT.resolve(self)
+
+    @property
+    def preference_columns(self) -> dict[str, str]:
+        """TRL's column name (prompt, chosen, rejected) -> this dataset's column."""
+        return {c.default: c.resolve(self) for c in dataset_formats.PREFERENCE_COLUMNS}
 
     @property
     def resolved_completion_column(self) -> str:

@@ -19,19 +19,21 @@ class Task(str, Enum):
     SEQUENCE_CLASSIFICATION = "sequence-classification"
     CAUSAL_LM = "causal-lm"
     SEQ2SEQ = "seq2seq"
+    PREFERENCE = "preference"
 
 
 class FineTuneJobSpec(ApiModel):
     task: Task = Field(
         description="What to fine-tune for: `sequence-classification`, `causal-lm` (SFT on a "
-        "text column) or `seq2seq`."
+        "text column), `seq2seq` or `preference` (DPO on prompt/chosen/rejected pairs with TRL)."
     )
     model: ModelSource = Field(description="The pretrained model to start from.")
     dataset: DatasetSource = Field(description="The data to train and evaluate on.")
     training_arguments: dict[str, Any] = Field(
         default_factory=dict,
         description="Hugging Face `TrainingArguments`, keys spelled exactly as in transformers "
-        "(e.g. `per_device_train_batch_size`). `output_dir`, `resume_from_checkpoint`, "
+        "(e.g. `per_device_train_batch_size`); for task `preference`, TRL's `DPOConfig` "
+        "(adds `beta`, `loss_type`, ...). `output_dir`, `resume_from_checkpoint`, "
         "`deepspeed` and distributed settings are managed by ftjob.",
     )
     peft: LoraSpec | None = Field(default=None, description="Train LoRA adapters with peft.")
