@@ -12,7 +12,8 @@ import sys
 
 # Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery a cluster (make kind-up).
 BENCHMARKS = ["operator_lifecycle", "operator_scale", "operator_scale_real", "operator_stall",
-              "trainer_bench", "trainer_ddp_unused", "trainer_sft_packing", "inspect_large",
+              "trainer_bench", "trainer_ddp_unused", "trainer_sft_packing", "trainer_dpo_plain",
+              "inspect_large",
               "fuzz_manifests",
               "e2e_recovery", "gpu_paths"]
 
