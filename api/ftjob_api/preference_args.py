@@ -10,6 +10,7 @@ check, live here too; this module imports nothing of ftjob but `problems`.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -38,6 +39,10 @@ _CHOICE_PATTERNS = {
     "f_divergence_type": r'self\.f_divergence_type == "(\w+)"',
 }
 DEFAULT_LOSS_TYPES = ["sigmoid"]
+# What DPOTrainer logs at an evaluation (eval_ + these), for metric_for_best_model.
+EVAL_METRICS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen",
+                "rewards/rejected", "logps/chosen", "logps/rejected", "logits/chosen",
+                "logits/rejected", "entropy", "mean_token_accuracy", "num_tokens", "aux_loss")
 
 
 def dpo_fields(base_names: set[str], describe) -> dict[str, dict[str, Any]]:
@@ -91,8 +96,21 @@ def check_spec(spec: Any) -> list[Problem]:
         problems.append(Problem(f"{ROOT}.precompute_ref_log_probs", "with a test split and no "
                                 "spec.peft: the reference model is not kept, so the test split "
                                 "cannot be scored after training"))
+    problems.extend(_check_metric(args.get("metric_for_best_model")))
     if spec.hyperparameter_search is not None:
         problems.append(Problem("spec.hyperparameterSearch", "not supported for task "
                                 "preference yet (TRL's DPOTrainer takes no model_init, which "
                                 "every trial needs to start from the pretrained weights)"))
     return problems
+
+
+def _check_metric(metric: Any) -> list[Problem]:
+    """metric_for_best_model must be one DPOTrainer logs (Trainer adds `eval_` itself);
+    otherwise the first evaluation fails with a KeyError, long after the pods started."""
+    if not isinstance(metric, str) or metric.removeprefix("eval_") in EVAL_METRICS:
+        return []
+    known = [f"eval_{m}" for m in EVAL_METRICS]
+    close = difflib.get_close_matches(metric, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else f"; one of {', '.join(known[:4])}, ..."
+    return [Problem(f"{ROOT}.metric_for_best_model", f"{metric!r} is not a metric DPOTrainer "
+                    f"logs{hint}")]

@@ -84,6 +84,18 @@ def test_cross_field_rules():
     assert problems({"precompute_ref_log_probs": True}, peft={"r": 8}) == {}
 
 
+def test_the_metric_watched_must_be_one_dpo_logs():
+    assert problems({"metric_for_best_model": "eval_rewards/accuracies"}) == {}
+    assert problems({"metric_for_best_model": "rewards/margins"}) == {}
+    assert problems({"metric_for_best_model": "eval_loss"}) == {}
+    found = problems({"metric_for_best_model": "eval_reward/accuracy"})
+    assert found["spec.trainingArguments.metric_for_best_model"] == (
+        "'eval_reward/accuracy' is not a metric DPOTrainer logs; did you mean "
+        "eval_rewards/accuracies?")
+    assert "eval_accuracy" in problems({"metric_for_best_model": "eval_accuracy"})[
+        "spec.trainingArguments.metric_for_best_model"]
+
+
 def test_columns_belong_to_the_task():
     found = problems(dataset={"chosenColumn": "good", "rejectedColumn": "good",
                               "format": "conversational", "packing": True})
