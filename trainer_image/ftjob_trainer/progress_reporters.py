@@ -151,7 +151,7 @@ class ConsoleReporter:
         if "samplesPerSecond" in progress:
             parts.append(f"{progress['samplesPerSecond']:.1f} samples/s")
         metrics = progress.get("evalMetrics") or {}
-        for key in ("eval_accuracy", "eval_loss"):
+        for key in ("eval_accuracy", "eval_rewards/accuracies", "eval_loss"):
             if key in metrics:
                 parts.append(f"{key} {metrics[key]:.4f}")
         latest = (checkpoint or {}).get("latest")
@@ -186,7 +186,8 @@ class ConsoleReporter:
             out.append(f"step {step}/{total}  checkpoint-{ckpt} complete")
         return out, (step, eval_text or last_eval, ckpt if ckpt is not None else last_ckpt)
 
-    EVAL_KEYS = ("eval_accuracy", "eval_f1", "eval_loss", "eval_perplexity")
+    EVAL_KEYS = ("eval_accuracy", "eval_f1", "eval_rewards/accuracies", "eval_loss",
+                 "eval_perplexity")
 
     def report(self, progress, checkpoint, final=False) -> None:
         if "globalStep" not in progress:

@@ -140,3 +140,12 @@ def test_build_reporter_choices(caplog):
     assert isinstance(build_reporter("kubernetes", name="j", namespace=None, metrics_port=None),
                       NullReporter)
     assert "FTJOB_NAMESPACE is not set" in caplog.text
+
+
+def test_console_shows_the_dpo_reward_accuracy():
+    stream = io.StringIO()
+    reporter = ConsoleReporter(stream=stream)
+    reporter.report({"globalStep": 20, "maxSteps": 60, "percent": 33.3, "evalMetrics": {
+        "eval_loss": 0.56, "eval_rewards/accuracies": 0.875, "eval_logps/chosen": -9.0}}, None)
+    assert "step 20/60  eval_rewards/accuracies 0.8750  eval_loss 0.5600" in \
+        stream.getvalue().splitlines()
