@@ -193,7 +193,9 @@ def load_checked(spec: api.FineTuneJobSpec, first=contextlib.nullcontext
     first), columns checked, and the class labels of a classification job."""
     with first():
         splits = load_splits(spec.dataset)
-    check_columns(splits, required_columns(spec))
+    # Preference columns hold text or turns: preference.check_split checks them (for_trl).
+    check_columns(splits, required_columns(spec),
+                  check_values=spec.task != api.Task.PREFERENCE.value)
     labels = (infer_labels(splits, spec.dataset.label_column)
               if spec.task == api.Task.SEQUENCE_CLASSIFICATION.value else None)
     return splits, labels
@@ -207,8 +209,9 @@ def named_splits(splits: Splits) -> list[tuple[str, Any]]:
                                 ("test", splits.test)) if d is not None]
 
 
-def check_columns(splits: Splits, required: dict[str, str]) -> None:
-    """`required` maps a spec field (e.g. spec.dataset.textColumn) to a column name."""
+def check_columns(splits: Splits, required: dict[str, str], check_values: bool = True) -> None:
+    """`required` maps a spec field (e.g. spec.dataset.textColumn) to a column name; each
+    must exist, and (`check_values`) hold text, or turns for a messages column."""
     for split, dataset in named_splits(splits):
         for field, column in required.items():
             if column not in dataset.column_names:
@@ -217,16 +220,13 @@ def check_columns(splits: Splits, required: dict[str, str]) -> None:
                 raise InvalidData(f"{field}: column {column!r} not found in the {split} split "
                                   f"({splits.origin[split]}); columns: "
                                   f"{_clip(', '.join(map(str, dataset.column_names)))}{hint}")
-            if field in _PREFERENCE_FIELDS:
-                continue  # text or turns: preference.check_split, with the tokenizer
+            if not check_values:
+                continue
             if field in dataset_formats.message_fields():
                 causal_lm_data.check_messages_column(dataset, column, field,
                                                      f"{split} split ({splits.origin[split]})")
             elif field != "spec.dataset.labelColumn":
                 check_text_column(dataset, column, field, f"{split} split ({splits.origin[split]})")
-
-
-_PREFERENCE_FIELDS = {c.field for c in dataset_formats.PREFERENCE_COLUMNS}
 
 
 def _clip(text: str, limit: int = 300) -> str:

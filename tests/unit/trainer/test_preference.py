@@ -44,7 +44,16 @@ def test_missing_column_names_field_split_and_columns():
     with pytest.raises(InvalidData, match=r"spec.dataset.chosenColumn: column 'chosen' not "
                        r"found in the train split \(t.jsonl\); columns: prompt, good, rejected"):
         data.check_columns(splits([{"prompt": "a", "good": "b", "rejected": "c"}]),
-                           data.required_columns(s))
+                           data.required_columns(s), check_values=False)
+
+
+def test_a_causal_lm_prompt_column_is_still_checked_for_text():
+    sft = api.parse_spec({"task": "causal-lm", "model": {"path": "/m"}, "dataset": {
+        "files": {"train": "/t.jsonl"}, "format": "prompt-completion"}})
+    with pytest.raises(InvalidData, match="spec.dataset.promptColumn: column 'prompt' of the "
+                       "train split .* not text"):
+        data.check_columns(splits([{"prompt": TURNS, "completion": "b"}]),
+                           data.required_columns(sft))
 
 
 def test_chosen_equal_to_rejected_everywhere_is_refused_somewhere_warned(caplog):
