@@ -217,6 +217,11 @@ def _split_findings(name: str, split: dict[str, Any]) -> list[Finding]:
             f"in {outside['rows']['count']} of the first {outside['checked']} conversations "
             f"the chat template renders assistant text outside the trained tokens (rows "
             f"{_rows(outside['rows'])})")))
+    same = split.get("identicalPairs")
+    if same and same["count"]:
+        found.append(Finding("identical-pairs", name, (
+            f"chosen equals rejected in {same['count']} pairs (rows {_rows(same)}): they add "
+            f"nothing to the loss's gradient")))
     missing = (split.get("labels") or {}).get("missing")
     if missing and name == "train":
         found.append(Finding("missing-class", name, f"classes with no training example: "
@@ -227,3 +232,35 @@ def _split_findings(name: str, split: dict[str, Any]) -> list[Finding]:
 def _rows(listing: dict[str, Any]) -> str:
     shown = ", ".join(map(str, listing["rows"]))
     return shown + (", ..." if listing["count"] > len(listing["rows"]) else "")
+
+
+# --------------------------------------------------------------------------- preference pairs
+
+
+def pair_figures(prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, limit: int,
+                 batch_size: int, shuffle_seed: int | None) -> dict[str, Any]:
+    """Task preference, as DPOTrainer's collator builds its batches: prompt + chosen and
+    prompt + rejected are two sequences, each cut to its first `limit` tokens (keep_start);
+    the answers' tokens that survive are the trained ones; a batch of `batch_size` pairs is
+    2 x `batch_size` sequences padded to the longest."""
+    whole = np.stack([prompt + chosen, prompt + rejected], axis=1)  # (pairs, 2)
+    fed = np.minimum(whole, limit)
+    room = np.maximum(limit - prompt, 0)
+    trained = np.minimum(chosen, room) + np.minimum(rejected, room)
+    over = (whole > limit).any(axis=1)
+    order = (np.random.default_rng(shuffle_seed).permutation(len(fed))
+             if shuffle_seed is not None else np.arange(len(fed)))
+    return {
+        "lengths": summary(whole.max(axis=1)),
+        "promptLengths": summary(prompt),
+        "truncation": {"maxLength": limit, "examples": int(over.sum()),
+                       "fraction": round(float(over.mean()), 4) if len(over) else 0.0,
+                       "tokens": int((whole - fed).sum())},
+        "rows": len(fed),
+        "tokens": int(fed.sum()),
+        "trainableTokens": int(trained.sum()),
+        "trainableFraction": round(float(trained.sum() / fed.sum()), 4) if fed.sum() else 0.0,
+        "untrainedRows": listed(trained == 0),
+        "batchSize": batch_size,
+        "padding": padding(fed[order].reshape(-1), 2 * batch_size, shuffle_seed=None),
+    }

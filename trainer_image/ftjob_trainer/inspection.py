@@ -24,8 +24,8 @@ from typing import Any
 
 from ftjob_api import api
 
-from . import causal_lm_data, data, figures, modeling
-from .exits import InvalidSpec
+from . import causal_lm_data, data, figures, modeling, preference
+from .exits import InvalidData, InvalidSpec
 
 TEMPLATE_ROWS_CHECKED = 200  # conversations checked for assistant text outside the mask
 
@@ -56,9 +56,6 @@ class Inspection:
 def prepare(spec: api.FineTuneJobSpec, only: str | None = None) -> Inspection:
     """Load, check and tokenize as the trainer does; `only` keeps one split (train, eval
     or test)."""
-    if spec.task == api.Task.PREFERENCE.value:
-        raise InvalidSpec("spec.task: ftjob inspect does not cover task preference yet (TRL's "
-                          "DPOTrainer tokenizes the pairs when the job starts)")
     splits, labels = data.load_checked(spec)
     if only is not None:
         splits = data.Splits(*(d if n == only else None for n, d in
@@ -67,6 +64,8 @@ def prepare(spec: api.FineTuneJobSpec, only: str | None = None) -> Inspection:
         if data.named_splits(splits) == [] and only != "train":
             raise InvalidSpec(f"--split {only}: the job has no {only} split")
     tokenizer = modeling.tokenizer_for(spec)
+    if spec.task == api.Task.PREFERENCE.value:
+        return _prepare_pairs(spec, splits, tokenizer)
     max_length, max_target_length, notes = data.token_limits(spec, tokenizer)
     full = data.map_splits(splits, spec, tokenizer, labels, None, None)
     if spec.task == api.Task.CAUSAL_LM.value and causal_lm_data.uses_own_collator(spec.dataset):
@@ -80,6 +79,23 @@ def prepare(spec: api.FineTuneJobSpec, only: str | None = None) -> Inspection:
     tokenized = [Tokenized(name, splits.origin.get(name, name), raw, full_by_name[name],
                            fed_by_name[name]) for name, raw in data.named_splits(splits)]
     return Inspection(spec, tokenizer, labels, max_length, max_target_length, tokenized, notes)
+
+
+def _prepare_pairs(spec: api.FineTuneJobSpec, splits: Any, tokenizer: Any) -> Inspection:
+    """Task preference: the trainer's checks and renaming (`data.map_splits`, which hands
+    TRL the raw pairs), then TRL's own tokenization; a prompt that fills maxLength stops
+    inspect as it stops the trainer."""
+    renamed = data.map_splits(splits, spec, tokenizer, None, None, None)
+    limit = spec.dataset.max_length  # DPOConfig.max_length, as the trainer sets it
+    tokenized = []
+    for name, raw in data.named_splits(renamed):
+        pairs = preference.tokenize_like_trl(raw, tokenizer, name)
+        problem = preference.prompt_length_problem(
+            figures.row_lengths(pairs, "prompt_ids").tolist(), limit, name)
+        if problem:
+            raise InvalidData(problem)
+        tokenized.append(Tokenized(name, splits.origin.get(name, name), raw, pairs, pairs))
+    return Inspection(spec, tokenizer, None, limit, limit, tokenized, [])
 
 
 # --------------------------------------------------------------------------- gathering
@@ -133,6 +149,8 @@ def report(ins: Inspection, steps_per_second: float | None = None,
 
 def _split_figures(ins: Inspection, split: Tokenized, batch_size: int, seed: int) -> dict:
     spec, task = ins.spec, ins.spec.task
+    if task == api.Task.PREFERENCE.value:
+        return _pair_figures(ins, split, batch_size, seed)
     full_lengths = figures.row_lengths(split.full, "input_ids")
     fed_lengths = figures.row_lengths(split.fed, "input_ids")
     special = list(ins.tokenizer.all_special_ids)
@@ -167,6 +185,21 @@ def _split_figures(ins: Inspection, split: Tokenized, batch_size: int, seed: int
         out["whatIf"] = _packing_what_if(ins, split, full_lengths, batch_size, seed)
         out["templateOutsideMask"] = _template_outside_mask(ins, split)
     return out
+
+
+def _pair_figures(ins: Inspection, split: Tokenized, batch_size: int, seed: int) -> dict:
+    lengths = {c: figures.row_lengths(split.full, f"{c}_ids")
+               for c in ("prompt", "chosen", "rejected")}
+    special = list(ins.tokenizer.all_special_ids)
+    return {
+        "origin": split.origin,
+        "examples": len(split.full),
+        "emptyRows": figures.rows_without(split.full, "chosen_ids", special),
+        **figures.pair_figures(lengths["prompt"], lengths["chosen"], lengths["rejected"],
+                               ins.max_length, batch_size,
+                               seed if split.name == "train" else None),
+        "identicalPairs": figures.listed_rows(preference.identical_rows(split.raw)),
+    }
 
 
 def _packing_what_if(ins: Inspection, split: Tokenized, full_lengths: Any, batch_size: int,

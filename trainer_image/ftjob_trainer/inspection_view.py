@@ -27,6 +27,9 @@ def examples(ins: Inspection, split_name: str, count: int) -> list[dict[str, Any
     split = split_of(ins, split_name)
     if split is None or count <= 0:
         return []
+    if ins.spec.task == api.Task.PREFERENCE.value:
+        return [_pair_example(ins, split.full[row], row)
+                for row in range(min(count, len(split.full)))]
     packed = ins.spec.dataset.packing
     rows = split.full if packed else split.fed
     shown = []
@@ -36,6 +39,18 @@ def examples(ins: Inspection, split_name: str, count: int) -> list[dict[str, Any
         shown.append({"row": row, "segments": _segments(ins, example), "cutTokens": cut,
                       **_label(ins, example)})
     return shown
+
+
+def _pair_example(ins: Inspection, pair: dict[str, Any], row: int) -> dict[str, Any]:
+    """The prompt (masked) and the chosen answer (trained) as segments, the rejected answer
+    (trained too) beside them; tokens cut at maxLength counted over both sequences."""
+    decode, limit = ins.tokenizer.decode, ins.max_length
+    prompt = len(pair["prompt_ids"])
+    cut = sum(max(0, prompt + len(pair[k]) - limit) for k in ("chosen_ids", "rejected_ids"))
+    return {"row": row, "cutTokens": cut,
+            "segments": [{"text": decode(pair["prompt_ids"]), "trained": False},
+                         {"text": decode(pair["chosen_ids"]), "trained": True}],
+            "rejected": decode(pair["rejected_ids"])}
 
 
 def _label(ins: Inspection, example: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +124,10 @@ def _split_lines(split: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("target tokens", f"p50 {t['lengths']['p50']}  p99 {t['lengths']['p99']}  "
                       f"max {t['lengths']['max']}; {t['truncation']['examples']} truncated at "
                       f"{t['truncation']['maxLength']}"))
+    if "promptLengths" in split:
+        p = split["promptLengths"]
+        lines.append(("prompt tokens", f"p50 {p['p50']}  p99 {p['p99']}  max {p['max']}; "
+                      f"identical pairs: {split['identicalPairs']['count']}"))
     if "trainableTokens" in split:
         lines.append(("trainable tokens", f"{split['trainableTokens']} of {split['tokens']} "
                       f"({split['trainableFraction']:.1%}); examples with none: "
@@ -167,6 +186,10 @@ def _print_examples(shown: list[dict[str, Any]], console: Any) -> None:
                 text.append(segment["text"], style="dim")
         if "label" in example:
             text.append(f"  -> label {example['label']}", style="bold green")
+        if "rejected" in example:
+            rejected = example["rejected"]
+            text.append("  | rejected: ")
+            text.append(f"{PLAIN_OPEN}{rejected}{PLAIN_CLOSE}" if plain else rejected, style="red")
         if example["cutTokens"]:
             text.append(f"  [{example['cutTokens']} tokens cut by maxLength]", style="red")
         console.print(text)

@@ -152,6 +152,26 @@ def trainer_class() -> type:
     return PreferenceTrainer
 
 
+def tokenize_like_trl(dataset: Any, tokenizer: Any, name: str) -> Any:
+    """A split as DPOTrainer tokenizes it (prompt_ids, chosen_ids, rejected_ids), for
+    `ftjob inspect`, which builds no Trainer: TRL's own `_prepare_dataset`, called as
+    PreferenceTrainer calls it (no max_length, so no row is dropped), with the two things
+    it reads from its trainer and its arguments."""
+    from types import SimpleNamespace
+
+    from trl import DPOTrainer
+
+    trainer = SimpleNamespace(_tokenizer=tokenizer)
+    args = SimpleNamespace(dataset_num_proc=None, max_length=None, truncation_mode="keep_start")
+    return DPOTrainer._prepare_dataset(trainer, dataset, tokenizer, args, name)
+
+
+def identical_rows(dataset: Any) -> list[int]:
+    """Rows of a TRL-named split whose chosen answer equals the rejected one."""
+    return [row for row, (a, b) in enumerate(zip(dataset["chosen"], dataset["rejected"]))
+            if a == b]
+
+
 def _metric_prefix(logs: dict[str, Any]) -> str:
     """The prefix Trainer.evaluate gave this evaluation's metrics (eval, test, ...)."""
     return next((key[:-len("_runtime")] for key in logs if key.endswith("_runtime")), "eval")

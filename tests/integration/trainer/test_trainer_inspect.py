@@ -44,6 +44,9 @@ def data(tiny, tmp_path_factory):
         "pc": tm.write_jsonl(root / "pc.jsonl", tm.prompt_completion_rows(145, 21) + [
             {"prompt": " ".join(["market"] * 12), "completion": "bank"}] * 5),
         "chat": tm.write_jsonl(root / "chat.jsonl", tm.chat_rows(150, 22)),
+        # two pairs with equal answers: a warning, not the trainer's refusal
+        "pairs": tm.write_jsonl(root / "pairs.jsonl", tm.preference_rows(98, 23) + [
+            {"prompt": "market bank price", "chosen": " bank", "rejected": " bank"}] * 2),
     }
 
 
@@ -183,3 +186,33 @@ def test_bad_data_is_named_not_traced(data, tmp_path):
     assert result.returncode == 1
     assert "spec.dataset.promptColumn: column 'question' not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_preference_figures_equal_what_dpo_trainer_feeds(data, tmp_path):
+    """Task preference: TRL's DPOTrainer tokenizes the pairs when it is built; its collator
+    cuts prompt + chosen and prompt + rejected to maxLength and trains the answers' tokens."""
+    limit = 10  # prompts are 5-8 tokens: some pairs lose answer tokens, no prompt fills it
+    spec = {"task": "preference", "model": {"path": str(data["gpt2_chat"])},
+            "dataset": {"files": {"train": str(data["pairs"])}, "maxLength": limit},
+            "trainingArguments": {"per_device_train_batch_size": 4, "max_steps": 3}}
+    report = inspection.report(inspection.prepare(api.parse_spec(spec)))
+    figures = report["splits"]["train"]
+
+    ctx = JobContext(name="t", namespace=None, spec=api.parse_spec(spec),
+                     output_dir=tmp_path / "out")
+    prepared = entrypoint.prepare(ctx)
+    trainer = entrypoint._trainer_factory(ctx, prepared, [])(
+        entrypoint._trainer_class("preference"), prepared.targs)
+    fed = trainer.train_dataset
+    pairs = list(zip(fed["prompt_ids"], fed["chosen_ids"], fed["rejected_ids"]))
+    assert figures["rows"] == figures["examples"] == len(pairs) == 100
+    whole = [(len(p) + len(c), len(p) + len(r)) for p, c, r in pairs]
+    assert figures["tokens"] == sum(min(n, limit) for pair in whole for n in pair)
+    assert figures["trainableTokens"] == sum(
+        min(len(c), max(0, limit - len(p))) + min(len(r), max(0, limit - len(p)))
+        for p, c, r in pairs)
+    assert figures["truncation"]["examples"] == sum(1 for a, b in whole if max(a, b) > limit) > 0
+    assert figures["lengths"]["max"] == max(max(pair) for pair in whole)
+    assert figures["identicalPairs"] == {"count": 2, "rows": [98, 99]}
+    assert "identical-pairs" in {w["code"] for w in report["warnings"]}
+    assert report["steps"]["total"] == 3 and report["steps"]["perEpoch"] == 25

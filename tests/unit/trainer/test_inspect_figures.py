@@ -133,3 +133,17 @@ def test_no_findings_for_clean_data():
                                              "tokens": 9},
              "emptyRows": {"count": 0}, "trainableTokens": 50, "untrainedRows": {"count": 0}}
     assert figures.findings({"splits": {"train": split, "eval": {**split}}}) == []
+
+
+def test_pairs_are_two_sequences_cut_to_max_length():
+    # prompt 4 + chosen 3 = 7 and prompt 4 + rejected 8 = 12 at a limit of 10: the
+    # rejected sequence loses 2 tokens, its answer keeps 6; a prompt of 10 trains nothing
+    pairs = figures.pair_figures(np.array([4, 10]), np.array([3, 1]), np.array([8, 2]),
+                                 limit=10, batch_size=1, shuffle_seed=None)
+    assert pairs["tokens"] == 7 + 10 + 10 + 10
+    assert pairs["trainableTokens"] == 3 + 6
+    assert pairs["truncation"] == {"maxLength": 10, "examples": 2, "fraction": 1.0,
+                                   "tokens": 2 + 1 + 2}
+    assert pairs["untrainedRows"] == {"count": 1, "rows": [1]}
+    # a batch of one pair is its two sequences padded to the longer: 7 padded to 10
+    assert pairs["padding"] == round(1 - 37 / 40, 4)
