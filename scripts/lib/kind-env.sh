@@ -129,6 +129,10 @@ install_examples() {
 install_chart() {
   local operator trainer
   operator=$(registry_name "$OPERATOR_IMAGE") trainer=$(registry_name "$TRAINER_IMAGE")
+  # Helm installs crds/ only when absent and never changes them: on a reused cluster the
+  # CRD of an earlier checkout would stay, and the API server would drop the status fields
+  # it does not know (docs/install.md, "Upgrade").
+  kubectl apply --server-side --force-conflicts -f charts/ftjob/crds/ >&2
   # The image's ID as a pod annotation: a rebuilt image under the same tag rolls the
   # operator out again.
   # shellcheck disable=SC2086  # HELM_SET: space-separated --set arguments
