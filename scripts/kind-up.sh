@@ -8,7 +8,8 @@
 #      ReadWriteMany StorageClass ftjob-shared (kind/shared-storage.yaml)
 #   3. the operator and trainer images built (scripts/e2e-images.sh), pushed to a local
 #      registry (kind/registry.yml) and pulled by the workers
-#   4. `helm upgrade --install` of charts/ftjob with its defaults: the admission webhook
+#   4. the chart's CRD applied (helm never updates crds/), then `helm upgrade --install`
+#      of charts/ftjob with its defaults: the admission webhook
 #      through its Service with its self-signed CA
 #   5. the inputs of examples/kind-demo.yaml (the claim ftjob-examples in `default`)
 #
