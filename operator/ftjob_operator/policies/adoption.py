@@ -6,20 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plan import Event, Plan
+from ..plan import Plan
 from ..reasons import ConditionType, EventType, Reason
-from ..status import StatusBuilder, condition_of
+from ..status import StatusBuilder
+from .context import announce_once
 
 
 def announce(status: dict[str, Any], out: StatusBuilder, plan: Plan) -> None:
-    text = adoption_message(status.get("checkpoint"))
-    if text is None:
-        return
-    previous = condition_of(status, ConditionType.OUTPUT_ADOPTED)
-    if previous is not None and previous.get("message") == text:
-        return
-    out.condition(ConditionType.OUTPUT_ADOPTED, True, Reason.OUTPUT_ADOPTED, text)
-    plan.events.append(Event(EventType.WARNING, Reason.OUTPUT_ADOPTED, text))
+    announce_once(status, out, plan, ConditionType.OUTPUT_ADOPTED, Reason.OUTPUT_ADOPTED,
+                  EventType.WARNING, adoption_message(status.get("checkpoint")))
 
 
 def adoption_message(checkpoint: Any) -> str | None:

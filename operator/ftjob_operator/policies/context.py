@@ -15,9 +15,9 @@ from ftjob_api import api
 from .. import render
 from . import started_spec
 from ..observe import PodView, Refusal
-from ..plan import Case, CreatePods, DeletePods, EnsureJobObjects, JobState, Plan
+from ..plan import Case, CreatePods, DeletePods, EnsureJobObjects, Event, JobState, Plan
 from ..settings import Settings
-from ..status import StatusBuilder
+from ..status import StatusBuilder, condition_of
 
 # How often to look again at pods that are stopping (pod events wake the loop sooner).
 DELETED_POD_RECHECK_SECONDS = 5.0
@@ -109,3 +109,17 @@ def min_requeue(*values: float | None) -> float | None:
     """The soonest of the timers that are set (None: no timer)."""
     present = [v for v in values if v is not None]
     return min(present) if present else None
+
+
+def announce_once(status: dict[str, Any], out: StatusBuilder, plan: Plan, condition: str,
+                  reason: str, event_type: str, text: str | None) -> None:
+    """Set `condition` True with `text` and post an Event, unless the condition already
+    says `text`: it remembers what was announced, so an operator restart does not announce
+    it again. Nothing when `text` is None."""
+    if text is None:
+        return
+    previous = condition_of(status, condition)
+    if previous is not None and previous.get("message") == text:
+        return
+    out.condition(condition, True, reason, text)
+    plan.events.append(Event(event_type, reason, text))

@@ -6,20 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plan import Event, Plan
+from ..plan import Plan
 from ..reasons import ConditionType, EventType, Reason
-from ..status import StatusBuilder, condition_of
+from ..status import StatusBuilder
+from .context import announce_once
 
 
 def announce(status: dict[str, Any], out: StatusBuilder, plan: Plan) -> None:
-    text = search_message(status.get("search"))
-    if text is None:
-        return
-    previous = condition_of(status, ConditionType.SEARCH_PROGRESS)
-    if previous is not None and previous.get("message") == text:
-        return
-    out.condition(ConditionType.SEARCH_PROGRESS, True, Reason.TRIAL_FINISHED, text)
-    plan.events.append(Event(EventType.NORMAL, Reason.TRIAL_FINISHED, text))
+    announce_once(status, out, plan, ConditionType.SEARCH_PROGRESS, Reason.TRIAL_FINISHED,
+                  EventType.NORMAL, search_message(status.get("search")))
 
 
 def search_message(search: Any) -> str | None:
