@@ -10,7 +10,6 @@ that fill `maxLength` (TRL drops them).
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -126,10 +125,8 @@ def trainer_class() -> type:
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             # TRL filters out prompts that fill max_length; tokenize without that filter
             # and refuse them instead. With none dropped the rows are TRL's, in its order.
-            unfiltered = copy.copy(args)
-            unfiltered.max_length = None
-            prepared = super()._prepare_dataset(dataset, processing_class, unfiltered,
-                                                dataset_name)
+            prepared = tokenize_like_trl(dataset, processing_class, dataset_name,
+                                         args.dataset_num_proc)
             if args.max_length is not None and args.truncation_mode == "keep_start":
                 lengths = _lengths(prepared, "prompt_ids")
                 problem = prompt_length_problem(lengths, args.max_length, dataset_name)
@@ -152,17 +149,19 @@ def trainer_class() -> type:
     return PreferenceTrainer
 
 
-def tokenize_like_trl(dataset: Any, tokenizer: Any, name: str) -> Any:
-    """A split as DPOTrainer tokenizes it (prompt_ids, chosen_ids, rejected_ids), for
-    `ftjob inspect`, which builds no Trainer: TRL's own `_prepare_dataset`, called as
-    PreferenceTrainer calls it (no max_length, so no row is dropped), with the two things
-    it reads from its trainer and its arguments."""
+def tokenize_like_trl(dataset: Any, tokenizer: Any, name: str,
+                      num_proc: int | None = None) -> Any:
+    """A split as DPOTrainer tokenizes it (prompt_ids, chosen_ids, rejected_ids): TRL's own
+    `_prepare_dataset` without max_length, so no row is dropped, given only what it reads
+    of its trainer (the tokenizer) and its arguments. PreferenceTrainer and `ftjob
+    inspect` (which builds no Trainer) both tokenize here."""
     from types import SimpleNamespace
 
     from trl import DPOTrainer
 
     trainer = SimpleNamespace(_tokenizer=tokenizer)
-    args = SimpleNamespace(dataset_num_proc=None, max_length=None, truncation_mode="keep_start")
+    args = SimpleNamespace(dataset_num_proc=num_proc, max_length=None,
+                           truncation_mode="keep_start")
     return DPOTrainer._prepare_dataset(trainer, dataset, tokenizer, args, name)
 
 
