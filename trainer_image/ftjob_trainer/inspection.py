@@ -61,7 +61,7 @@ def prepare(spec: api.FineTuneJobSpec, only: str | None = None) -> Inspection:
         splits = data.Splits(*(d if n == only else None for n, d in
                                (("train", splits.train), ("eval", splits.eval),
                                 ("test", splits.test))), splits.origin)
-        if data.named_splits(splits) == [] and only != "train":
+        if not data.named_splits(splits):  # an eval or test split the job does not have
             raise InvalidSpec(f"--split {only}: the job has no {only} split")
     tokenizer = modeling.tokenizer_for(spec)
     if spec.task == api.Task.PREFERENCE.value:
