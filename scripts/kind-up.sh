@@ -33,18 +33,7 @@ require_docker
 started=$SECONDS
 timed "operator and trainer images" bash scripts/e2e-images.sh >&2
 if ! cluster_exists; then
-  free_gb() { df -BG --output=avail "$(docker_root)" | tail -n 1 | tr -dc 0-9; }
-  if [ "$(free_gb)" -lt "$NEEDED_GB" ]; then
-    # Docker's build cache and untagged images (earlier builds of a tag) are the large
-    # things that are safe to drop: the tagged images stay; a rebuild takes longer.
-    log "$(free_gb) GB free under $(docker_root): dropping Docker's build cache and untagged images"
-    "$DOCKER" builder prune -af >/dev/null
-    "$DOCKER" image prune -f >/dev/null
-  fi
-  if [ "$(free_gb)" -lt "$NEEDED_GB" ]; then
-    log "only $(free_gb) GB free under $(docker_root); the kind cluster needs about ${NEEDED_GB} GB: free some (docker system prune -a) and retry"
-    exit 1
-  fi
+  ensure_free_space "$NEEDED_GB" "a new kind cluster" || exit 1
 fi
 
 NODE_IMAGE=$(timed "node image" bash scripts/build-kind-node.sh)

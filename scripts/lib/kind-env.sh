@@ -28,6 +28,44 @@ require_docker() {
 }
 
 docker_root() { "$DOCKER" info -f '{{.DockerRootDir}}'; }
+free_gb() { df -BG --output=avail "$(docker_root)" | tail -n 1 | tr -dc 0-9; }
+
+# Make room for a step that needs about GB gigabytes under Docker's root, dropping what is
+# safe to drop, cheapest to lose first: earlier builds of ftjob's images in the nodes and in
+# Docker (untagged), then Docker's build cache (the tagged images stay; a rebuild is slower).
+ensure_free_space() {  # ensure_free_space GB WHAT
+  local need=$1 what=$2
+  [ "$(free_gb)" -ge "$need" ] && return 0
+  log "$(free_gb) GB free under $(docker_root), $what needs about $need GB: dropping earlier image builds"
+  cluster_exists && drop_stale_node_images
+  "$DOCKER" image prune -f >/dev/null
+  space_freed "$need" && return 0
+  log "$(free_gb) GB free: dropping Docker's build cache"
+  "$DOCKER" builder prune -af >/dev/null 2>&1
+  space_freed "$need" && return 0
+  log "only $(free_gb) GB free under $(docker_root); $what needs about $need GB: free some (docker system prune -a) and retry"
+  return 1
+}
+
+# containerd deletes a removed image's snapshots in the background: wait a little for them.
+space_freed() {  # space_freed GB
+  local deadline=$(( SECONDS + 30 ))
+  until [ "$(free_gb)" -ge "$1" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 1
+  done
+}
+
+# Earlier builds of ftjob's images that the nodes pulled (untagged once a newer build took
+# the tag; about 3 GB each for the trainer): a reused cluster would otherwise keep them all.
+drop_stale_node_images() {
+  local node
+  for node in $(kind get nodes --name "$CLUSTER"); do
+    "$DOCKER" exec "$node" sh -c \
+      "crictl images | awk '\$1 ~ /^$REGISTRY\\// && \$2 == \"<none>\" {print \$3}' | xargs -r crictl rmi" \
+      >/dev/null 2>&1 || log "could not drop earlier image builds in $node (disk only)"
+  done
+}
 
 cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
 
@@ -97,6 +135,10 @@ push_image() {  # push_image IMAGE: from the Docker daemon into the local regist
     return 0
   fi
   [ -f "$note" ] && forget_image "$1"
+  # skopeo's staging copy, the compressed layers in the registry, the new layers in the nodes.
+  local size_gb
+  size_gb=$(( $("$DOCKER" image inspect -f '{{.Size}}' "$1") / 1000000000 + 1 ))
+  ensure_free_space $(( 2 * size_gb + 2 )) "pushing $1"
   skopeo copy -q --dest-tls-verify=false --dest-compress-format zstd --dest-compress-level 1 \
     "docker-daemon:$1" "docker://$(registry_name "$1")"
   mkdir -p "$REGISTRY_DIR/pushed" && echo "$id" > "$note"
@@ -112,6 +154,7 @@ load_images() {
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done
+  drop_stale_node_images
 }
 
 # The inputs of examples/kind-demo.yaml on the shared folder, behind the read-only claim
