@@ -8,10 +8,12 @@
 #      ReadWriteMany StorageClass ftjob-shared (kind/shared-storage.yaml)
 #   3. the operator and trainer images built (scripts/e2e-images.sh), pushed to a local
 #      registry (kind/registry.yml) and pulled by the workers
-#   4. the chart's CRD applied (helm never updates crds/), then `helm upgrade --install`
+#   4. Kueue (scripts/build-kueue.sh, installed from its release's chart with
+#      kind/kueue/values.yaml): quotas and queues for jobs with spec.scheduling.queueName
+#   5. the chart's CRD applied (helm never updates crds/), then `helm upgrade --install`
 #      of charts/ftjob with its defaults: the admission webhook
 #      through its Service with its self-signed CA
-#   5. the inputs of examples/kind-demo.yaml (the claim ftjob-examples in `default`)
+#   6. the inputs of examples/kind-demo.yaml (the claim ftjob-examples in `default`)
 #
 # The cluster's kubeconfig: kind's usual place ($KUBECONFIG or ~/.kube/config, context
 # kind-<name>), and a copy printed on the last line.
@@ -24,6 +26,8 @@ LOG_PREFIX=kind-up
 source scripts/lib/go-build.sh
 # shellcheck source=scripts/lib/kind-env.sh
 source scripts/lib/kind-env.sh
+# shellcheck source=scripts/lib/kueue-env.sh
+source scripts/lib/kueue-env.sh
 
 # A new cluster needs about this much: the node image, the registry, the trainer image
 # unpacked in each worker, skopeo's staging copy of it while it is pushed.
@@ -61,6 +65,7 @@ timed "CoreDNS and the storage provisioner" bash -c '
   kubectl -n ftjob-shared-storage rollout status deployment/shared-path-provisioner --timeout=300s' >/dev/null
 
 timed "images pushed to $REGISTRY and pulled by the workers" load_images
+timed "Kueue $KUEUE_VERSION" install_kueue
 timed "helm upgrade --install ftjob" install_chart
 install_examples
 log "ready in $(( SECONDS - started )) s: kubectl --kubeconfig $KUBECONFIG_FILE get nodes -o wide"

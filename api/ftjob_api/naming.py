@@ -16,8 +16,9 @@ LABEL_RANK = f"{api.GROUP}/rank"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 LABEL_KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
 ANNOTATION_KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
-# Keys of the pod metadata that ftjob sets; spec.podTemplate may not set them, nor anything
-# under the API group's domain.
+# Keys of the pod metadata that ftjob sets, or that would hand the pods to Kueue one by one
+# (a queued job is one Workload, see the operator's kueue.py); spec.podTemplate may not set
+# them, nor anything under the API group's domain.
 RESERVED_LABELS = frozenset({LABEL_APP, LABEL_MANAGED_BY, LABEL_KUEUE_QUEUE, LABEL_KUEUE_POD_GROUP})
 RESERVED_ANNOTATIONS = frozenset({ANNOTATION_KUEUE_POD_GROUP_COUNT})
 

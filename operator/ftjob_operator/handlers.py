@@ -21,9 +21,10 @@ import kopf
 
 from ftjob_api import api, naming
 
-from . import admission, k8s, observe
+from . import admission, k8s, kueue, observe
 from .reasons import EventType, Reason
-from .plan import CreatePods, DeletePods, EnsureJobObjects, JobState, Plan, RestoreConfigMap
+from .plan import (CreatePods, DeletePods, EnsureJobObjects, EnsureWorkload, JobState, Plan,
+                   RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
 from .reconcile import decide
 from .settings import Settings, from_env
 
@@ -118,6 +119,15 @@ def ftjob_started_specs(body: kopf.Body, namespace: str, labels: kopf.Labels,
     return {(namespace, job): dict(body)}
 
 
+# The Workloads of queued jobs (Kueue). Without Kueue's CRD kopf serves nothing here (it
+# notices the CRD when it is installed later).
+@kopf.index(kueue.GROUP, kueue.VERSION, kueue.PLURAL, labels=MANAGED)
+def ftjob_workloads(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | None:
+    view = kueue.workload_view(dict(body))
+    job = (body.get("metadata", {}).get("labels") or {}).get(naming.LABEL_JOB)
+    return {(namespace, job): view} if view is not None else None
+
+
 # --------------------------------------------------------------------------- wake-ups
 # Separate event handlers, not a side effect of the index functions: kopf calls these after
 # the indexes hold the new state. Waking from inside an index function let the loop decide
@@ -141,6 +151,11 @@ def config_map_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_
     _wake(memo, namespace, labels.get(naming.LABEL_JOB))
 
 
+@kopf.on.event(kueue.GROUP, kueue.VERSION, kueue.PLURAL, labels=MANAGED)
+def workload_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    _wake(memo, namespace, labels.get(naming.LABEL_JOB))
+
+
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 def job_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     _wake(memo, namespace, name)
@@ -153,7 +168,8 @@ def job_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
              initial_delay=None)
 async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                   logger: logging.Logger, ftjob_pods: kopf.Index,
-                  ftjob_started_specs: kopf.Index, **_: Any) -> None:
+                  ftjob_started_specs: kopf.Index, ftjob_workloads: kopf.Index,
+                  **_: Any) -> None:
     key = (meta["namespace"], meta["name"])
     waker = memo.wakers.setdefault(key, asyncio.Event())
     config: Settings = memo.config
@@ -168,7 +184,8 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 return
             job, ignored = _readable_job(body, ignored, logger)
             started = time.monotonic()
-            plan = decide(job, observe.observe(job, ftjob_pods, ftjob_started_specs, refusals),
+            plan = decide(job, observe.observe(job, ftjob_pods, ftjob_started_specs, refusals,
+                                               ftjob_workloads),
                           datetime.now(timezone.utc), config)
             try:
                 await kube.apply(plan, job)
@@ -188,7 +205,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 # Decide again only once the watches show what we just did, so the next
                 # decision does not start from the state we just replaced (and repeat it).
                 await _until(lambda: _reflected(plan, key, body, ftjob_pods,
-                                                ftjob_started_specs),
+                                                ftjob_started_specs, ftjob_workloads),
                              waker, stopped, max(SETTLE_SECONDS, config.resync_seconds))
                 continue
             wait = config.resync_seconds
@@ -247,7 +264,7 @@ async def _sleep(waker: asyncio.Event, stopped: kopf.DaemonStopped, seconds: flo
 
 
 def _reflected(plan: Plan, key: tuple[str, str], body: kopf.Body, pods_index: kopf.Index,
-               specs_index: kopf.Index) -> bool:
+               specs_index: kopf.Index, workloads_index: kopf.Index | None = None) -> bool:
     """Whether the operator's own view (watch-fed) already shows the plan's effects."""
     status = body.get("status") or {}
     if any(status.get(k) != v for k, v in plan.status.items()):
@@ -266,6 +283,16 @@ def _reflected(plan: Plan, key: tuple[str, str], body: kopf.Body, pods_index: ko
         elif isinstance(action, RestoreConfigMap):
             if not any(cm.get("data") == action.manifest["data"]
                        for cm in specs_index.get(key, ())):
+                return False
+        elif isinstance(action, EnsureWorkload | SetWorkloadActive | UpdateWorkloadStatus):
+            workloads = list((workloads_index or {}).get(key, ()))
+            if not workloads:
+                return False
+            if isinstance(action, SetWorkloadActive) and any(
+                    w.active != action.active for w in workloads):
+                return False
+            if isinstance(action, UpdateWorkloadStatus) and any(
+                    w.resource_version == action.resource_version for w in workloads):
                 return False
     return True
 

@@ -26,9 +26,9 @@ from kubernetes.client.exceptions import ApiException
 
 from ftjob_api import api
 
-from . import owners
-from .plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef, Plan,
-                   RestoreConfigMap)
+from . import kueue, owners
+from .plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, EnsureWorkload, JobRef,
+                   Plan, RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.admission = client.AdmissionregistrationV1Api(api_client)
         self.authorization = client.AuthorizationV1Api(api_client)
+        self.scheduling = client.SchedulingV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=settings.api_workers,
                                         thread_name_prefix="ftjob-api")
 
@@ -129,7 +130,13 @@ class Kube:
 
     def _verbs(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
         """(create, read) of a kind the operator creates."""
-        core, rbac = self.core, self.rbac
+        core, rbac, custom = self.core, self.rbac, self.custom
+        if kind == kueue.KIND:
+            where = (kueue.GROUP, kueue.VERSION)
+            return (lambda ns, body, **kw: custom.create_namespaced_custom_object(
+                        *where, ns, kueue.PLURAL, body, **kw),
+                    lambda name, ns, **kw: custom.get_namespaced_custom_object(
+                        *where, ns, kueue.PLURAL, name, **kw))
         return {
             "Pod": (core.create_namespaced_pod, core.read_namespaced_pod),
             "Service": (core.create_namespaced_service, core.read_namespaced_service),
@@ -166,6 +173,37 @@ class Kube:
         if foreign is not None:
             raise OwnedByOtherError(foreign)
         return False
+
+    async def create_workload(self, manifest: dict[str, Any]) -> None:
+        """Create the Workload of a queued job with the value of its PriorityClass as
+        `spec.priority` (what Kueue orders and preempts by; Kueue reads no class itself)."""
+        ref = manifest["spec"].get("priorityClassRef")
+        if ref is not None:
+            found = await self._call(f"read PriorityClass {ref['name']}",
+                                     self.scheduling.read_priority_class, ref["name"],
+                                     tolerate=(404,))
+            if found is TOLERATED:
+                raise CreateRejectedError(f"create {kueue.KIND} {manifest['metadata']['name']}: "
+                                          f"PriorityClass {ref['name']} not found")
+            manifest = {**manifest, "spec": {**manifest["spec"], "priority": found["value"]}}
+        await self.create(manifest)
+
+    async def set_workload_active(self, namespace: str, name: str, active: bool) -> None:
+        await self._call(f"patch {kueue.KIND} {namespace}/{name}",
+                         self.custom.patch_namespaced_custom_object, kueue.GROUP, kueue.VERSION,
+                         namespace, kueue.PLURAL, name, {"spec": {"active": active}},
+                         tolerate=(404,))
+
+    async def update_workload_status(self, namespace: str, action: UpdateWorkloadStatus
+                                     ) -> None:
+        """Merge-patch the Workload's status as of `resource_version` (409 when Kueue wrote
+        since: the decision is made again on what it wrote)."""
+        body = {"metadata": {"resourceVersion": action.resource_version},
+                "status": action.status}
+        await self._call(f"patch {kueue.KIND} {namespace}/{action.name} status",
+                         self.custom.patch_namespaced_custom_object_status, kueue.GROUP,
+                         kueue.VERSION, namespace, kueue.PLURAL, action.name, body,
+                         tolerate=(404,))
 
     async def restore_config_map(self, manifest: dict[str, Any]) -> None:
         """Put a ConfigMap's data back as `manifest` has it (a JSON patch replacing the whole
@@ -245,6 +283,12 @@ class Kube:
                 await self.delete_job(job.namespace, job.name)
             elif isinstance(action, RestoreConfigMap):
                 await self.restore_config_map(action.manifest)
+            elif isinstance(action, EnsureWorkload):
+                await self.create_workload(action.manifest)
+            elif isinstance(action, SetWorkloadActive):
+                await self.set_workload_active(job.namespace, action.name, action.active)
+            elif isinstance(action, UpdateWorkloadStatus):
+                await self.update_workload_status(job.namespace, action)
 
 
 def _raw_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ import pydantic
 
 from ftjob_api import api, contract, naming
 
+from .kueue import WorkloadView
 from .plan import JobRef
 from .reasons import Reason
 
@@ -54,6 +55,7 @@ class PodView:
     termination_message: str | None = None
     disruption: str | None = None  # reason of a True DisruptionTarget condition
     node: str | None = None  # spec.nodeName once scheduled
+    ready: bool = False  # the pod's Ready condition (what Kueue's PodsReady counts)
 
     @property
     def terminated(self) -> bool:
@@ -96,6 +98,8 @@ class Observed:
     conflict: Refusal | None = None
     # The whole document of the started-spec ConfigMap (metadata and spec), for its digest.
     started_document: dict[str, Any] | None = None
+    # The job's Kueue Workload (spec.scheduling.queueName), None when it has none.
+    workload: WorkloadView | None = None
 
 
 class Refusals:
@@ -125,18 +129,21 @@ class Refusals:
 
 
 def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any, Any],
-            refusals: Refusals | None = None) -> Observed:
-    """What one decision reads: the job's pods and its started spec, from the indexes the
-    watches keep (keyed by (namespace, job name)), and the refusal, if any."""
+            refusals: Refusals | None = None,
+            workloads_index: Mapping[Any, Any] | None = None) -> Observed:
+    """What one decision reads: the job's pods, its started spec and its Workload, from the
+    indexes the watches keep (keyed by (namespace, job name)), and the refusal, if any."""
     key = (job.namespace, job.name)
     document = None
     for cm in specs_index.get(key, ()):
         document = started_document(cm, job.uid) or document
+    workload = next((w for w in (workloads_index or {}).get(key, ()) if w.owner_uid == job.uid),
+                    None)
     return Observed(pods=tuple(pods_index.get(key, ())),
                     started_spec=document["spec"] if document is not None else None,
                     refusal=refusals.current if refusals is not None else None,
                     conflict=refusals.conflict if refusals is not None else None,
-                    started_document=document)
+                    started_document=document, workload=workload)
 
 
 def _int_label(labels: dict[str, str], key: str) -> int | None:
@@ -200,6 +207,8 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
         termination_message=message,
         disruption=disruption,
         node=_str(_dict(pod.get("spec")).get("nodeName")),
+        ready=any(c.get("type") == "Ready" and c.get("status") == "True"
+                  for c in _list_of_dicts(status.get("conditions"))),
     )
 
 

@@ -87,7 +87,33 @@ class RestoreConfigMap:
     manifest: Manifest
 
 
-Action = EnsureJobObjects | CreatePods | DeletePods | DeleteJob | RestoreConfigMap
+@dataclass(frozen=True)
+class EnsureWorkload:
+    """The Kueue Workload of a queued job (`kueue.render_workload`), created if absent."""
+
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class SetWorkloadActive:
+    """`spec.active` of the job's Workload: false while the job is suspended."""
+
+    name: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class UpdateWorkloadStatus:
+    """A merge patch of the Workload's status, refused (409) unless the Workload is still at
+    `resource_version`: its conditions list is written whole, from what was read."""
+
+    name: str
+    resource_version: str
+    status: dict[str, Any]
+
+
+Action = (EnsureJobObjects | CreatePods | DeletePods | DeleteJob | RestoreConfigMap
+          | EnsureWorkload | SetWorkloadActive | UpdateWorkloadStatus)
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,7 @@ class Case(StrEnum):
     RESTART_WAITING = "restart, waiting for pods to go"
     BACKING_OFF = "restart, backing off"
     RESTART = "restart"
+    QUEUED = "queued in Kueue"
     SUSPEND = "suspend"
     SUSPEND_WAITING = "suspend, waiting for the checkpoint"
     SUSPEND_CHECKED = "suspended, checkpoint checked"

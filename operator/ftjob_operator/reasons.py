@@ -34,6 +34,7 @@ class ConditionType:
     SEARCH_PROGRESS: Final = "SearchProgress"
     OWNERSHIP_CONFLICT: Final = "OwnershipConflict"  # an object the job needs is not its own
     OUTPUT_ADOPTED: Final = "OutputAdopted"  # storage.adoptPreviousOutput took a folder over
+    QUEUED: Final = "Queued"  # True while Kueue has not admitted the job (queueName)
 
 
 PHASE_CONDITIONS: Final = (ConditionType.RUNNING, ConditionType.RESTARTING,
@@ -85,6 +86,11 @@ class Reason:
     SUSPEND_CHECKPOINT_SAVED: Final = "SuspendCheckpointSaved"
     SUSPEND_CHECKPOINT_FAILED: Final = "SuspendCheckpointFailed"
     RESUMED: Final = "Resumed"
+
+    # Kueue (spec.scheduling.queueName)
+    QUEUED: Final = "Queued"  # waiting in a LocalQueue for quota
+    ADMITTED: Final = "Admitted"  # Kueue reserved the quota: the pods may run
+    EVICTED_BY_QUEUE: Final = "EvictedByQueue"  # Event: Kueue took the quota back
 
     # Spec edits and hyperparameter search
     SPEC_CHANGE_IGNORED: Final = "SpecChangeIgnored"

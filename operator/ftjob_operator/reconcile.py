@@ -24,8 +24,8 @@ from ftjob_api.problems import errors
 
 from .observe import Observed, PodView
 from .plan import Case, Event, JobState, Plan
-from .policies import (adoption, failure, finish, pending, spec_edits, stall, started_spec,
-                       suspend, trials)
+from .policies import (adoption, failure, finish, pending, queue, spec_edits, stall,
+                       started_spec, suspend, trials)
 from .policies.context import Ctx
 from .policies.spec_edits import effective_spec
 from .reasons import EventType, Reason
@@ -41,7 +41,8 @@ def decide(job: JobState, observed: Observed, now: datetime,
     out = StatusBuilder(job, now)
 
     if status.get("phase") in api.FINISHED_PHASES:
-        return finish.finished(job, pods, now)
+        plan = finish.finished(job, pods, now)
+        return _with_queue(job, observed, pods, plan, now)
 
     # -- the started spec (its ConfigMap) changed by someone else: put back, or the job fails
     if (plan := started_spec.verify(job, observed, out)) is not None:
@@ -65,6 +66,15 @@ def decide(job: JobState, observed: Observed, now: datetime,
     trials.announce(status, out, plan)
     adoption.announce(status, out, plan)
     plan.status = out.patch()  # every status change of the decision, written once
+    return _with_queue(job, observed, pods, plan, now)
+
+
+def _with_queue(job: JobState, observed: Observed, pods: list[PodView], plan: Plan,
+                now: datetime) -> Plan:
+    """The Workload's side of the decision (Kueue), once the job's status is decided."""
+    nodes = (job.spec.get("resources") or {}).get("nodes") or 1
+    queue.sync(job, {**job.status, **plan.status}, observed.workload, pods,
+               nodes if isinstance(nodes, int) else 1, plan, now)
     return plan
 
 
@@ -82,9 +92,18 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
     if (plan := finish.deadline_exceeded(ctx)) is not None:
         return plan
 
-    # -- suspended by the user (or a queue): stop every pod; the trainer checkpoints on SIGTERM
+    # -- rank 0 finished training while the job was being stopped (a suspend or a Kueue
+    #    eviction that came at the last step): done, nothing is left to resume
+    if (rank0 := ctx.current.get(0)) is not None and rank0.phase == "Succeeded":
+        return _active_attempt(ctx)
+
+    # -- suspended by the user: stop every pod; the trainer checkpoints on SIGTERM
     if spec.suspend:
         return suspend.suspend(ctx)
+
+    # -- queued (Kueue): no pods without an admitted Workload; stopped when it is evicted
+    if (plan := queue.hold(ctx, observed.workload)) is not None:
+        return plan
 
     # -- a new attempt is due: never started, resumed after suspend, or restarting
     if attempt == 0:

@@ -325,13 +325,9 @@ def _pod_meta(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int
     # even for a spec that bypassed it.
     labels = {**_unreserved(template.labels, naming.RESERVED_LABELS),
               **naming.pod_labels(job.name, attempt, rank)}
+    # No Kueue label on the pods of a queued job: Kueue admits its Workload (kueue.py), and
+    # a queue-name label would make Kueue's pod integration queue each pod on its own.
     annotations = _unreserved(template.annotations, naming.RESERVED_ANNOTATIONS)
-    sched = spec.scheduling
-    if sched.queue_name:
-        labels[naming.LABEL_KUEUE_QUEUE] = sched.queue_name
-        # Kueue admits the ranks of one attempt together as a pod group (gang).
-        labels[naming.LABEL_KUEUE_POD_GROUP] = f"{job.name}-{attempt}"
-        annotations[naming.ANNOTATION_KUEUE_POD_GROUP_COUNT] = str(spec.resources.nodes)
     meta = _meta(job, naming.pod(job.name, attempt, rank), labels)
     if annotations:
         meta["annotations"] = annotations

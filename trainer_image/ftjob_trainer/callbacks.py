@@ -42,3 +42,19 @@ class CheckpointMarkerCallback(TrainerCallback):
                 log.info("deleted old checkpoint %s (saveTotalLimit %s)", removed, self.save_total_limit)
         self.barrier()
         return control
+
+
+class NothingLeftToTrain(Exception):
+    """The checkpoint resumed from is at max_steps already (see `StopAtMaxSteps`)."""
+
+
+class StopAtMaxSteps(TrainerCallback):
+    """Trainer resumed from a checkpoint at max_steps trains one more step (its loop checks
+    the limit only after a step), so a run stopped at its last step before its final save
+    would end one step past max_steps. At train begin the checkpoint's weights and state are
+    loaded: raise instead, and let the caller evaluate and save what it holds."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise NothingLeftToTrain(f"resumed at step {state.global_step} of {state.max_steps}")
+        return control

@@ -50,7 +50,9 @@ def main() -> None:
 def run(env) -> int:
     rank = world_rank()
     _setup_logging(rank)
-    stop = StopRequest(Path(env[ENV_STOP_FILE]) if env.get(ENV_STOP_FILE) else None).install()
+    # SIGTERM is caught once training begins (PreemptionCallback.on_train_begin): until then
+    # it ends the worker at once, as there is no step to save.
+    stop = StopRequest(Path(env[ENV_STOP_FILE]) if env.get(ENV_STOP_FILE) else None)
     result_dir = env.get(ENV_RESULT_DIR)
     try:
         # Before anything reaches the output folder: it must be this job's (or adopted).
@@ -259,15 +261,29 @@ def _train(ctx: JobContext, stop: StopRequest, reporter: Any, progress: Any) -> 
             log.warning("%s", stopped)
             return TrainingOutcome(stopped.global_step, resumed_from, preempted=True)
     trainer = make_trainer(_trainer_class(ctx.spec.task), p.targs)
-    result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    train_metrics = _train_to_max_steps(trainer, resume)
     # A stop that lands on the last step still finishes: only evaluation is left.
     if preemption.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
         return TrainingOutcome(trainer.state.global_step, resumed_from, preempted=True)
     stopped_early = _early_stop_message(early, trainer, p)
-    final_metrics = evaluate_and_save(ctx, trainer, p, dict(result.metrics), resumed_from)
+    final_metrics = evaluate_and_save(ctx, trainer, p, train_metrics, resumed_from)
     return TrainingOutcome(trainer.state.global_step, resumed_from, metrics=final_metrics,
                            final_model=str(ctx.output_dir / FINAL_DIR),
                            stopped_early=stopped_early, search=search_status)
+
+
+def _train_to_max_steps(trainer: Any, resume: Any) -> dict[str, Any]:
+    """trainer.train() from the checkpoint (if any); the train metrics. A checkpoint at
+    max_steps already (the run was stopped after its last step) trains nothing more."""
+    from .callbacks import NothingLeftToTrain, StopAtMaxSteps
+
+    trainer.add_callback(StopAtMaxSteps())
+    try:
+        return dict(trainer.train(resume_from_checkpoint=str(resume.path) if resume else None
+                                  ).metrics)
+    except NothingLeftToTrain as done:
+        log.info("%s: nothing left to train, evaluating and saving", done)
+        return {}
 
 
 def _find_resume(ctx: JobContext, p: Prepared, is_zero: bool) -> Any:
@@ -302,7 +318,8 @@ def _callbacks(ctx: JobContext, p: Prepared, stop: StopRequest, progress: Any,
     from .callbacks import CheckpointMarkerCallback
     from .stopping import PreemptionCallback
 
-    preemption = PreemptionCallback(stop)
+    result_dir = os.environ.get(ENV_RESULT_DIR)
+    preemption = PreemptionCallback(stop, result_dir=Path(result_dir) if result_dir else None)
     callbacks = [CheckpointMarkerCallback(p.save_total_limit), preemption, progress,
                  *testing.hooks(os.environ)]
     early = None

@@ -25,6 +25,8 @@ ENV_DEEPSPEED_CONFIG = contract.ENV_DEEPSPEED_CONFIG  # set by the operator with
 # Launcher-internal variables (not part of the operator contract: the launcher sets them).
 ENV_STOP_FILE = contract.ENV_STOP_FILE  # exists once a graceful stop was requested
 ENV_RESULT_DIR = contract.ENV_RESULT_DIR  # per-rank failure files and rank 0's result
+# In ENV_RESULT_DIR once training began: a stop from then on saves a checkpoint (stopping.py)
+TRAINING_STARTED = "training-started"
 
 REPORTERS = ("kubernetes", "console", "none")
 

@@ -5,7 +5,10 @@ workers left behind into the container's exit code and one-line termination mess
 
 On SIGTERM (pod deletion, preemption, node drain) torchrun is NOT killed: the launcher
 creates the stop file, the workers agree on a step, save it and exit PREEMPTED. A second
-SIGTERM/SIGINT forwards SIGTERM to torchrun for an impatient stop.
+SIGTERM/SIGINT forwards SIGTERM to torchrun for an impatient stop; so does the first when
+no worker has begun training (no `job.TRAINING_STARTED` marker): there is nothing to
+save, and a rank waiting for a rendezvous that cannot happen would otherwise hold its pod
+(and its GPUs) until the grace period ends.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +28,13 @@ from ftjob_api.contract import (DEFAULT_TERMINATION_LOG, ENV_TERMINATION_LOG, Ex
                                      exit_reason)
 
 from . import exits
-from .job import ENV_RESULT_DIR, ENV_STOP_FILE
+from .job import ENV_RESULT_DIR, ENV_STOP_FILE, TRAINING_STARTED
 
 log = logging.getLogger("ftjob_trainer.launch")
 
 WORKER_MODULE = "ftjob_trainer.entrypoint"
 TORCHRUN_MODULE = "ftjob_trainer.torchrun"  # torchrun, its failure report left to the launcher
+QUICK_STOP_SECONDS = 10  # a stop before training began: how long torchrun gets to exit
 
 
 @dataclass(frozen=True)
@@ -106,11 +111,20 @@ def run(options: list[str], env: dict[str, str] | None = None) -> Decision:
         # Own session: a terminal's Ctrl-C reaches only this process, which stops gracefully.
         proc = subprocess.Popen(torchrun_command(options), env=base_env, start_new_session=True)
         requests = 0
+        kill_at: float | None = None  # when torchrun, asked to stop, is killed instead
 
         def on_signal(signum: int, _frame: Any) -> None:
-            nonlocal requests
+            nonlocal requests, kill_at
             requests += 1
-            if requests == 1:
+            if requests == 1 and not (result_dir / TRAINING_STARTED).exists():
+                log.warning("received %s before training began: stopping the workers now",
+                            signal.Signals(signum).name)
+                stop_file.touch()
+                proc.send_signal(signal.SIGTERM)
+                # torchrun waiting for a rendezvous sits in C++ and sees no signal: killed
+                # after a short while (in a pod, the launcher's exit ends every process).
+                kill_at = time.monotonic() + QUICK_STOP_SECONDS
+            elif requests == 1:
                 log.warning("received %s: asking the workers to checkpoint and stop",
                             signal.Signals(signum).name)
                 stop_file.touch()
@@ -120,7 +134,16 @@ def run(options: list[str], env: dict[str, str] | None = None) -> Decision:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            rc = proc.wait()
+            while True:
+                try:
+                    rc = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    if kill_at is not None and time.monotonic() >= kill_at:
+                        log.warning("torchrun did not stop within %ds: killing it",
+                                    QUICK_STOP_SECONDS)
+                        proc.kill()
+                        kill_at = None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

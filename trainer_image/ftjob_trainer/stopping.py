@@ -3,6 +3,12 @@
 In Kubernetes only one node may receive SIGTERM (a drained node), so a rank cannot stop on
 its own: at every step boundary the ranks agree with an all_reduce(MAX) of their flags and
 then all save the same step. A rank that stopped alone would deadlock the others' save.
+
+Before training begins there is nothing to save, and a rank may be blocked where no step
+comes (a rendezvous with a rank that cannot start): SIGTERM then ends the worker at once
+(its default action), and the marker file `TRAINING_STARTED` tells the launcher whether a
+graceful stop is worth waiting for. `PreemptionCallback.on_train_begin` installs the
+handler and writes the marker.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from .job import TRAINING_STARTED
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +63,19 @@ def agree(local: bool) -> bool:
 class PreemptionCallback(TrainerCallback):
     """At each step end: if any rank was asked to stop, save this step and stop training."""
 
-    def __init__(self, request: StopRequest, agree_fn=agree) -> None:
+    def __init__(self, request: StopRequest, agree_fn=agree,
+                 result_dir: Path | None = None) -> None:
         self.request = request
         self.agree = agree_fn
+        self.result_dir = result_dir
         self.stopped_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """From here a stop saves a checkpoint: catch SIGTERM, tell the launcher."""
+        self.request.install()
+        if self.result_dir is not None:
+            (self.result_dir / TRAINING_STARTED).touch()
+        return control
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.stopped_at is None and self.agree(self.request.requested):

@@ -105,7 +105,8 @@ class Scheduling(ApiModel):
     queue_name: str | None = Field(
         default=None,
         min_length=1,
-        description="Kueue LocalQueue; sets the `kueue.x-k8s.io/queue-name` label.",
+        description="Kueue LocalQueue the job waits in: the operator keeps one Kueue Workload "
+        "for the whole gang and starts the pods once Kueue admits it (docs/install.md, Kueue).",
     )
 
 

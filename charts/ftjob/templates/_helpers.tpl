@@ -110,6 +110,15 @@ match that page and cover every API call the operator's integration tests record
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Kueue: the Workload of a job with spec.scheduling.queueName (created, watched, set active
+# or not) and its status (PodsReady, Finished, the quota given back after an eviction).
+# Harmless without Kueue.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status"]
+  verbs: ["get", "patch"]
 {{- if and (include "ftjob.peering" .) (not (include "ftjob.clusterwide" .)) }}
 # kopf peering of the replicas, one KopfPeering per watched namespace.
 - apiGroups: ["kopf.dev"]
@@ -124,6 +133,10 @@ match that page and cover every API call the operator's integration tests record
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+# The value of a queued job's PriorityClass goes into its Kueue Workload (spec.priority).
+- apiGroups: ["scheduling.k8s.io"]
+  resources: ["priorityclasses"]
+  verbs: ["get"]
 {{- if include "ftjob.webhookSelfSigned" . }}
 # The operator writes the CA of its self-signed webhook certificate into the chart's
 # ValidatingWebhookConfiguration (that one object only).

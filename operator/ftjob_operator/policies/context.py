@@ -12,10 +12,11 @@ from typing import Any
 
 from ftjob_api import api
 
-from .. import render
+from .. import kueue, render
 from . import started_spec
 from ..observe import PodView, Refusal
-from ..plan import Case, CreatePods, DeletePods, EnsureJobObjects, Event, JobState, Plan
+from ..plan import (Case, CreatePods, DeletePods, EnsureJobObjects, EnsureWorkload, Event,
+                    JobState, Plan)
 from ..settings import Settings
 from ..status import StatusBuilder, condition_of
 
@@ -59,6 +60,12 @@ class Ctx:
         started_spec.record(self.job, self.raw_spec, self.out)
         return EnsureJobObjects(tuple(render.render_job_objects(
             self.job, self.spec, self.raw_spec, self.settings)))
+
+    def ensure_workload(self) -> EnsureWorkload:
+        """The job's Kueue Workload: one pod set shaped like its pods."""
+        pod = render.render_pod(self.job, self.spec, 1, 0, self.settings)
+        return EnsureWorkload(kueue.render_workload(self.job, self.spec, pod,
+                                                    render.owner_reference(self.job)))
 
     def create_pods(self, attempt: int, ranks: Iterable[int]) -> CreatePods:
         """Create the pods of `attempt` for `ranks`, each told the digest of its job file."""

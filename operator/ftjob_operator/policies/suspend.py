@@ -12,8 +12,9 @@ from . import pending
 from .context import DELETED_POD_RECHECK_SECONDS, Ctx
 
 
-def suspend(ctx: Ctx) -> Plan:
-    """Stop the pods, then check the checkpoint once every pod of the attempt is gone."""
+def suspend(ctx: Ctx, cause: str | None = None) -> Plan:
+    """Stop the pods, then check the checkpoint once every pod of the attempt is gone.
+    `cause`: who suspends, when not spec.suspend (Kueue taking the quota back)."""
     out, attempt = ctx.out, ctx.attempt
     plan = ctx.plan(Case.SUSPEND)
     plan.requeue_after = None
@@ -21,12 +22,14 @@ def suspend(ctx: Ctx) -> Plan:
         plan.actions.append(DeletePods(tuple(p.name for p in ctx.live)))
     if ctx.phase != api.Phase.SUSPENDED.value:
         plan.events.append(Event(EventType.NORMAL, Reason.SUSPENDED,
-                                 f"suspended; stopping {len(ctx.live)} pod(s)"))
+                                 f"suspended{f' by {cause}' if cause else ''}; "
+                                 f"stopping {len(ctx.live)} pod(s)"))
     record = out.record(attempt)
     if attempt == 0 or (record is not None and record.end_time):
         said = (record.message if record is not None and record.reason == Reason.SUSPENDED
                 else None)
-        out.phase(api.Phase.SUSPENDED, Reason.SUSPENDED, said or "suspended by spec.suspend")
+        out.phase(api.Phase.SUSPENDED, Reason.SUSPENDED,
+                  said or f"suspended by {cause or 'spec.suspend'}")
         return plan
     stopping = [p for p in ctx.pods if p.attempt == attempt and not p.terminated]
     if stopping:
@@ -36,15 +39,16 @@ def suspend(ctx: Ctx) -> Plan:
                   "a checkpoint and stop")
         plan.requeue_after = DELETED_POD_RECHECK_SECONDS
         return plan
-    text = _check_checkpoint(ctx, plan)
+    text = _check_checkpoint(ctx, plan, f" by {cause}" if cause else "")
     plan.case = Case.SUSPEND_CHECKED
     out.phase(api.Phase.SUSPENDED, Reason.SUSPENDED, text)
     return plan
 
 
-def _check_checkpoint(ctx: Ctx, plan: Plan) -> str:
+def _check_checkpoint(ctx: Ctx, plan: Plan, by: str) -> str:
     """Every pod of the attempt is gone: close its record, confirming (or denying) that the
-    newest verified checkpoint is at its last step. Returns what the status says."""
+    newest verified checkpoint is at its last step. Returns what the status says; `by`
+    names who suspended it, when not spec.suspend."""
     out, attempt = ctx.out, ctx.attempt
     last = out.last_step(attempt)
     stepped = (progress := out.own_progress(attempt)) is not None \
@@ -52,10 +56,10 @@ def _check_checkpoint(ctx: Ctx, plan: Plan) -> str:
     latest = out.read.checkpoint.latest if out.read.checkpoint else None
     saved = latest.step if latest is not None else None
     if not stepped or last is None:
-        text = f"attempt {attempt} suspended before its first step"
+        text = f"attempt {attempt} suspended{by} before its first step"
         out.end_attempt(Reason.SUSPENDED, text)
     elif saved == last:
-        text = (f"attempt {attempt} suspended at step {last}; checkpoint-{last} verified, "
+        text = (f"attempt {attempt} suspended{by} at step {last}; checkpoint-{last} verified, "
                 "resuming loses no step")
         out.end_attempt(Reason.SUSPENDED, text)
         out.condition(ConditionType.SUSPEND_CHECKPOINT_SAVED, True, Reason.CHECKPOINT_VERIFIED,
@@ -63,7 +67,7 @@ def _check_checkpoint(ctx: Ctx, plan: Plan) -> str:
         plan.events.append(Event(EventType.NORMAL, Reason.SUSPEND_CHECKPOINT_SAVED, text))
     else:
         lost = last - (saved or 0)
-        text = (f"attempt {attempt} suspended at step {last} but its checkpoint was not saved "
+        text = (f"attempt {attempt} suspended{by} at step {last} but its checkpoint was not saved "
                 f"(newest verified checkpoint: {f'step {saved}' if saved is not None else 'none'}"
                 f"); resuming loses {lost} step(s)")
         out.end_attempt(Reason.SUSPENDED, text)

@@ -66,11 +66,12 @@ def classification_spec(tiny: dict[str, Path], **training: Any) -> dict[str, Any
 
 
 def start(workdir: Path, spec: dict[str, Any], *, nproc: int = 2, isolate: bool = False,
-          env: dict[str, str] | None = None, name: str = "tiny", uid: str | None = None) -> Run:
-    """Start `ftjob-launch --standalone` on a job; `isolate` runs it in its own PID
-    namespace so that killing it kills the whole tree, as a pod kill does. `uid`: the job's
-    identity, in the job file and $FTJOB_JOB_UID as a pod has it (the output folder is then
-    claimed for it)."""
+          env: dict[str, str] | None = None, name: str = "tiny", uid: str | None = None,
+          options: list[str] | None = None) -> Run:
+    """Start `ftjob-launch --standalone` on a job (or with torchrun `options`); `isolate`
+    runs it in its own PID namespace so that killing it kills the whole tree, as a pod kill
+    does. `uid`: the job's identity, in the job file and $FTJOB_JOB_UID as a pod has it (the
+    output folder is then claimed for it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     job_file = workdir / "job.json"
     metadata = {"name": name, "namespace": "test", **({"uid": uid} if uid else {})}
@@ -91,7 +92,8 @@ def start(workdir: Path, spec: dict[str, Any], *, nproc: int = 2, isolate: bool 
         **({"FTJOB_JOB_UID": uid} if uid else {}),
     })
     full_env.update(env or {})
-    cmd = [PYTHON, "-m", "ftjob_trainer.launch", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd = [PYTHON, "-m", "ftjob_trainer.launch",
+           *(options or ["--standalone", f"--nproc-per-node={nproc}"])]
     if isolate:
         # --mount-proc: psutil (DeepSpeed's CPU accelerator, imported by accelerate) looks up
         # its own PID in /proc, which must be the namespace's, not the host's.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from pathlib import Path
 
 from tests.integration.trainer.helpers import classification_spec, logged_losses, poll, start
 from ftjob_api.contract import ExitCode
@@ -88,3 +89,45 @@ def test_sigterm_checkpoints_current_step_exits_preempted_and_resume_loses_nothi
     assert resumed.summary()["resumedFromStep"] == stopped  # zero steps lost
     assert resumed.summary()["globalStep"] == MAX_STEPS
     assert_same_end(resumed, baseline)
+
+
+def test_sigterm_before_training_begins_ends_the_run_within_seconds(tiny, tmp_path):
+    """Rank 1 of a gang whose rank 0 never started (Kueue evicts such a gang for not getting
+    Ready): it waits in the rendezvous, where no step will come. With nothing to save, the
+    launcher stops it at once instead of holding the pod, and its GPUs, until the end of the
+    grace period."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nobody listens on: rank 0 is not there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = start(tmp_path, classification_spec(tiny), options=[
+        "--nnodes=2", "--node-rank=1", "--nproc-per-node=1", "--master-addr=127.0.0.1",
+        f"--master-port={port}", "--rdzv-id=never"])
+    poll(lambda: Path(f"/proc/{run.proc.pid}/task/{run.proc.pid}/children").read_text().split(),
+         60, "torchrun to start")
+    signalled = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait(60) == ExitCode.PREEMPTED, run.log()
+    print(f"stopped {time.monotonic() - signalled:.1f}s after SIGTERM")
+    assert "before training began" in run.log(), run.log()
+    assert not checkpoints.latest_complete(run.output_dir)
+
+
+def test_resuming_a_run_stopped_after_its_last_step_trains_no_step_more(baseline, tiny, tmp_path):
+    """Stopped after checkpoint-MAX_STEPS but before its final save (a preemption or a kill
+    during the final evaluation): the next attempt evaluates and saves the weights it resumes,
+    without the extra step Trainer would take, and ends where the baseline ended."""
+    import shutil
+
+    shutil.copytree(baseline.output_dir, tmp_path / "output")
+    shutil.rmtree(tmp_path / "output" / "final")
+    (tmp_path / "output" / "metrics.json").unlink(missing_ok=True)
+    resumed = start(tmp_path, classification_spec(tiny))
+    assert resumed.wait() == 0, resumed.log()
+    summary = resumed.summary()
+    assert summary["resumedFromStep"] == MAX_STEPS
+    assert summary["globalStep"] == MAX_STEPS  # not MAX_STEPS + 1
+    assert (resumed.output_dir / "final").is_dir()
+    assert_same_end(resumed, baseline)  # the same weights: the same eval loss

@@ -12,7 +12,7 @@ import pytest
 from ftjob_api import api, contract, naming
 from ftjob_api.manifests import dump
 from ftjob_api.validation import validate_spec
-from ftjob_operator import render
+from ftjob_operator import kueue, render
 from ftjob_operator.settings import Settings
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -37,8 +37,10 @@ CPU_SPEC: dict[str, Any] = {
 
 def _all(spec_doc: dict[str, Any], attempt: int = 1) -> list[dict[str, Any]]:
     spec = api.parse_spec(spec_doc)
-    return (render.render_job_objects(JOB, spec, spec_doc, SETTINGS)
-            + render.render_pods(JOB, spec, attempt, SETTINGS))
+    pods = render.render_pods(JOB, spec, attempt, SETTINGS)
+    workload = ([kueue.render_workload(JOB, spec, pods[0], render.owner_reference(JOB))]
+                if spec.scheduling.queue_name else [])
+    return render.render_job_objects(JOB, spec, spec_doc, SETTINGS) + workload + pods
 
 
 GPU_SPEC: dict[str, Any] = {
@@ -174,9 +176,9 @@ def test_scheduling_and_kueue():
         "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "queueName": "team-a-queue"})
     pod = _pod(spec_doc, attempt=2)
-    assert pod["metadata"]["labels"][naming.LABEL_KUEUE_QUEUE] == "team-a-queue"
-    assert pod["metadata"]["labels"][naming.LABEL_KUEUE_POD_GROUP] == "demo-2"
-    assert pod["metadata"]["annotations"][naming.ANNOTATION_KUEUE_POD_GROUP_COUNT] == "2"
+    # A queued job is one Workload; a Kueue label on a pod would queue that pod on its own.
+    assert not any(k.startswith("kueue.x-k8s.io/") for k in pod["metadata"]["labels"])
+    assert not any(k.startswith("kueue.x-k8s.io/") for k in pod["metadata"]["annotations"])
     assert pod["spec"]["nodeSelector"] == {"gpu": "a100"}
     assert pod["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists",
                                            "effect": "NoSchedule"}]
@@ -251,7 +253,35 @@ def test_config_map_is_created_last():
 @pytest.mark.parametrize("name", list(_golden_cases()))
 def test_rendered_objects_pass_the_kubernetes_schema(name: str) -> None:
     for obj in _all(_golden_cases()[name]):
+        if kueue.is_workload(obj):  # a Kueue CRD: its pod set's template is a pod spec
+            (pod_set,) = obj["spec"]["podSets"]
+            obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pod-set"},
+                   "spec": pod_set["template"]["spec"]}
         kubernetes_validate.validate(obj, "1.30", strict=True)
+
+
+def test_a_queued_job_is_one_workload_for_the_whole_gang():
+    """Kueue admits all `nodes` pods or none: one pod set, counted per pod with the rank's
+    own requests, node selector, tolerations and priority class; owned by the job."""
+    spec = api.parse_spec(GPU_SPEC)
+    pod = render.render_pod(JOB, spec, 1, 0, SETTINGS)
+    workload = kueue.render_workload(JOB, spec, pod, render.owner_reference(JOB))
+    assert workload["metadata"]["name"] == "finetunejob-demo"
+    assert workload["metadata"]["ownerReferences"] == [render.owner_reference(JOB)]
+    assert workload["metadata"]["labels"][naming.LABEL_JOB] == "demo"
+    (pod_set,) = workload["spec"]["podSets"]
+    assert pod_set["count"] == 4 and pod_set["name"] == "main"
+    template = pod_set["template"]["spec"]
+    assert template["containers"][0]["resources"] == pod["spec"]["containers"][0]["resources"]
+    assert template["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "8"
+    for key in ("tolerations", "priorityClassName", "runtimeClassName"):
+        assert template[key] == pod["spec"][key], key
+    assert "env" not in template["containers"][0] and "volumes" not in template
+    assert workload["spec"]["queueName"] == "gpu-queue" and workload["spec"]["active"] is True
+    assert workload["spec"]["priorityClassRef"] == {
+        "group": "scheduling.k8s.io", "kind": "PriorityClass", "name": "training"}
+    suspended = api.parse_spec({**GPU_SPEC, "suspend": True})
+    assert kueue.render_workload(JOB, suspended, pod, {})["spec"]["active"] is False
 
 
 def test_user_volumes_and_deepspeed_config_map_are_mounted():
@@ -285,11 +315,8 @@ def test_pod_template_adds_labels_annotations_runtime_class_and_env_sources():
         pod = _pod(spec_doc, rank=rank, attempt=2)
         meta = pod["metadata"]
         assert meta["labels"] == {**naming.pod_labels("demo", 2, rank), "team": "nlp",
-                                  "app.kubernetes.io/part-of": "search",
-                                  naming.LABEL_KUEUE_QUEUE: "q",
-                                  naming.LABEL_KUEUE_POD_GROUP: "demo-2"}
-        assert meta["annotations"] == {"example.com/owner": "nlp@example.com",
-                                       naming.ANNOTATION_KUEUE_POD_GROUP_COUNT: "2"}
+                                  "app.kubernetes.io/part-of": "search"}
+        assert meta["annotations"] == {"example.com/owner": "nlp@example.com"}
         assert pod["spec"]["runtimeClassName"] == "gvisor"
         assert pod["spec"]["containers"][0]["envFrom"] == [
             {"configMapRef": {"name": "tracking"}},
