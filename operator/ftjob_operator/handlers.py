@@ -128,6 +128,13 @@ def ftjob_workloads(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any]
     return {(namespace, job): view} if view is not None else None
 
 
+# Kueue's ResourceFlavors (cluster-scoped, a handful): their node labels and tolerations go
+# on the pods of a job admitted with them.
+@kopf.index(kueue.GROUP, kueue.VERSION, "resourceflavors")
+def ftjob_flavors(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
+    return {name: kueue.flavor_placement(dict(body))}
+
+
 # --------------------------------------------------------------------------- wake-ups
 # Separate event handlers, not a side effect of the index functions: kopf calls these after
 # the indexes hold the new state. Waking from inside an index function let the loop decide
@@ -169,7 +176,7 @@ def job_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
 async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                   logger: logging.Logger, ftjob_pods: kopf.Index,
                   ftjob_started_specs: kopf.Index, ftjob_workloads: kopf.Index,
-                  **_: Any) -> None:
+                  ftjob_flavors: kopf.Index, **_: Any) -> None:
     key = (meta["namespace"], meta["name"])
     waker = memo.wakers.setdefault(key, asyncio.Event())
     config: Settings = memo.config
@@ -185,7 +192,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             job, ignored = _readable_job(body, ignored, logger)
             started = time.monotonic()
             plan = decide(job, observe.observe(job, ftjob_pods, ftjob_started_specs, refusals,
-                                               ftjob_workloads),
+                                               ftjob_workloads, ftjob_flavors),
                           datetime.now(timezone.utc), config)
             try:
                 await kube.apply(plan, job)

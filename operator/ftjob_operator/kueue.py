@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Mapping
 from typing import Any, Final
 
 from ftjob_api import api, naming
@@ -68,6 +69,7 @@ class WorkloadView:
     conditions: tuple[dict[str, Any], ...]
     cluster_queue: str | None  # status.admission.clusterQueue while quota is reserved
     owner_uid: str | None = None  # the controller's uid: the job it belongs to
+    flavors: tuple[str, ...] = ()  # the ResourceFlavors of the admission, sorted
 
     def condition(self, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.conditions if c.get("type") == type_), None)
@@ -122,7 +124,50 @@ def workload_view(body: dict[str, Any]) -> WorkloadView | None:
                        else None),
         owner_uid=next((str(o.get("uid")) for o in meta.get("ownerReferences") or []
                         if isinstance(o, dict) and o.get("controller") is True), None),
+        flavors=tuple(sorted({str(name) for assignment in admission.get("podSetAssignments") or []
+                              if isinstance(assignment, dict)
+                              for name in (assignment.get("flavors") or {}).values()})),
     )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the flavors Kueue assigned put the pods: the node labels and tolerations of
+    those ResourceFlavors, added to each pod as Kueue's own integrations do."""
+
+    node_labels: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[dict[str, Any], ...] = ()
+
+
+def flavor_placement(body: dict[str, Any]) -> Placement:
+    """A ResourceFlavor's spec.nodeLabels and spec.tolerations."""
+    spec = body.get("spec") or {}
+    labels = spec.get("nodeLabels") or {}
+    return Placement(tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+                     tuple(t for t in spec.get("tolerations") or [] if isinstance(t, dict)))
+
+
+def placement_of(workload: WorkloadView | None, flavors: Mapping[str, Placement]) -> Placement:
+    """The placement of an admitted Workload's flavors (a flavor not seen adds nothing)."""
+    if workload is None:
+        return Placement()
+    chosen = [flavors[name] for name in workload.flavors if name in flavors]
+    return Placement(tuple(sorted({kv for p in chosen for kv in p.node_labels})),
+                     tuple(t for p in chosen for t in p.tolerations))
+
+
+def place(pod: dict[str, Any], placement: Placement) -> dict[str, Any]:
+    """The pod with the flavors' node labels in its nodeSelector and their tolerations."""
+    if not placement.node_labels and not placement.tolerations:
+        return pod
+    spec = dict(pod["spec"])
+    if placement.node_labels:
+        spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **dict(placement.node_labels)}
+    if placement.tolerations:
+        spec["tolerations"] = [*(spec.get("tolerations") or []),
+                               *(t for t in placement.tolerations
+                                 if t not in (spec.get("tolerations") or []))]
+    return {**pod, "spec": spec}
 
 
 def workload_name(job: str) -> str:

@@ -20,7 +20,7 @@ import pydantic
 
 from ftjob_api import api, contract, naming
 
-from .kueue import WorkloadView
+from .kueue import Placement, WorkloadView, placement_of
 from .plan import JobRef
 from .reasons import Reason
 
@@ -100,6 +100,8 @@ class Observed:
     started_document: dict[str, Any] | None = None
     # The job's Kueue Workload (spec.scheduling.queueName), None when it has none.
     workload: WorkloadView | None = None
+    # Where the flavors Kueue admitted the Workload with put the pods.
+    placement: Placement = Placement()
 
 
 class Refusals:
@@ -130,7 +132,8 @@ class Refusals:
 
 def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any, Any],
             refusals: Refusals | None = None,
-            workloads_index: Mapping[Any, Any] | None = None) -> Observed:
+            workloads_index: Mapping[Any, Any] | None = None,
+            flavors_index: Mapping[Any, Any] | None = None) -> Observed:
     """What one decision reads: the job's pods, its started spec and its Workload, from the
     indexes the watches keep (keyed by (namespace, job name)), and the refusal, if any."""
     key = (job.namespace, job.name)
@@ -139,11 +142,13 @@ def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any
         document = started_document(cm, job.uid) or document
     workload = next((w for w in (workloads_index or {}).get(key, ()) if w.owner_uid == job.uid),
                     None)
+    flavors = {name: next(iter(views)) for name, views in (flavors_index or {}).items() if views}
     return Observed(pods=tuple(pods_index.get(key, ())),
                     started_spec=document["spec"] if document is not None else None,
                     refusal=refusals.current if refusals is not None else None,
                     conflict=refusals.conflict if refusals is not None else None,
-                    started_document=document, workload=workload)
+                    started_document=document, workload=workload,
+                    placement=placement_of(workload, flavors))
 
 
 def _int_label(labels: dict[str, str], key: str) -> int | None:

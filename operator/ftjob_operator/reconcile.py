@@ -86,7 +86,7 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
     out.attempt = attempt
     ctx = Ctx(job, spec, raw_spec, pods, [p for p in pods if not p.deleting], attempt,
               observed.started_spec is None, out, now, finish.active_deadline(spec, out.read),
-              observed.refusal, settings, observed.conflict)
+              observed.refusal, settings, observed.conflict, observed.placement)
 
     # -- running longer than activeDeadlineSeconds
     if (plan := finish.deadline_exceeded(ctx)) is not None:

@@ -40,8 +40,9 @@ def queue(backend):
     cluster_queue, flavor = f"ftjob-{suffix}", f"ftjob-{suffix}"
     low, high = f"ftjob-{suffix}-low", f"ftjob-{suffix}-high"
     objects = [
+        # Node labels every worker has: the pods must carry them (as a GPU flavor's would).
         {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
-         "metadata": {"name": flavor}},
+         "metadata": {"name": flavor}, "spec": {"nodeLabels": {"kubernetes.io/os": "linux"}}},
         {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
          "metadata": {"name": cluster_queue},
          "spec": {"namespaceSelector": {"matchLabels": {
@@ -113,6 +114,8 @@ def end(backend, name: str) -> None:
 def test_a_job_over_the_quota_waits_in_its_queue_until_the_first_finishes(backend, queue):
     backend.apply(queued_job(FIRST, 30))
     kit.wait_status(backend, FIRST, lambda s: s.get("phase") == "Running", "Running", TIMEOUT)
+    for pod in live_pods(backend, FIRST):  # placed by the flavor Kueue admitted it with
+        assert pod["spec"]["nodeSelector"]["kubernetes.io/os"] == "linux", pod["spec"]
     backend.apply(queued_job(SECOND, 30))
 
     waiting = kit.wait_status(backend, SECOND, lambda s: "insufficient" in (s.get("message") or ""),
@@ -147,6 +150,11 @@ def test_kueue_preemption_suspends_at_a_saved_checkpoint_and_resumes_without_los
         backend, LOW, lambda s: condition(s, "SuspendCheckpointSaved").get("status") in (
             "True", "False"), "the preempted attempt to be closed", TIMEOUT)
     evicted_at = _time(wl_condition(workload(backend, LOW), "Evicted")["lastTransitionTime"])
+    # The quota is given back once every pod is gone (the GPUs free).
+    released = wait_for(lambda: (c := wl_condition(workload(backend, LOW), "QuotaReserved")).get(
+        "status") == "False" and c, 60, "the preempted job's quota to be given back")
+    released_at = _time(released["lastTransitionTime"])
+    assert not live_pods(backend, LOW)
     (record,) = [a for a in suspended["attempts"] if a["attempt"] == 1]
     assert record["reason"] == "Suspended" and "Preempted" in record["message"], record
     assert record.get("stepsLost", 0) == 0, record
@@ -156,8 +164,9 @@ def test_kueue_preemption_suspends_at_a_saved_checkpoint_and_resumes_without_los
 
     high = kit.wait_status(backend, HIGH, finished, "the high-priority job to end", TIMEOUT)
     assert high["phase"] == "Succeeded", high
-    released_at = _time(wl_condition(workload(backend, HIGH), "QuotaReserved")[
+    high_admitted_at = _time(wl_condition(workload(backend, HIGH), "QuotaReserved")[
         "lastTransitionTime"])
+    assert high_admitted_at >= released_at  # never both on the quota at once
 
     done = kit.wait_status(backend, LOW, finished, "the preempted job to end", TIMEOUT)
     assert done["phase"] == "Succeeded", done
@@ -167,9 +176,11 @@ def test_kueue_preemption_suspends_at_a_saved_checkpoint_and_resumes_without_los
     assert sum(a.get("stepsLost", 0) for a in done["attempts"]) == 0, done["attempts"]
     resumed = next(a for a in done["attempts"] if a["attempt"] == 2)
     readmitted = _time(wl_condition(workload(backend, LOW), "Admitted")["lastTransitionTime"])
-    print(f"kueue preemption: steps lost 0; evicted -> the preemptor's quota reserved "
-          f"{(released_at - evicted_at).total_seconds():.1f} s; re-admitted -> first new step "
-          f"{(_time(resumed['firstStepTime']) - readmitted).total_seconds():.1f} s")
+    print(f"kueue preemption at step {saved_step}: steps lost 0; evicted -> pods gone and "
+          f"quota given back {(released_at - evicted_at).total_seconds():.0f} s; -> the "
+          f"preemptor admitted {(high_admitted_at - evicted_at).total_seconds():.0f} s; "
+          f"re-admitted -> first new step "
+          f"{(_time(resumed['firstStepTime']) - readmitted).total_seconds():.0f} s")
     end(backend, HIGH)
     end(backend, LOW)
 

@@ -137,6 +137,11 @@ match that page and cover every API call the operator's integration tests record
 - apiGroups: ["scheduling.k8s.io"]
   resources: ["priorityclasses"]
   verbs: ["get"]
+# The node labels and tolerations of the Kueue ResourceFlavors a job is admitted with go on
+# its pods. Harmless without Kueue.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["resourceflavors"]
+  verbs: ["list", "watch"]
 {{- if include "ftjob.webhookSelfSigned" . }}
 # The operator writes the CA of its self-signed webhook certificate into the chart's
 # ValidatingWebhookConfiguration (that one object only).

@@ -41,6 +41,7 @@ class Ctx:
     refusal: Refusal | None = None  # the API server refuses to create the pods
     settings: Settings = Settings()  # what the manifests are rendered with
     conflict: Refusal | None = None  # an object the job creates is owned by another
+    placement: kueue.Placement = kueue.Placement()  # from the flavors Kueue admitted it with
 
     @property
     def phase(self) -> str | None:
@@ -70,9 +71,9 @@ class Ctx:
     def create_pods(self, attempt: int, ranks: Iterable[int]) -> CreatePods:
         """Create the pods of `attempt` for `ranks`, each told the digest of its job file."""
         digest = started_spec.digest(self.job, self.raw_spec)
-        return CreatePods(attempt, tuple(render.render_pod(self.job, self.spec, attempt, rank,
-                                                           self.settings, digest)
-                                         for rank in ranks))
+        return CreatePods(attempt, tuple(kueue.place(render.render_pod(
+            self.job, self.spec, attempt, rank, self.settings, digest), self.placement)
+            for rank in ranks))
 
     @cached_property
     def current(self) -> dict[int, PodView]:

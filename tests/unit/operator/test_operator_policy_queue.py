@@ -216,3 +216,31 @@ def test_rank0_succeeding_while_evicted_ends_the_job_instead_of_suspending_it():
                       pod(1, phase="Succeeded", exit_code=0)], STARTED)
     assert plan.case == "succeeded" and plan.status["phase"] == "Succeeded"
     assert not any(isinstance(a, CreatePods) for a in plan.actions)
+
+
+def test_pods_of_a_job_admitted_with_a_flavor_carry_its_node_labels_and_tolerations():
+    """As Kueue's integrations do: the pods go where the quota they use is."""
+    body = {"metadata": {"name": "finetunejob-demo", "resourceVersion": "7",
+                         "labels": {"finetune.dev/job-name": "demo"},
+                         "ownerReferences": [{"uid": "uid-1", "controller": True}]},
+            "spec": {"queueName": "team-a"},
+            "status": {"conditions": list(ADMITTED.conditions), "admission": {
+                "clusterQueue": "cq", "podSetAssignments": [
+                    {"name": "main", "flavors": {"cpu": "spot", "nvidia.com/gpu": "a100"}}]}}}
+    admitted = kueue.workload_view(body)
+    assert admitted.flavors == ("a100", "spot")
+    gpu = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    flavors = {
+        "a100": [kueue.flavor_placement({"spec": {"nodeLabels": {"gpu": "a100"},
+                                                  "tolerations": [gpu]}})],
+        "spot": [kueue.flavor_placement({"spec": {"nodeLabels": {"pool": "spot"}}})],
+        "h100": [kueue.flavor_placement({"spec": {"nodeLabels": {"gpu": "h100"}}})]}
+    from ftjob_operator.observe import observe
+    from ftjob_operator.plan import JobRef
+    seen = observe(JobRef("demo", "ns", "uid-1"), {}, {}, None,
+                   {("ns", "demo"): [admitted]}, flavors)
+    plan = decide(job(queued_status(), **QUEUED), seen, NOW)
+    (create,) = [a for a in plan.actions if isinstance(a, CreatePods)]
+    for pod_manifest in create.pods:
+        assert pod_manifest["spec"]["nodeSelector"] == {"gpu": "a100", "pool": "spot"}
+        assert pod_manifest["spec"]["tolerations"].count(gpu) == 1
