@@ -189,9 +189,12 @@ class Kube:
         await self.create(manifest)
 
     async def set_workload_active(self, namespace: str, name: str, active: bool) -> None:
+        """spec.active, marked as the operator's doing when false (kueue.ANNOTATION_SUSPENDED)."""
+        mark = {kueue.ANNOTATION_SUSPENDED: None if active else "true"}
         await self._call(f"patch {kueue.KIND} {namespace}/{name}",
                          self.custom.patch_namespaced_custom_object, kueue.GROUP, kueue.VERSION,
-                         namespace, kueue.PLURAL, name, {"spec": {"active": active}},
+                         namespace, kueue.PLURAL, name,
+                         {"metadata": {"annotations": mark}, "spec": {"active": active}},
                          tolerate=(404,))
 
     async def update_workload_status(self, namespace: str, action: UpdateWorkloadStatus

@@ -37,6 +37,9 @@ VERSION: Final = "v1beta2"
 PLURAL: Final = "workloads"
 KIND: Final = "Workload"
 POD_SET: Final = "main"  # the pod set's name, as Kueue's batch Job integration names it
+# On a Workload the operator made inactive for spec.suspend: only such a one is made active
+# again (one Kueue deactivated, e.g. past its requeuing limit, or an admin did, stays so).
+ANNOTATION_SUSPENDED: Final = f"{api.GROUP}/suspended"
 PRIORITY_CLASS_GROUP: Final = "scheduling.k8s.io"
 
 
@@ -70,6 +73,8 @@ class WorkloadView:
     cluster_queue: str | None  # status.admission.clusterQueue while quota is reserved
     owner_uid: str | None = None  # the controller's uid: the job it belongs to
     flavors: tuple[str, ...] = ()  # the ResourceFlavors of the admission, sorted
+    count: int = 1  # pods in its pod set: the gang Kueue admits
+    suspended_by_job: bool = False  # made inactive by the operator for spec.suspend
 
     def condition(self, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.conditions if c.get("type") == type_), None)
@@ -124,6 +129,9 @@ def workload_view(body: dict[str, Any]) -> WorkloadView | None:
                        else None),
         owner_uid=next((str(o.get("uid")) for o in meta.get("ownerReferences") or []
                         if isinstance(o, dict) and o.get("controller") is True), None),
+        count=next((int(p.get("count") or 1) for p in spec.get("podSets") or []
+                    if isinstance(p, dict)), 1),
+        suspended_by_job=(meta.get("annotations") or {}).get(ANNOTATION_SUSPENDED) == "true",
         flavors=tuple(sorted({str(name) for assignment in admission.get("podSetAssignments") or []
                               if isinstance(assignment, dict)
                               for name in (assignment.get("flavors") or {}).values()})),
@@ -199,6 +207,7 @@ def render_workload(job: JobRef, spec: api.FineTuneJobSpec, pod: dict[str, Any],
                      "template": {"spec": template}}],
         "active": not spec.suspend,
     }
+    annotations = {ANNOTATION_SUSPENDED: "true"} if spec.suspend else {}
     if spec.scheduling.priority_class_name:
         workload_spec["priorityClassRef"] = {"group": PRIORITY_CLASS_GROUP,
                                              "kind": "PriorityClass",
@@ -207,6 +216,7 @@ def render_workload(job: JobRef, spec: api.FineTuneJobSpec, pod: dict[str, Any],
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": workload_name(job.name), "namespace": job.namespace,
                      "labels": {**naming.common_labels(job.name), "kueue.x-k8s.io/job-uid": job.uid},
+                     **({"annotations": annotations} if annotations else {}),
                      "ownerReferences": [owner]},
         "spec": workload_spec,
     }
@@ -253,6 +263,9 @@ def release_patch(view: WorkloadView, now: datetime) -> dict[str, Any]:
                    "The workload has no reservation", now),
         _condition(view, WorkloadCondition.REQUEUED, reason in REQUEUE_AT_ONCE, reason,
                    message, now),
+        # Not Ready for the next admission: a stale True would switch its timeout off.
+        _condition(view, WorkloadCondition.PODS_READY, False, "WaitForStart",
+                   "Not all pods are ready or succeeded", now),
     ]
     return {"admission": None, "conditions": with_conditions(view, updates)}
 

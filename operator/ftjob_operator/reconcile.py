@@ -72,9 +72,7 @@ def decide(job: JobState, observed: Observed, now: datetime,
 def _with_queue(job: JobState, observed: Observed, pods: list[PodView], plan: Plan,
                 now: datetime) -> Plan:
     """The Workload's side of the decision (Kueue), once the job's status is decided."""
-    nodes = (job.spec.get("resources") or {}).get("nodes") or 1
-    queue.sync(job, {**job.status, **plan.status}, observed.workload, pods,
-               nodes if isinstance(nodes, int) else 1, plan, now)
+    queue.sync(job, {**job.status, **plan.status}, observed.workload, pods, plan, now)
     return plan
 
 
@@ -84,9 +82,12 @@ def _decide_phase(job: JobState, spec: api.FineTuneJobSpec, raw_spec: dict[str, 
     recorded = out.read.attempt
     attempt = max([recorded, *(p.attempt for p in pods)])
     out.attempt = attempt
+    # Waiting in a Kueue queue counts like a suspend: not against activeDeadlineSeconds.
+    held = queue.held(spec, observed.workload)
     ctx = Ctx(job, spec, raw_spec, pods, [p for p in pods if not p.deleting], attempt,
-              observed.started_spec is None, out, now, finish.active_deadline(spec, out.read),
-              observed.refusal, settings, observed.conflict, observed.placement)
+              observed.started_spec is None, out, now,
+              finish.active_deadline(spec, out.read, held), observed.refusal, settings,
+              observed.conflict, observed.placement)
 
     # -- running longer than activeDeadlineSeconds
     if (plan := finish.deadline_exceeded(ctx)) is not None:

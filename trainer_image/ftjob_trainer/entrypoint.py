@@ -283,6 +283,13 @@ def _train_to_max_steps(trainer: Any, resume: Any) -> dict[str, Any]:
                                   ).metrics)
     except NothingLeftToTrain as done:
         log.info("%s: nothing left to train, evaluating and saving", done)
+        # What Trainer.train() does after its last step, which the exception skipped: the
+        # best checkpoint back (load_best_model_at_end), and the callbacks told training ended.
+        if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+            trainer._load_best_model()
+        trainer.control = trainer.callback_handler.on_train_end(trainer.args, trainer.state,
+                                                                trainer.control)
+        trainer.is_in_train = False
         return {}
 
 

@@ -71,10 +71,11 @@ class PreemptionCallback(TrainerCallback):
         self.stopped_at: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        """From here a stop saves a checkpoint: catch SIGTERM, tell the launcher."""
-        self.request.install()
+        """From here a stop saves a checkpoint: tell the launcher, then catch SIGTERM (a
+        worker never catches it while the launcher still thinks training has not begun)."""
         if self.result_dir is not None:
             (self.result_dir / TRAINING_STARTED).touch()
+        self.request.install()
         return control
 
     def on_step_end(self, args, state, control, **kwargs):

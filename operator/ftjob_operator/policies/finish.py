@@ -46,12 +46,12 @@ def ttl_wait(job: JobState, finished_at: datetime | None, now: datetime) -> floa
     return seconds_until(finished_at + timedelta(seconds=ttl), now)
 
 
-def active_deadline(spec: api.FineTuneJobSpec, status: api.FineTuneJobStatus
-                    ) -> datetime | None:
+def active_deadline(spec: api.FineTuneJobSpec, status: api.FineTuneJobStatus,
+                    held: bool = False) -> datetime | None:
     """When activeDeadlineSeconds ends the job; None without one, before the start and
-    while suspended."""
+    while suspended or `held` (waiting in a Kueue queue)."""
     started_at = parse_time(status.start_time)
-    if spec.active_deadline_seconds is None or started_at is None or spec.suspend:
+    if spec.active_deadline_seconds is None or started_at is None or spec.suspend or held:
         return None
     # startTime has whole seconds, rounded down: never cut a job short because of it.
     return started_at + timedelta(seconds=spec.active_deadline_seconds + 1)

@@ -26,6 +26,11 @@ from . import suspend
 from .context import Ctx
 
 
+def held(spec: api.FineTuneJobSpec, workload: WorkloadView | None) -> bool:
+    """Whether Kueue keeps the job from running (queued, or its quota taken back)."""
+    return bool(spec.scheduling.queue_name) and not (workload is not None and workload.admitted)
+
+
 def hold(ctx: Ctx, workload: WorkloadView | None) -> Plan | None:
     """None when the job may run (no queue, or Kueue admitted it); else the plan that keeps
     it waiting, or stops its pods."""
@@ -51,6 +56,9 @@ def hold(ctx: Ctx, workload: WorkloadView | None) -> Plan | None:
     if workload is None:
         plan.actions.append(ctx.ensure_workload())
     message = kueue.queued_phase_message(workload, queue)
+    if workload is None and ctx.refusal is not None:  # no PriorityClass, no Kueue CRD...
+        message = f"queued in Kueue LocalQueue {queue}: its Workload cannot be created: " \
+                  f"{ctx.refusal.message}"
     if not _queued(ctx.job.status):
         plan.events.append(Event(EventType.NORMAL, Reason.QUEUED,
                                  f"queued in Kueue LocalQueue {queue}"))
@@ -81,7 +89,7 @@ def _eviction(workload: WorkloadView | None) -> str:
 
 
 def sync(job: JobState, status: dict[str, Any], workload: WorkloadView | None,
-         pods: list[PodView], nodes: int, plan: Plan, now: datetime) -> None:
+         pods: list[PodView], plan: Plan, now: datetime) -> None:
     """Add to `plan` what keeps the Workload in step with the job: `status` is the job's
     status after the plan. Nothing without a Workload, or once it is Finished."""
     if _queued(job.status) and not _queued(status):
@@ -95,21 +103,32 @@ def sync(job: JobState, status: dict[str, Any], workload: WorkloadView | None,
             "conditions": kueue.with_conditions(workload, [kueue.finished_condition(
                 workload, finished, str(status.get("message") or ""), now)])}))
         return
-    active = not job.spec.get("suspend")
-    if workload.active != active:
-        plan.actions.append(SetWorkloadActive(workload.name, active))
-    running = [p for p in pods if not p.terminated]
-    if workload.quota_reserved and not workload.admitted and workload.evicted and not running:
-        plan.actions.append(UpdateWorkloadStatus(workload.name, workload.resource_version,
-                                                 kueue.release_patch(workload, now)))
-        return
+    status_update = _status_update(workload, status, pods, now)
+    if status_update is not None:
+        plan.actions.append(status_update)
+    # After the status patch, which names the resourceVersion read: this one changes it.
+    if job.spec.get("suspend") and workload.active:
+        plan.actions.append(SetWorkloadActive(workload.name, False))
+    elif not job.spec.get("suspend") and not workload.active and workload.suspended_by_job:
+        plan.actions.append(SetWorkloadActive(workload.name, True))
+
+
+def _status_update(workload: WorkloadView, status: dict[str, Any], pods: list[PodView],
+                   now: datetime) -> UpdateWorkloadStatus | None:
+    """The quota given back once an evicted job's pods are all gone, or else PodsReady as
+    it now is (every rank of the attempt Ready); None when nothing changed."""
+    if workload.quota_reserved and not workload.admitted and workload.evicted and not any(
+            not p.terminated for p in pods):
+        return UpdateWorkloadStatus(workload.name, workload.resource_version,
+                                    kueue.release_patch(workload, now))
     attempt = int(status.get("attempt") or 0)
     ready = workload.admitted and sum(
         1 for p in pods if p.attempt == attempt and (p.ready or p.phase == "Succeeded")
-        and not p.deleting) >= nodes
-    if (workload.condition(WorkloadCondition.PODS_READY) is None and not ready):
-        return  # absent reads as WaitForStart: no write needed
+        and not p.deleting) >= workload.count
+    if workload.condition(WorkloadCondition.PODS_READY) is None and not ready:
+        return None  # absent reads as WaitForStart: no write needed
     condition = kueue.pods_ready_condition(workload, ready, now)
-    if condition is not None:
-        plan.actions.append(UpdateWorkloadStatus(workload.name, workload.resource_version, {
-            "conditions": kueue.with_conditions(workload, [condition])}))
+    if condition is None:
+        return None
+    return UpdateWorkloadStatus(workload.name, workload.resource_version, {
+        "conditions": kueue.with_conditions(workload, [condition])})

@@ -28,11 +28,14 @@ def cond(type_: str, status: bool, reason: str, message: str = "") -> dict[str, 
 
 
 def workload(*conditions: dict[str, Any], admitted_by: str | None = None, active: bool = True,
-             owner: str = "uid-1", rv: str = "7") -> kueue.WorkloadView:
+             owner: str = "uid-1", rv: str = "7", ours: bool = False) -> kueue.WorkloadView:
+    """A Workload of a 2-node job; `ours`: made inactive by the operator (spec.suspend)."""
     body = {"metadata": {"name": "finetunejob-demo", "resourceVersion": rv, "generation": 1,
                          "labels": {"finetune.dev/job-name": "demo"},
+                         "annotations": {kueue.ANNOTATION_SUSPENDED: "true"} if ours else {},
                          "ownerReferences": [{"uid": owner, "controller": True}]},
-            "spec": {"queueName": "team-a", "active": active},
+            "spec": {"queueName": "team-a", "active": active,
+                     "podSets": [{"name": "main", "count": 2}]},
             "status": {"conditions": list(conditions)}}
     if admitted_by:
         body["status"]["admission"] = {"clusterQueue": admitted_by}
@@ -146,6 +149,9 @@ def test_once_the_pods_are_gone_the_checkpoint_is_checked_and_the_quota_given_ba
     # Preempted: Kueue requeues at once; Evicted stays True until it admits it again.
     assert (by_type["Requeued"]["status"], by_type["Requeued"]["reason"]) == ("True", "Preempted")
     assert by_type["Evicted"]["status"] == "True"
+    # Not Ready for the next admission (a stale True would switch waitForPodsReady off).
+    assert (by_type["PodsReady"]["status"], by_type["PodsReady"]["reason"]) == (
+        "False", "WaitForStart")
 
 
 def test_a_pods_ready_timeout_gives_the_quota_back_for_kueues_backoff():
@@ -170,11 +176,25 @@ def test_readmitted_resumes_in_a_new_attempt_no_restart_counted():
     assert plan.status["attempt"] == 2 and "restarts" not in plan.status
 
 
-def test_spec_suspend_deactivates_the_workload():
-    plan = decide_on(running_attempt(1), ADMITTED, [pod(0), pod(1)], STARTED, suspend=True)
-    assert SetWorkloadActive in kinds(plan) and DeletePods in kinds(plan)
-    (active,) = [a for a in plan.actions if isinstance(a, SetWorkloadActive)]
-    assert active.active is False
+def test_spec_suspend_deactivates_the_workload_after_its_status_patch():
+    ready = workload(*ADMITTED.conditions, cond("PodsReady", True, "Started"), admitted_by="cq")
+    plan = decide_on(running_attempt(1), ready, [pod(0), pod(1)], STARTED, suspend=True)
+    assert kinds(plan) == [DeletePods, UpdateWorkloadStatus, SetWorkloadActive]
+    # The status patch names the resourceVersion read; the spec patch would change it first.
+    assert plan.actions[1].resource_version == "7" and plan.actions[2].active is False
+
+
+def test_only_a_workload_the_operator_deactivated_is_made_active_again():
+    """Kueue deactivates a Workload past its requeuing limit (an admin may too): that one
+    stays inactive, and the job waits; the operator's own (spec.suspend) is undone."""
+    deactivated = workload(cond("QuotaReserved", False, "Pending", "inactive"), active=False)
+    plan = decide_on(queued_status(), deactivated)
+    assert not any(isinstance(a, SetWorkloadActive) for a in plan.actions)
+    assert plan.status.get("phase", "Pending") == "Pending" and not kinds(plan)
+    ours = workload(cond("QuotaReserved", False, "Pending", "inactive"), active=False, ours=True)
+    (active,) = [a for a in decide_on(queued_status(), ours).actions
+                 if isinstance(a, SetWorkloadActive)]
+    assert active.active is True
 
 
 def test_a_finished_job_marks_its_workload_finished_once():
@@ -244,3 +264,22 @@ def test_pods_of_a_job_admitted_with_a_flavor_carry_its_node_labels_and_tolerati
     for pod_manifest in create.pods:
         assert pod_manifest["spec"]["nodeSelector"] == {"gpu": "a100", "pool": "spot"}
         assert pod_manifest["spec"]["tolerations"].count(gpu) == 1
+
+
+def test_waiting_in_the_queue_does_not_count_against_active_deadline_seconds():
+    long_ago = {**queued_status(), "phase": "Suspended", "attempt": 1, "startTime": EARLIER,
+                "attempts": [{"attempt": 1, "startTime": EARLIER, "endTime": EARLIER,
+                              "reason": "Suspended"}]}
+    plan = decide_on(long_ago, PENDING, activeDeadlineSeconds=10)  # started 100 s ago
+    assert plan.case == "queued in Kueue" and plan.requeue_after is None
+    admitted = decide_on(long_ago, ADMITTED, activeDeadlineSeconds=10)
+    assert admitted.case == "deadline exceeded"  # running again: the deadline applies
+
+
+def test_a_workload_the_api_refuses_is_said_in_the_status():
+    from ftjob_operator.observe import Refusal
+    refused = Refusal(NOW, "create Workload finetunejob-demo: PriorityClass urgent not found")
+    plan = decide(job({}, **QUEUED), Observed(refusal=refused), NOW)
+    assert plan.status["message"] == (
+        "queued in Kueue LocalQueue team-a: its Workload cannot be created: create Workload "
+        "finetunejob-demo: PriorityClass urgent not found")
