@@ -49,7 +49,6 @@ class WorkloadCondition:
     QUOTA_RESERVED: Final = "QuotaReserved"
     ADMITTED: Final = "Admitted"
     EVICTED: Final = "Evicted"
-    PREEMPTED: Final = "Preempted"
     REQUEUED: Final = "Requeued"
     PODS_READY: Final = "PodsReady"
     FINISHED: Final = "Finished"
@@ -67,7 +66,6 @@ class WorkloadView:
     name: str
     resource_version: str
     generation: int
-    queue: str
     active: bool
     conditions: tuple[dict[str, Any], ...]
     cluster_queue: str | None  # status.admission.clusterQueue while quota is reserved
@@ -122,7 +120,6 @@ def workload_view(body: dict[str, Any]) -> WorkloadView | None:
         name=str(meta.get("name") or ""),
         resource_version=str(meta.get("resourceVersion") or ""),
         generation=int(meta.get("generation") or 1),
-        queue=str(spec.get("queueName") or ""),
         active=spec.get("active") is not False,
         conditions=conditions,
         cluster_queue=(str(admission["clusterQueue"]) if admission.get("clusterQueue")
@@ -293,14 +290,14 @@ def finished_condition(view: WorkloadView, succeeded: bool, message: str, now: d
                       "Succeeded" if succeeded else "Failed", message or "finished", now)
 
 
-def is_workload(manifest: dict[str, Any]) -> bool:
-    return manifest.get("kind") == KIND and str(manifest.get("apiVersion", "")).startswith(GROUP)
-
-
-def queued_phase_message(view: WorkloadView | None, queue: str) -> str:
-    """What a job waiting for quota says: the LocalQueue, and Kueue's reason once given."""
-    why = view.waiting_for() if view is not None else ""
+def queued_phase_message(view: WorkloadView | None, queue: str, refused: str | None = None
+                         ) -> str:
+    """What a job waiting for quota says: the LocalQueue, and Kueue's reason once given, or
+    why its Workload cannot be created (`refused`: no PriorityClass, no Kueue CRD...)."""
     text = f"queued in Kueue LocalQueue {queue}"
+    if view is None and refused is not None:
+        return f"{text}: its Workload cannot be created: {refused}"
+    why = view.waiting_for() if view is not None else ""
     return f"{text}: {why}" if why else f"{text}: waiting for Kueue to admit it"
 
 

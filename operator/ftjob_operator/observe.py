@@ -142,7 +142,8 @@ def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any
         document = started_document(cm, job.uid) or document
     workload = next((w for w in (workloads_index or {}).get(key, ()) if w.owner_uid == job.uid),
                     None)
-    flavors = {name: next(iter(views)) for name, views in (flavors_index or {}).items() if views}
+    flavors = {name: next(iter(views)) for name in (workload.flavors if workload else ())
+               if (views := (flavors_index or {}).get(name))}
     return Observed(pods=tuple(pods_index.get(key, ())),
                     started_spec=document["spec"] if document is not None else None,
                     refusal=refusals.current if refusals is not None else None,

@@ -55,10 +55,8 @@ def hold(ctx: Ctx, workload: WorkloadView | None) -> Plan | None:
     plan = ctx.plan(Case.QUEUED)
     if workload is None:
         plan.actions.append(ctx.ensure_workload())
-    message = kueue.queued_phase_message(workload, queue)
-    if workload is None and ctx.refusal is not None:  # no PriorityClass, no Kueue CRD...
-        message = f"queued in Kueue LocalQueue {queue}: its Workload cannot be created: " \
-                  f"{ctx.refusal.message}"
+    message = kueue.queued_phase_message(workload, queue,
+                                         ctx.refusal.message if ctx.refusal else None)
     if not _queued(ctx.job.status):
         plan.events.append(Event(EventType.NORMAL, Reason.QUEUED,
                                  f"queued in Kueue LocalQueue {queue}"))
