@@ -118,14 +118,16 @@ class Watcher(threading.Thread):
 class OperatorProcess:
     """`python -m ftjob_operator` with the chart ServiceAccount's kubeconfig."""
 
-    def __init__(self, plane: ControlPlane, kubeconfig: Path, user: str, workdir: Path) -> None:
+    def __init__(self, plane: ControlPlane, kubeconfig: Path, user: str, workdir: Path,
+                 source: Path = ROOT) -> None:
         self.plane, self.kubeconfig, self.user, self.workdir = plane, kubeconfig, user, workdir
+        self.source = source  # the checkout whose operator runs (another one: a before/after)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> subprocess.Popen:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FTJOB_LOG_LEVEL": "WARNING",
                "FTJOB_LIVENESS_PORT": str(_free_port()), "FTJOB_RESYNC_SECONDS": "30",
-               "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("api", "operator"))}
+               "PYTHONPATH": os.pathsep.join(str(self.source / d) for d in ("api", "operator"))}
         self.log = open(self.workdir / "operator.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "ftjob_operator"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT,

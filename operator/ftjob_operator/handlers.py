@@ -1,7 +1,8 @@
-"""kopf glue: settings at startup, indexes of the children, one loop per FineTuneJob.
+"""kopf glue: settings at startup, the watches of the children, one loop per FineTuneJob.
 
 Each job gets a kopf daemon that runs observe -> decide -> apply whenever something about
-the job changes (its pods or itself: the watch handlers below wake it) and at the latest
+the job changes (its pods, ConfigMap or Workload: watches.py wakes it; itself: kopf's
+watch of the jobs) and at the latest
 after `requeue_after` / `FTJOB_RESYNC_SECONDS`. Everything it decides from lives in the
 cluster (status, pods, the ConfigMap), so a restarted operator picks up where it left off.
 """
@@ -21,7 +22,7 @@ import kopf
 
 from ftjob_api import api, naming
 
-from . import admission, k8s, kueue, observe
+from . import admission, k8s, kueue, observe, watches
 from .reasons import EventType, Reason
 from .plan import (CreatePods, DeletePods, EnsureJobObjects, EnsureWorkload, JobState, Plan,
                    RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
@@ -31,7 +32,6 @@ from .settings import Settings, from_env
 log = logging.getLogger("ftjob_operator")
 
 FINALIZER = f"{api.GROUP}/operator"
-MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
 RETRY_BASE_SECONDS = 0.2
 RETRY_MAX_SECONDS = 10.0
 # Longest wait for the watches to show the operator's own last writes before deciding
@@ -44,7 +44,8 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     # Only our own Events (kopf.event below); not every log line of the handlers.
     kopf_settings.posting.level = logging.CRITICAL + 10
     kopf_settings.networking.request_timeout = 60
-    kopf_settings.watching.server_timeout = 300
+    kopf_settings.watching.server_timeout = settings.watch_seconds
+    kopf_settings.watching.client_timeout = settings.watch_seconds + 30
     if settings.namespaces and not any(c in ns for ns in settings.namespaces for c in "*?[!"):
         # Exact names need no namespace scan: without this kopf lists namespaces cluster-wide
         # and, where RBAC forbids it, retries for about a minute before watching anything.
@@ -64,6 +65,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.kube = k8s.Kube(k8s.load_api_client(config), config)
     memo.wakers = {}
     memo.metrics = _metrics(config)
+    # The children by server-side label selector (watches.py); the jobs stay on kopf's watch.
+    memo.watches = watches.Watches(k8s.load_api_client(config), config.namespaces,
+                                   lambda keys: _children_changed(memo, keys),
+                                   config.watch_seconds)
+    memo.watches.start()
     # The validating webhook's handler lives in admission.py (registered by its import).
     settings.admission.server = admission.webhook_server(
         config, admission.ca_publisher(memo.kube, config.webhook_configuration or ""))
@@ -99,48 +105,28 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     kube = getattr(memo, "kube", None)
     if kube is not None:
         kube.close()
+    children = getattr(memo, "watches", None)
+    if children is not None:
+        children.stop()
 
 
 # --------------------------------------------------------------------------- indexes
+# The children (pods, started-spec ConfigMaps, Workloads) are in memo.watches (watches.py):
+# kopf cannot pass a label selector to the server.
 
 
-@kopf.index("pods", labels=MANAGED)
-def ftjob_pods(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | None:
-    view = observe.pod_view(dict(body))
-    return {(namespace, view.job): view} if view is not None else None
-
-
-@kopf.index("configmaps", labels=MANAGED)
-def ftjob_started_specs(body: kopf.Body, namespace: str, labels: kopf.Labels,
-                        **_: Any) -> dict[Any, Any] | None:
-    job = labels.get(naming.LABEL_JOB)
-    if not job or body.get("metadata", {}).get("name") != naming.config_map(job):
-        return None
-    return {(namespace, job): dict(body)}
-
-
-# The Workloads of queued jobs (Kueue). Without Kueue's CRD kopf serves nothing here; it
-# notices the CRD installed later only while it scans CRDs (not with an exact namespace
-# list: restart the operator after installing Kueue then, docs/install.md).
-@kopf.index(kueue.GROUP, kueue.VERSION, kueue.PLURAL, labels=MANAGED)
-def ftjob_workloads(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | None:
-    view = kueue.workload_view(dict(body))
-    job = (body.get("metadata", {}).get("labels") or {}).get(naming.LABEL_JOB)
-    return {(namespace, job): view} if view is not None else None
-
-
-# Kueue's ResourceFlavors (cluster-scoped, a handful): their node labels and tolerations go
-# on the pods of a job admitted with them.
+# Kueue's ResourceFlavors (cluster-scoped, a handful, not ours): their node labels and
+# tolerations go on the pods of a job admitted with them.
 @kopf.index(kueue.GROUP, kueue.VERSION, "resourceflavors")
 def ftjob_flavors(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
     return {name: kueue.flavor_placement(dict(body))}
 
 
 # --------------------------------------------------------------------------- wake-ups
-# Separate event handlers, not a side effect of the index functions: kopf calls these after
-# the indexes hold the new state. Waking from inside an index function let the loop decide
-# on the old state and then sleep until the resync (measured: p50 latency 3.7 s -> 34 s
-# in benchmarks/operator_scale.py).
+# Called after the index holds the new state (watches.py updates it, then calls back; kopf
+# calls the job's event handler after its own state): a loop woken earlier would decide on
+# the old state and then sleep until the resync (measured: p50 latency 3.7 s -> 34 s in
+# benchmarks/operator_scale.py).
 
 
 def _wake(memo: kopf.Memo, namespace: str | None, job: str | None) -> None:
@@ -149,19 +135,9 @@ def _wake(memo: kopf.Memo, namespace: str | None, job: str | None) -> None:
         waker.set()
 
 
-@kopf.on.event("pods", labels=MANAGED)
-def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    _wake(memo, namespace, labels.get(naming.LABEL_JOB))
-
-
-@kopf.on.event("configmaps", labels=MANAGED)
-def config_map_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    _wake(memo, namespace, labels.get(naming.LABEL_JOB))
-
-
-@kopf.on.event(kueue.GROUP, kueue.VERSION, kueue.PLURAL, labels=MANAGED)
-def workload_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    _wake(memo, namespace, labels.get(naming.LABEL_JOB))
+def _children_changed(memo: kopf.Memo, keys: set[tuple[str, str]]) -> None:
+    for namespace, job in keys:
+        _wake(memo, namespace, job)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
@@ -175,13 +151,16 @@ def job_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=1.0,
              initial_delay=None)
 async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped,
-                  logger: logging.Logger, ftjob_pods: kopf.Index,
-                  ftjob_started_specs: kopf.Index, ftjob_workloads: kopf.Index,
-                  ftjob_flavors: kopf.Index, **_: Any) -> None:
+                  logger: logging.Logger, ftjob_flavors: kopf.Index, **_: Any) -> None:
     key = (meta["namespace"], meta["name"])
     waker = memo.wakers.setdefault(key, asyncio.Event())
     config: Settings = memo.config
     kube: k8s.Kube = memo.kube
+    children: watches.Watches = memo.watches
+    # Decide only once every child kind has been listed (kopf does the same for indexes).
+    await children.synced()
+    ftjob_pods, ftjob_started_specs = children.pods, children.started_specs
+    ftjob_workloads = children.workloads
     failures = 0
     ignored: list[str] = []
     refusals = observe.Refusals()  # the API server's refusals to create, as this loop saw them
@@ -200,7 +179,10 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             except (k8s.TransientApiError, k8s.RejectedError) as exc:
                 failures += 1
                 delay = _refused(exc, failures, plan, refusals, body, logger)
-                await _sleep(waker, stopped, delay * random.uniform(0.8, 1.2), wake_early=False)
+                delay *= random.uniform(0.8, 1.2)
+                if getattr(exc, "retry_after", None) is not None:
+                    delay = max(delay, exc.retry_after)  # throttled: as long as asked
+                await _sleep(waker, stopped, delay, wake_early=False)
                 continue
             failures = 0
             refusals.cleared()

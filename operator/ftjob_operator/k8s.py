@@ -1,4 +1,5 @@
-"""The only module that talks to the Kubernetes API (besides kopf's own watches and events).
+"""The only module that writes to the Kubernetes API (watches.py lists and watches the
+children, kopf watches the jobs and posts the events).
 
 A generic actuator: it creates the manifests a plan carries (rendered by the decision), deletes
 what the plan names and patches the status it holds; it parses no spec and renders nothing.
@@ -26,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ftjob_api import api
 
-from . import kueue, owners
+from . import faults, kueue, owners
 from .plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, EnsureWorkload, JobRef,
                    Plan, RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
 from .settings import Settings
@@ -37,7 +38,12 @@ REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds
 
 
 class TransientApiError(Exception):
-    """An API call that failed in a way worth retrying."""
+    """An API call that failed in a way worth retrying; `retry_after`: the seconds the
+    server asked to wait (a 429's Retry-After header), if it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RejectedError(Exception):
@@ -78,9 +84,19 @@ def load_api_client(settings: Settings) -> client.ApiClient:
 def _classify(exc: Exception, what: str) -> Exception:
     if isinstance(exc, ApiException):
         if exc.status in (409, 429) or exc.status is None or exc.status >= 500:
-            return TransientApiError(f"{what}: HTTP {exc.status} {exc.reason}")
+            return TransientApiError(f"{what}: HTTP {exc.status} {exc.reason}",
+                                     retry_after=retry_after(exc))
         return RejectedError(f"{what}: HTTP {exc.status} {exc.reason}: {_message(exc)}")
     return TransientApiError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def retry_after(exc: ApiException) -> float | None:
+    """The seconds a 429 or 503 asks to wait (API Priority and Fairness sends it)."""
+    value = exc.headers.get("Retry-After") if exc.headers is not None else None
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _message(exc: ApiException) -> str:
@@ -270,28 +286,35 @@ class Kube:
         decision that reports the refusal (and the one that fails the job for it) lands
         even though its creates fail again.
         """
+        armed = self.settings.fault_points
         if plan.status:
             if await self.patch_status(job.namespace, job.name, plan.status) is None:
                 return  # the job is gone
+            faults.reached(armed, plan.case, "after-status")
         for action in plan.actions:
-            if isinstance(action, EnsureJobObjects):
-                # In order: the ConfigMap comes last and marks the set as complete.
-                for manifest in action.manifests:
-                    await self.create(manifest)
-            elif isinstance(action, CreatePods):
-                await _gather(self.create(p) for p in action.pods)
-            elif isinstance(action, DeletePods):
-                await _gather(self.delete_pod(job.namespace, n) for n in action.names)
-            elif isinstance(action, DeleteJob):
-                await self.delete_job(job.namespace, job.name)
-            elif isinstance(action, RestoreConfigMap):
-                await self.restore_config_map(action.manifest)
-            elif isinstance(action, EnsureWorkload):
-                await self.create_workload(action.manifest)
-            elif isinstance(action, SetWorkloadActive):
-                await self.set_workload_active(job.namespace, action.name, action.active)
-            elif isinstance(action, UpdateWorkloadStatus):
-                await self.update_workload_status(job.namespace, action)
+            await self._act(action, job)
+            faults.reached(armed, plan.case, faults.point_after(action))
+
+    async def _act(self, action: Any, job: JobRef) -> None:
+        """One action of a plan."""
+        if isinstance(action, EnsureJobObjects):
+            # In order: the ConfigMap comes last and marks the set as complete.
+            for manifest in action.manifests:
+                await self.create(manifest)
+        elif isinstance(action, CreatePods):
+            await _gather(self.create(p) for p in action.pods)
+        elif isinstance(action, DeletePods):
+            await _gather(self.delete_pod(job.namespace, n) for n in action.names)
+        elif isinstance(action, DeleteJob):
+            await self.delete_job(job.namespace, job.name)
+        elif isinstance(action, RestoreConfigMap):
+            await self.restore_config_map(action.manifest)
+        elif isinstance(action, EnsureWorkload):
+            await self.create_workload(action.manifest)
+        elif isinstance(action, SetWorkloadActive):
+            await self.set_workload_active(job.namespace, action.name, action.active)
+        elif isinstance(action, UpdateWorkloadStatus):
+            await self.update_workload_status(job.namespace, action)
 
 
 def _raw_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

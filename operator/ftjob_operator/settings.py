@@ -54,6 +54,11 @@ class Settings:
     allow_proxy_env: bool = False
     allowed_runtime_classes: tuple[str, ...] = ()
     allowed_annotation_prefixes: tuple[str, ...] = ()
+    # Longest a watch request stays open before the server closes it and the operator
+    # resumes it from the last version seen (Kubernetes picks 5-10 minutes for its own).
+    watch_seconds: int = 300
+    # Test-only (faults.py): points of a plan where the operator kills itself.
+    fault_points: frozenset[str] = frozenset()
 
     @property
     def allowed(self) -> Allowed:
@@ -129,6 +134,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
     if not 1 <= interval <= 60:
         raise SettingsError(f"FTJOB_TRAINER_PROGRESS_INTERVAL: expected 1-60 seconds, got "
                             f"{interval}")
+    watch_seconds = _int(env, "FTJOB_WATCH_SECONDS", 300)
+    if not 1 <= watch_seconds <= 3600:
+        raise SettingsError(f"FTJOB_WATCH_SECONDS: expected 1-3600 seconds, got {watch_seconds}")
     return Settings(
         trainer_image=env.get("FTJOB_TRAINER_IMAGE", "").strip() or DEFAULT_TRAINER_IMAGE,
         trainer_image_pull_policy=pull,
@@ -154,4 +162,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         allow_proxy_env=_bool(env, "FTJOB_ALLOW_PROXY_ENV", False),
         allowed_runtime_classes=_names(env, "FTJOB_ALLOWED_RUNTIME_CLASSES"),
         allowed_annotation_prefixes=_names(env, "FTJOB_ALLOWED_ANNOTATION_PREFIXES"),
+        watch_seconds=watch_seconds,
+        # `;`-separated: the case names (plan.Case) hold commas.
+        fault_points=frozenset(p.strip() for p in env.get("FTJOB_FAULT_POINTS", "").split(";")
+                               if p.strip()),
     )

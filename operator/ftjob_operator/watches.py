@@ -1,0 +1,364 @@
+"""The operator's view of its own children: list + watch by server-side label selector.
+
+kopf filters `labels=` on the client: it streams every Pod and every ConfigMap of every
+watched namespace, contents included, and drops what is not ours. On a cluster with tens of
+thousands of them that is most of the operator's CPU and memory. So the children (pods,
+the started-spec ConfigMaps, Kueue Workloads) are watched here instead, the way client-go's
+reflector does it: list with `labelSelector`, then watch from the list's resourceVersion
+with bookmarks, resume from the last version seen after a dropped or timed-out stream, list
+again after `410 Gone` (etcd compacted the version away), and wait as long as a 429's
+Retry-After asks. Only the FineTuneJobs themselves (every one is ours) stay on kopf's watch.
+
+`Index` is pure (objects in, views out, keyed by (namespace, job)); `Watch` is the I/O: one
+thread per (kind, namespace) running the synchronous client, handing each event to the
+asyncio loop, where every change to an index happens (no locks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import json
+import logging
+import random
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from ftjob_api import naming
+
+from . import kueue, observe
+from .k8s import retry_after
+
+log = logging.getLogger(__name__)
+
+SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGER}"
+CONNECT_SECONDS = 5
+RETRY_BASE_SECONDS = 0.2
+RETRY_MAX_SECONDS = 10.0
+ABSENT_KIND_SECONDS = 30.0  # how often to look again for a kind the server lacks (Kueue)
+
+Key = tuple[str, str]  # (namespace, job)
+View = Callable[[dict[str, Any]], tuple[Key, Any] | None]
+
+
+# --------------------------------------------------------------------------- the views
+
+
+def pod_entry(body: dict[str, Any]) -> tuple[Key, Any] | None:
+    view = observe.pod_view(body)
+    return ((body["metadata"].get("namespace") or "", view.job), view) if view else None
+
+
+def started_spec_entry(body: dict[str, Any]) -> tuple[Key, Any] | None:
+    """The job's started-spec ConfigMap, whole (the decision reads its data and digest)."""
+    meta = body.get("metadata") or {}
+    job = (meta.get("labels") or {}).get(naming.LABEL_JOB)
+    if not job or meta.get("name") != naming.config_map(job):
+        return None
+    return (meta.get("namespace") or "", job), body
+
+
+def workload_entry(body: dict[str, Any]) -> tuple[Key, Any] | None:
+    view = kueue.workload_view(body)
+    if view is None:
+        return None
+    meta = body["metadata"]
+    return (meta.get("namespace") or "", meta["labels"][naming.LABEL_JOB]), view
+
+
+# --------------------------------------------------------------------------- the index
+
+
+class Index(Mapping[Key, tuple[Any, ...]]):
+    """(namespace, job) -> the views of that job's objects, fed by `replace` (a list) and
+    `apply` (a watch event). Both return the keys whose views changed."""
+
+    def __init__(self, view: View):
+        self._view = view
+        self._objects: dict[tuple[str, str], tuple[Key, Any]] = {}  # (ns, name) -> entry
+        self._by_key: dict[Key, dict[str, Any]] = {}
+
+    def __getitem__(self, key: Key) -> tuple[Any, ...]:
+        return tuple(self._by_key[key].values())
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def apply(self, event_type: str, body: dict[str, Any]) -> set[Key]:
+        meta = body.get("metadata") or {}
+        ident = (meta.get("namespace") or "", meta.get("name") or "")
+        entry = None if event_type == "DELETED" else self._view(body)
+        return self._put(ident, entry)
+
+    def replace(self, bodies: list[dict[str, Any]], namespace: str | None = None
+                ) -> set[Key]:
+        """A fresh list (of `namespace`, or of all when None): what it lacks is gone."""
+        fresh = {}
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            fresh[(meta.get("namespace") or "", meta.get("name") or "")] = self._view(body)
+        changed: set[Key] = set()
+        for ident in [i for i in self._objects
+                      if (namespace is None or i[0] == namespace) and i not in fresh]:
+            changed |= self._put(ident, None)
+        for ident, entry in fresh.items():
+            changed |= self._put(ident, entry)
+        return changed
+
+    def _put(self, ident: tuple[str, str], entry: tuple[Key, Any] | None) -> set[Key]:
+        old = self._objects.pop(ident, None)
+        changed: set[Key] = set()
+        if old is not None:
+            self._by_key[old[0]].pop(ident[1], None)
+            if not self._by_key[old[0]]:
+                del self._by_key[old[0]]
+            changed.add(old[0])
+        if entry is not None:
+            self._objects[ident] = entry
+            self._by_key.setdefault(entry[0], {})[ident[1]] = entry[1]
+            changed.add(entry[0])
+        if old is not None and entry is not None and old == entry:
+            return set()
+        return changed
+
+
+# --------------------------------------------------------------------------- the streams
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How to list (and watch) one kind of child: `lister(namespace or None, **params)`."""
+    name: str
+    lister: Callable[..., Any]
+    view: View
+    namespaced: bool = True
+
+
+def kinds(api_client: client.ApiClient) -> list[Kind]:
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+
+    def core_lister(namespaced: Callable[..., Any], everywhere: Callable[..., Any]):
+        return lambda ns, **kw: namespaced(ns, **kw) if ns else everywhere(**kw)
+
+    def workloads(ns: str | None, **kw: Any) -> Any:
+        where = (kueue.GROUP, kueue.VERSION)
+        if ns:
+            return custom.list_namespaced_custom_object(*where, ns, kueue.PLURAL, **kw)
+        return custom.list_cluster_custom_object(*where, kueue.PLURAL, **kw)
+
+    return [
+        Kind("pods", core_lister(core.list_namespaced_pod, core.list_pod_for_all_namespaces),
+             pod_entry),
+        Kind("configmaps", core_lister(core.list_namespaced_config_map,
+                                       core.list_config_map_for_all_namespaces),
+             started_spec_entry),
+        Kind(kueue.PLURAL, workloads, workload_entry),
+    ]
+
+
+@dataclass
+class Stream:
+    """List, then watch, one kind in one namespace (None: every namespace); forever."""
+    kind: Kind
+    namespace: str | None
+    deliver: Callable[[Callable[[], None]], None]  # runs a callable on the loop thread
+    index: Index
+    on_change: Callable[[set[Key]], None]
+    on_listed: Callable[[], None]
+    watch_seconds: int
+    keep: Callable[[str], bool] = lambda namespace: True  # namespaces of a pattern list
+    stopped: threading.Event = field(default_factory=threading.Event)
+    listed: bool = False
+    version: str | None = None  # the last resourceVersion seen; None: list (again)
+    relists: int = 0  # lists after the first (410 Gone, errors): for tests and metrics
+    _response: Any = None
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopped.is_set():
+            try:
+                if self.version is None:
+                    self._list()
+                self._watch()
+                failures = 0
+            except _Gone:
+                log.info("watch of %s in %s expired (410 Gone): listing again", self.kind.name,
+                         self.namespace or "all namespaces")
+                self.version = None
+            except ApiException as exc:
+                failures += 1
+                if exc.status in (404, 410):
+                    self.version = None
+                self.stopped.wait(self._delay(exc, failures))
+            except Exception as exc:  # noqa: BLE001 - network errors: resume from self.version
+                failures += 1
+                log.debug("watch of %s in %s broke: %s", self.kind.name,
+                          self.namespace or "all namespaces", exc)
+                self.stopped.wait(_backoff(failures))
+
+    def stop(self) -> None:
+        """Ends the stream now: shuts the socket down under the reading thread (closing the
+        response from here would wait on the thread's TLS read, up to the watch timeout)."""
+        self.stopped.set()
+        sock = getattr(getattr(self._response, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _delay(self, exc: ApiException, failures: int) -> float:
+        if exc.status == 404:  # the kind is not served (Kueue not installed): look again later
+            if failures == 1:
+                log.info("%s are not served in %s; looking again every %.0fs", self.kind.name,
+                         self.namespace or "the cluster", ABSENT_KIND_SECONDS)
+            self._mark_listed()  # nothing of this kind exists: do not hold the jobs back
+            return ABSENT_KIND_SECONDS
+        waited = retry_after(exc)
+        if waited is not None:
+            log.info("list/watch of %s throttled (HTTP %s): waiting %.1fs as the server asks",
+                     self.kind.name, exc.status, waited)
+            return max(waited, _backoff(failures) / 2)
+        log.warning("list/watch of %s in %s: HTTP %s %s", self.kind.name,
+                    self.namespace or "all namespaces", exc.status, exc.reason)
+        return _backoff(failures)
+
+    def _list(self) -> None:
+        response = self.kind.lister(self.namespace, label_selector=SELECTOR,
+                                    _preload_content=False,
+                                    _request_timeout=(CONNECT_SECONDS, 60))
+        try:
+            listing = json.loads(response.data)
+        finally:
+            response.release_conn()
+        items = [i for i in listing.get("items") or []
+                 if self.keep((i.get("metadata") or {}).get("namespace") or "")]
+        index, namespace = self.index, self.namespace
+        if self.listed:
+            self.relists += 1
+        self.deliver(lambda: self.on_change(index.replace(items, namespace)))
+        self._mark_listed()
+        self.version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _mark_listed(self) -> None:
+        if not self.listed:
+            self.listed = True
+            self.deliver(self.on_listed)
+
+    def _watch(self) -> None:
+        """Until the server ends the stream (its timeout) or it breaks; `version` follows
+        every event, so the next watch resumes where this one stopped."""
+        self._response = response = self.kind.lister(
+            self.namespace, label_selector=SELECTOR, watch=True, resource_version=self.version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=int(self.watch_seconds * random.uniform(1.0, 1.2)),
+            _preload_content=False,
+            _request_timeout=(CONNECT_SECONDS, self.watch_seconds * 1.2 + 30))
+        try:
+            for line in iter_resp_lines(response):
+                if self.stopped.is_set():
+                    break
+                event = json.loads(line)
+                kind, body = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if body.get("code") == 410:
+                        raise _Gone()
+                    raise ApiException(status=body.get("code"), reason=body.get("message"))
+                self.version = str((body.get("metadata") or {}).get("resourceVersion")
+                                   or self.version)
+                if kind == "BOOKMARK" or not self.keep(
+                        (body.get("metadata") or {}).get("namespace") or ""):
+                    continue
+                index = self.index
+                self.deliver(lambda k=kind, b=body: self.on_change(index.apply(k, b)))
+        finally:
+            self._response = None
+            response.release_conn()
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion was compacted away (410): list again."""
+
+
+def _backoff(failures: int) -> float:
+    base = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
+    return base * random.uniform(0.8, 1.2)
+
+
+# --------------------------------------------------------------------------- all of them
+
+
+class Watches:
+    """The indexes of every child kind and the threads that keep them: `start` on the
+    operator's loop; `synced` waits for the first list of each; `on_change` is called (on
+    the loop) with the (namespace, job) keys whose children changed."""
+
+    def __init__(self, api_client: client.ApiClient, namespaces: tuple[str, ...],
+                 on_change: Callable[[set[Key]], None], watch_seconds: int = 300):
+        exact = bool(namespaces) and not any(c in ns for ns in namespaces for c in "*?[!")
+        patterns = namespaces if namespaces and not exact else ()
+        self.indexes: dict[str, Index] = {}
+        self.streams: list[Stream] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._synced = asyncio.Event()
+        self._on_change = on_change
+
+        def keep(namespace: str) -> bool:
+            return not patterns or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
+
+        for kind in kinds(api_client):
+            index = self.indexes[kind.name] = Index(kind.view)
+            for namespace in (namespaces if exact else (None,)):
+                self.streams.append(Stream(kind, namespace, self._deliver, index,
+                                           self._changed, self._listed, watch_seconds, keep))
+
+    @property
+    def pods(self) -> Index:
+        return self.indexes["pods"]
+
+    @property
+    def started_specs(self) -> Index:
+        return self.indexes["configmaps"]
+
+    @property
+    def workloads(self) -> Index:
+        return self.indexes[kueue.PLURAL]
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for stream in self.streams:
+            where = stream.namespace or "all"
+            threading.Thread(target=stream.run, daemon=True,
+                             name=f"watch-{stream.kind.name}-{where}").start()
+
+    def stop(self) -> None:
+        for stream in self.streams:
+            stream.stop()
+
+    async def synced(self) -> None:
+        await self._synced.wait()
+
+    def _deliver(self, call: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(call)
+            except RuntimeError:  # the loop closed meanwhile (shutdown)
+                pass
+
+    def _changed(self, keys: set[Key]) -> None:
+        if keys:
+            self._on_change(keys)
+
+    def _listed(self) -> None:
+        if all(s.listed for s in self.streams):
+            self._synced.set()
