@@ -50,6 +50,7 @@ HANDLER_ID = "validate"  # also the URL path the webhook configuration calls: /v
 CERT_FILE, KEY_FILE = "tls.crt", "tls.key"  # names in a kubernetes.io/tls Secret
 # Self-signed certificates: lifetime, renewal ahead of expiry, how often kopf looks at them.
 CERT_LIFETIME = datetime.timedelta(days=90)
+SYNC_WAIT_SECONDS = 4.0  # within the API server's webhook timeout
 RENEW_BEFORE = datetime.timedelta(days=30)
 FILE_CHECK_SECONDS = 10.0
 PUBLISH_RETRY_MAX_SECONDS = 10.0
@@ -107,14 +108,19 @@ def refusal(kind_name: str, problems: list[Problem]) -> str:
                   operations=["CREATE", "UPDATE"])
 async def validate_job(operation: str, body: kopf.Body, old: kopf.Body | None,
                        name: str | None, namespace: str | None, warnings: list[str],
-                       userinfo: dict[str, Any], ftjob_started_specs: kopf.Index,
-                       memo: kopf.Memo, **_: Any) -> None:
+                       userinfo: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     new = dict(body)
     old_doc = dict(old) if old is not None else None
     started = None
     if old_doc is not None:
         uid = (old_doc.get("metadata") or {}).get("uid")
-        for cm in ftjob_started_specs.get((namespace, name), ()):
+        # An edit is checked against the started spec: not before the ConfigMaps are listed.
+        try:
+            await asyncio.wait_for(memo.watches.synced(), SYNC_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            raise kopf.AdmissionError("the operator is starting (listing the jobs' started "
+                                      "specs): try again in a few seconds", code=503) from None
+        for cm in memo.watches.started_specs.get((namespace, name), ()):
             started = observe.started_spec_from_config_map(cm, uid) or started
     config: Settings = memo.config
     refused, found = review(operation, new, old_doc, started, config.allowed)
