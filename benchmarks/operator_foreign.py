@@ -19,12 +19,14 @@ import json
 import shutil
 import tempfile
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from benchmarks.operator_common import NS, ROOT, cpu_seconds, manifest, rss_mib, wait_for
 from benchmarks.operator_scale_real import OperatorProcess, submit
+from ftjob_api import naming
 from ftjob_api.crd import build_crd
 from tests.controlplane import ControlPlane
 from tests.controlplane.install import (apply, audit_events, chart_rbac, create_namespace,
@@ -124,10 +126,10 @@ def run(pods: int, config_maps: int, jobs: int, source: Path) -> dict[str, Any]:
                                     "cpu_seconds": round(cpu_after - cpu, 2),
                                     "created_in_s": round(created_in, 1)}
         submit(plane, [manifest(f"job-{i:03d}", nodes=2) for i in range(jobs)])
+        selector = urllib.parse.quote(f"{naming.LABEL_MANAGED_BY}={naming.MANAGER}")
         wait_for(lambda: len(json.loads(plane.get(
-            f"/api/v1/namespaces/{NS}/pods?labelSelector=app.kubernetes.io%2Fmanaged-by"
-            f"%3Dftjob")[1]).get("items") or []) == 2 * jobs, 300, f"{2 * jobs} job pods",
-            interval=1)
+            f"/api/v1/namespaces/{NS}/pods?labelSelector={selector}")[1]).get("items") or [])
+            == 2 * jobs, 300, f"{2 * jobs} job pods", interval=1)
         cpu_jobs = settled(proc.pid)
         steps[f"{jobs} jobs"] = {**rss_mib(proc.pid),
                                  "cpu_seconds": round(cpu_jobs - cpu_after, 2)}

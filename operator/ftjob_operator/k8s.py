@@ -276,8 +276,9 @@ class Kube:
 
     # ------------------------------------------------------------------ plans
 
-    async def apply(self, plan: Plan, job: JobRef) -> None:
-        """Write the plan's status, then carry out its actions.
+    async def apply(self, plan: Plan, job: JobRef) -> dict[str, Any] | None:
+        """Write the plan's status, then carry out its actions; returns the job as the status
+        write left it (None without a status write).
 
         Status first: a restart or failure is on record before any pod is touched, so an
         operator stopped half-way (or an API refusing the deletes) cannot lose it; every
@@ -287,13 +288,16 @@ class Kube:
         even though its creates fail again.
         """
         armed = self.settings.fault_points
+        written = None
         if plan.status:
-            if await self.patch_status(job.namespace, job.name, plan.status) is None:
-                return  # the job is gone
+            written = await self.patch_status(job.namespace, job.name, plan.status)
+            if written is None:
+                return None  # the job is gone
             faults.reached(armed, plan.case, "after-status")
         for action in plan.actions:
             await self._act(action, job)
             faults.reached(armed, plan.case, faults.point_after(action))
+        return written
 
     async def _act(self, action: Any, job: JobRef) -> None:
         """One action of a plan."""

@@ -10,7 +10,8 @@ The API server runs with real authentication (client certificates from our own C
 ServiceAccount tokens signed by a key made here), the Node and RBAC authorizers, the default
 admission chain (PodSecurity, ServiceAccount, NamespaceLifecycle, ...) and an audit log of
 every request (`plane.audit_log`). `make cluster-up` and the tests' session fixture both use
-this class; the binaries come from scripts/build-control-plane.sh.
+this class; the binaries come from scripts/build-control-plane.sh. For fault tests: `kill` and
+`restart` one component, `compact_etcd`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class ControlPlane:
     # outlive it, until `down`.
     detach: bool = False
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    killed: dict[str, list[str]] = field(default_factory=dict)  # name -> argv, for restart()
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).resolve()
@@ -198,6 +200,61 @@ class ControlPlane:
     def running(self) -> dict[str, bool]:
         pids_dir = self.state_dir / "pids"
         return {name: _alive(_read_pid(pids_dir / f"{name}.pid", name)) for name in COMPONENTS}
+
+    # ------------------------------------------------------------------ faults
+
+    def kill(self, name: str, timeout: float = 30) -> None:
+        """SIGKILL one component (a crash: no graceful shutdown, connections reset) and wait
+        until it is gone. Its command line is kept for `restart`."""
+        process = self.processes.pop(name, None)
+        pid = process.pid if process else _read_pid(self.state_dir / "pids" / f"{name}.pid", name)
+        if not pid:
+            raise ControlPlaneError(f"{name} is not running")
+        # The exact arguments (the controllers' secure ports were drawn at launch).
+        self.killed[name] = (list(process.args) if process else
+                             Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1])
+        os.kill(pid, signal.SIGKILL)
+        if process is not None:
+            process.wait(timeout=timeout)  # reaps it, so its pid cannot be taken for it later
+        else:
+            self._wait(lambda: not _alive(pid), time.monotonic() + timeout, f"{name} to exit")
+        (self.state_dir / "pids" / f"{name}.pid").unlink(missing_ok=True)
+
+    def restart(self, name: str, timeout: float = 120) -> None:
+        """Start a component `kill` stopped again: same arguments, ports, PKI and etcd data;
+        return once it serves (etcd /health, kube-apiserver /readyz, the others /healthz)."""
+        if name not in self.killed:
+            raise ControlPlaneError(f"{name} was not killed by kill()")
+        args = self.killed.pop(name)[1:]
+        self._launch(name, args)
+        ports = json.loads((self.state_dir / "ports.json").read_text())
+        ready = {"etcd": lambda: self._etcd_healthy(ports["etcd"]),
+                 "kube-apiserver": self._apiserver_ready}.get(name)
+        if ready is None:  # the controllers: their own /healthz (always allowed, self-signed)
+            port = next(a.split("=", 1)[1] for a in args if a.startswith("--secure-port="))
+            ready = lambda: _healthz(f"https://127.0.0.1:{port}/healthz")  # noqa: E731
+        self._wait(ready, time.monotonic() + timeout, f"{name} after a restart")
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history at its current revision and defragment; returns the
+        revision. A watch or list from an older resourceVersion that reaches etcd is then
+        answered 410 Gone. Through etcd's JSON gRPC gateway on the client port (v3.5+:
+        /v3/...; int64 fields are strings, keys base64)."""
+        base = f"http://127.0.0.1:{self._port('etcd')}/v3"
+
+        def post(path: str, body: dict) -> dict:
+            request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as r:
+                    return json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                raise ControlPlaneError(f"etcd {path}: {e.code} {e.read()[:500]!r}") from e
+
+        revision = int(post("/kv/range", {"key": "AA=="})["header"]["revision"])  # key "\0"
+        post("/kv/compaction", {"revision": str(revision), "physical": True})
+        post("/maintenance/defragment", {})
+        return revision
 
     # ------------------------------------------------------------------ processes
 
@@ -323,6 +380,15 @@ def _die_with_parent() -> None:
     """In the child before exec: SIGKILL when the parent goes (Linux PR_SET_PDEATHSIG). Not
     SIGTERM: kube-apiserver's graceful shutdown waits long for an etcd that is gone too."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _healthz(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2,
+                                    context=ssl._create_unverified_context()) as r:  # noqa: S323
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def _read_pid(path: Path, name: str) -> int | None:

@@ -299,7 +299,8 @@ def succeed(h: Backend, attempt: int, name: str = NAME, **fields: Any) -> None:
 class PodCreations:
     """Every pod created in the namespace, by name, from a watch (the emulator: a store hook).
     A name created twice shows up twice; `created_at` / `deleted_at` are monotonic times of
-    the first sighting."""
+    the first sighting. After a 410 (an API server restart) it lists again: a pod created and
+    deleted within that gap goes unseen."""
 
     def __init__(self, h: Backend):
         import time
@@ -340,12 +341,24 @@ class PodCreations:
 
     def _start_watch(self, h: Real) -> None:
         from kubernetes import client
+        from kubernetes.client.rest import ApiException
 
         core = client.CoreV1Api(h.api_client)
-        listed = json.loads(core.list_namespaced_pod(h.ns, _preload_content=False).data)
-        for pod in listed.get("items") or []:
-            self._seen("ADDED", pod)
-        version = listed["metadata"]["resourceVersion"]
+
+        def listed() -> str:
+            """Every pod now (a uid seen before is not a new creation); a name known but not
+            listed went away meanwhile. Returns the list's resourceVersion."""
+            listing = json.loads(core.list_namespaced_pod(h.ns, _preload_content=False).data)
+            items = listing.get("items") or []
+            for pod in items:
+                self._seen("ADDED", pod)
+            present = {p["metadata"]["name"] for p in items}
+            with self._lock:
+                for name in set(self._uids) - present:
+                    self.deleted_at.setdefault(name, self._clock())
+            return listing["metadata"]["resourceVersion"]
+
+        version = listed()
 
         def loop(version: str = version) -> None:
             from kubernetes import watch
@@ -363,6 +376,14 @@ class PodCreations:
                             self._seen(event["type"], obj)
                         if self._stop.is_set():
                             break
+                except ApiException as exc:  # 410 Gone (an API server restarted, a
+                    # compaction): the version is too old to resume from, so list again
+                    if exc.status == 410:
+                        try:
+                            version = listed()
+                        except Exception:  # noqa: BLE001 - the next 410 lists again
+                            pass
+                    self._stop.wait(0.2)
                 except Exception:  # noqa: BLE001 - the next pass resumes from `version`
                     self._stop.wait(0.2)
                 finally:
