@@ -200,8 +200,6 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
             failures = 0
             refusals.cleared()
             _record(memo, plan, time.monotonic() - started)
-            for event in plan.events:
-                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             if plan.status:
                 logger.info("%s: %s", plan.case, plan.status.get("message") or plan.status)
             if plan.status or plan.actions:

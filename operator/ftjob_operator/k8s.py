@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 import urllib3.exceptions
@@ -28,13 +29,15 @@ from kubernetes.client.exceptions import ApiException
 from ftjob_api import api
 
 from . import faults, kueue, owners
-from .plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, EnsureWorkload, JobRef,
-                   Plan, RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
+from .plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, EnsureWorkload, Event,
+                   JobRef, Plan, RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds
+EVENT_SOURCE = "ftjob-operator"
+EVENT_MESSAGE_LIMIT = 1024  # what kopf cuts its Event messages to
 
 
 class TransientApiError(Exception):
@@ -233,6 +236,25 @@ class Kube:
                          [{"op": "add", "path": "/data", "value": manifest["data"]}],
                          _content_type="application/json-patch+json")
 
+    async def post_events(self, job: JobRef, events: list[Event]) -> None:
+        """Events about the job (core/v1, as `kubectl describe` shows them). Best effort, like
+        every Event: a refused one is logged, it does not fail the plan."""
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for event in events:
+            body = {"metadata": {"generateName": f"{job.name}.", "namespace": job.namespace},
+                    "involvedObject": {"apiVersion": api.API_VERSION, "kind": api.KIND,
+                                       "name": job.name, "namespace": job.namespace,
+                                       "uid": job.uid},
+                    "type": event.type, "reason": event.reason,
+                    "message": event.message[:EVENT_MESSAGE_LIMIT],
+                    "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+                    "source": {"component": EVENT_SOURCE}}
+            try:
+                await self._call(f"create Event {event.reason} for {job.namespace}/{job.name}",
+                                 self.core.create_namespaced_event, job.namespace, body)
+            except (TransientApiError, RejectedError) as exc:
+                log.warning("%s", exc)
+
     async def delete_pod(self, namespace: str, name: str) -> None:
         await self._call(f"delete Pod {namespace}/{name}", self.core.delete_namespaced_pod,
                          name, namespace, propagation_policy="Background", tolerate=(404,))
@@ -277,8 +299,12 @@ class Kube:
     # ------------------------------------------------------------------ plans
 
     async def apply(self, plan: Plan, job: JobRef) -> dict[str, Any] | None:
-        """Write the plan's status, then carry out its actions; returns the job as the status
-        write left it (None without a status write).
+        """Write the plan's status and its Events, then carry out its actions; returns the
+        job as the status write left it (None without a status write).
+
+        The Events are written (not queued, as kopf's are) right after the status they
+        explain: an operator killed during the actions still leaves the transition explained
+        (the next decision starts from the new status and does not post them again).
 
         Status first: a restart or failure is on record before any pod is touched, so an
         operator stopped half-way (or an API refusing the deletes) cannot lose it; every
@@ -293,6 +319,8 @@ class Kube:
             written = await self.patch_status(job.namespace, job.name, plan.status)
             if written is None:
                 return None  # the job is gone
+        await self.post_events(job, plan.events)
+        if plan.status:
             faults.reached(armed, plan.case, "after-status")
         for action in plan.actions:
             await self._act(action, job)

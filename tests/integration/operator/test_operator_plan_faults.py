@@ -116,5 +116,8 @@ def test_operator_killed_at_a_fault_point_completes_the_plan_once(cluster, tmp_p
     assert st["metrics"] == {"eval_loss": 0.25}
     assert created.duplicates() == []
     assert sorted(created.names) == ["demo-1-0", "demo-1-1", "demo-2-0", "demo-2-1"]
-    reasons = event_reasons(h)
-    assert reasons.count("Succeeded") <= 1, reasons
+    # Every transition explained once: the plan's Events are written right after its
+    # status, before its actions (a kill between those two writes is the one gap left).
+    wanted = sorted(["Started", "Running", "GangRestart", "Restarted", "Running", "Succeeded"])
+    wait_for(lambda: sorted(event_reasons(h)) == wanted, TIMEOUT,
+             what=f"the events {wanted}", describe=lambda: str(sorted(event_reasons(h))))
