@@ -188,13 +188,15 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                                                ftjob_workloads, ftjob_flavors),
                           datetime.now(timezone.utc), config)
             try:
-                written = await kube.apply(plan, job) or written
+                # The status and Events first, kept even when an action then fails: the
+                # retry decides from the new status and does not explain it again.
+                recorded = await kube.record(plan, job)
+                written = recorded or written
+                if recorded is not None or not plan.status:  # None: the job is gone
+                    await kube.carry_out(plan, job)
             except (k8s.TransientApiError, k8s.RejectedError) as exc:
                 failures += 1
                 delay = _refused(exc, failures, plan, refusals, body, logger)
-                delay *= random.uniform(0.8, 1.2)
-                if getattr(exc, "retry_after", None) is not None:
-                    delay = max(delay, exc.retry_after)  # throttled: as long as asked
                 await _sleep(waker, stopped, delay, wake_early=False)
                 continue
             failures = 0
@@ -232,7 +234,10 @@ def _refused(exc: Exception, failures: int, plan: Plan, refusals: observe.Refusa
     for the next decision, a Warning Event at the first failure; the delay before trying
     again."""
     delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
-    logger.warning("%s; retrying in %.1fs", exc, delay)
+    delay *= random.uniform(0.8, 1.2)
+    throttled = getattr(exc, "retry_after", None)
+    if throttled is not None:
+        delay = max(delay, throttled)  # a 429's Retry-After: as long as the server asks
     owned = isinstance(exc, k8s.OwnedByOtherError)
     if isinstance(exc, k8s.RejectedError) and failures == 1:
         kopf.event(body, type=EventType.WARNING, message=str(exc),
@@ -243,6 +248,7 @@ def _refused(exc: Exception, failures: int, plan: Plan, refusals: observe.Refusa
         refusals.refused(str(exc), datetime.now(timezone.utc))
     if (owned or isinstance(exc, k8s.CreateRejectedError)) and plan.requeue_after is not None:
         delay = min(delay, max(plan.requeue_after, 0.05))  # e.g. when the allowance ends
+    logger.warning("%s; retrying in %.1fs", exc, delay)
     return delay
 
 

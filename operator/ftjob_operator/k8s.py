@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds
 EVENT_SOURCE = "ftjob-operator"
 EVENT_MESSAGE_LIMIT = 1024  # what kopf cuts its Event messages to
+EVENT_TRIES = 4
 
 
 class TransientApiError(Exception):
@@ -81,6 +82,9 @@ def load_api_client(settings: Settings) -> client.ApiClient:
     configuration = load_configuration()
     # One connection per worker thread, so concurrent calls do not queue on the pool.
     configuration.connection_pool_maxsize = max(settings.api_workers, 4)
+    # No retries inside urllib3 (it would retry a throttled GET itself, silently, holding a
+    # worker for up to 3 Retry-Afters): every failure reaches the operator's own handling.
+    configuration.retries = False
     return client.ApiClient(configuration)
 
 
@@ -249,11 +253,20 @@ class Kube:
                     "message": event.message[:EVENT_MESSAGE_LIMIT],
                     "firstTimestamp": now, "lastTimestamp": now, "count": 1,
                     "source": {"component": EVENT_SOURCE}}
-            try:
-                await self._call(f"create Event {event.reason} for {job.namespace}/{job.name}",
-                                 self.core.create_namespaced_event, job.namespace, body)
-            except (TransientApiError, RejectedError) as exc:
-                log.warning("%s", exc)
+            what = f"create Event {event.reason} for {job.namespace}/{job.name}"
+            for attempt in range(1, EVENT_TRIES + 1):
+                try:
+                    await self._call(what, self.core.create_namespaced_event, job.namespace,
+                                     body)
+                    break
+                except RejectedError as exc:
+                    log.warning("%s", exc)
+                    break
+                except TransientApiError as exc:  # throttled (429) or a blip: try again
+                    if attempt == EVENT_TRIES:
+                        log.warning("%s; giving up after %d tries", exc, attempt)
+                        break
+                    await asyncio.sleep(max(exc.retry_after or 0.0, 0.2 * 2 ** attempt))
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         await self._call(f"delete Pod {namespace}/{name}", self.core.delete_namespaced_pod,
@@ -299,21 +312,26 @@ class Kube:
     # ------------------------------------------------------------------ plans
 
     async def apply(self, plan: Plan, job: JobRef) -> dict[str, Any] | None:
-        """Write the plan's status and its Events, then carry out its actions; returns the
-        job as the status write left it (None without a status write).
+        """`record` the plan, then `carry_out` its actions; what `record` returns."""
+        written = await self.record(plan, job)
+        if written is not None or not plan.status:
+            await self.carry_out(plan, job)
+        return written
 
-        The Events are written (not queued, as kopf's are) right after the status they
-        explain: an operator killed during the actions still leaves the transition explained
-        (the next decision starts from the new status and does not post them again).
+    async def record(self, plan: Plan, job: JobRef) -> dict[str, Any] | None:
+        """Write the plan's status, then its Events; returns the job as the status write
+        left it (None when the plan has no status, or the job is gone).
 
         Status first: a restart or failure is on record before any pod is touched, so an
         operator stopped half-way (or an API refusing the deletes) cannot lose it; every
         action is one the next decision re-derives from that status if it did not happen.
         It also keeps the status writable while the API server refuses a create: the
         decision that reports the refusal (and the one that fails the job for it) lands
-        even though its creates fail again.
+        even though its creates fail again. The Events are written (not queued, as kopf's
+        are) right after the status they explain, before the actions: an operator killed
+        or refused during the actions still leaves the transition explained, once (the
+        next decision starts from the new status).
         """
-        armed = self.settings.fault_points
         written = None
         if plan.status:
             written = await self.patch_status(job.namespace, job.name, plan.status)
@@ -321,11 +339,14 @@ class Kube:
                 return None  # the job is gone
         await self.post_events(job, plan.events)
         if plan.status:
-            faults.reached(armed, plan.case, "after-status")
+            faults.reached(self.settings.fault_points, plan.case, "after-status")
+        return written
+
+    async def carry_out(self, plan: Plan, job: JobRef) -> None:
+        """The plan's actions, in order."""
         for action in plan.actions:
             await self._act(action, job)
-            faults.reached(armed, plan.case, faults.point_after(action))
-        return written
+            faults.reached(self.settings.fault_points, plan.case, faults.point_after(action))
 
     async def _act(self, action: Any, job: JobRef) -> None:
         """One action of a plan."""

@@ -6,15 +6,25 @@ up) on the real control plane (`Real`, every test that can) and on the API emula
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from ftjob_api import api, naming
 
+from tests.conftest import TRAINER_IMAGE
 from tests.polling import wait_for
 
 NAME = "demo"
@@ -291,6 +301,59 @@ def succeed(h: Backend, attempt: int, name: str = NAME, **fields: Any) -> None:
     h.kubelet.terminate(h.ns, naming.pod(name, attempt, 1), 0)
     h.kubelet.terminate(h.ns, naming.pod(name, attempt, 0), 0, message=summary(
         status="succeeded", **({"globalStep": 5, "metrics": {}} | fields)))
+
+
+# --------------------------------------------------------------------------- the operator process
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@contextlib.contextmanager
+def operator_process(cluster: Any, log_path: Path, kubeconfig: Path | None = None,
+                     wait_healthy: bool = True, **env: str) -> Iterator[subprocess.Popen]:
+    """`python -m ftjob_operator` of this checkout as the chart's ServiceAccount (or as
+    `kubeconfig` has it), watching the test's namespace only, until /healthz answers (unless
+    `wait_healthy` is False: a test that arms a fault point may see it die before); stopped
+    at the end (SIGCONT first: a test may have SIGSTOPped it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(log_path, "a")  # noqa: SIM115 - closed in finally
+    path = os.pathsep.join(str(ROOT / d) for d in ("api", "operator"))  # this checkout's
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftjob_operator"], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": path,
+             "KUBECONFIG": str(kubeconfig or cluster.session.operator_kubeconfig),
+             "FTJOB_NAMESPACES": cluster.ns, "FTJOB_RESYNC_SECONDS": "2",
+             "FTJOB_TRAINER_IMAGE": TRAINER_IMAGE, "FTJOB_LIVENESS_PORT": str(port), **env})
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        if wait_healthy:
+            wait_for(lambda: healthy() or proc.poll() is not None, TIMEOUT, what="/healthz")
+            assert proc.poll() is None, log_path.read_text()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def operator_log(path: Path, chars: int = 4000) -> str:
+    return "\n--- operator log (tail) ---\n" + path.read_text(errors="replace")[-chars:]
 
 
 # --------------------------------------------------------------------------- pod creations

@@ -8,81 +8,29 @@ reconnect on their own, so the tests after these run on the same plane.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from ftjob_api import api, naming
 
-from tests.conftest import TRAINER_IMAGE
 from tests.integration.operator.helpers import (TIMEOUT, PodCreations, Real, bring_up,
                                                 describe, event_reasons, manifest,
-                                                parse_time, pods, settled_audit_events,
-                                                status)
+                                                operator_log, operator_process, parse_time,
+                                                pods, settled_audit_events, status)
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[3]
 APISERVER = "kube-apiserver"
 JOBS = 10
 OUTAGE_SECONDS = 30.0
 # After the server's return the scheduler resumes its watches on client-go's reflector
 # backoff, which grew while the server was down: 30 s at most, doubled by jitter.
 SCHEDULER_TIMEOUT = TIMEOUT + 60
-
-
-@contextlib.contextmanager
-def operator_process(cluster, log_path: Path, **env: str) -> Iterator[subprocess.Popen]:
-    """`python -m ftjob_operator` as the chart's ServiceAccount, watching the test's
-    namespace only, until /healthz answers; stopped (SIGCONT first: a test may have
-    SIGSTOPped it) and its log tail shown on failure."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(log_path, "w")  # noqa: SIM115 - closed in finally
-    path = os.pathsep.join(str(ROOT / d) for d in ("api", "operator"))  # this checkout's
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ftjob_operator"], stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": path,
-             "KUBECONFIG": str(cluster.session.operator_kubeconfig),
-             "FTJOB_NAMESPACES": cluster.ns, "FTJOB_RESYNC_SECONDS": "2",
-             "FTJOB_TRAINER_IMAGE": TRAINER_IMAGE, "FTJOB_LIVENESS_PORT": str(port), **env})
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(lambda: healthy() or proc.poll() is not None, TIMEOUT, what="/healthz")
-        assert proc.poll() is None, log_path.read_text()
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-
-
-def operator_log(path: Path, chars: int = 4000) -> str:
-    return "\n--- operator log (tail) ---\n" + path.read_text(errors="replace")[-chars:]
 
 
 def kill_apiserver_for(plane, seconds: float) -> tuple[float, float]:

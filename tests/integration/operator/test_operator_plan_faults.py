@@ -10,25 +10,19 @@ success.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from ftjob_api import naming
 
-from tests.controlplane.cluster import free_port
 from tests.integration.operator.helpers import (TIMEOUT, PodCreations, Real, describe,
-                                                event_reasons, manifest, pods, status, succeed)
+                                                event_reasons, manifest, operator_process, pods,
+                                                status, succeed)
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[3]
 
 POINTS = [
     ("start", "after-status"),
@@ -40,29 +34,6 @@ POINTS = [
     ("restart", "after-CreatePods"),
     ("succeeded", "after-status"),
 ]
-
-
-@contextlib.contextmanager
-def operator(cluster, log: Path, **env: str) -> Iterator[subprocess.Popen]:
-    """`python -m ftjob_operator` as the chart's ServiceAccount, for the test's namespace."""
-    path = os.pathsep.join(str(ROOT / d) for d in ("api", "operator"))
-    with log.open("a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ftjob_operator"], stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": path, "FTJOB_NAMESPACES": cluster.ns,
-                 "KUBECONFIG": str(cluster.session.operator_kubeconfig),
-                 "FTJOB_LIVENESS_PORT": str(free_port()), "FTJOB_RESYNC_SECONDS": "2",
-                 **env})
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 def kubelet_step(h: Real) -> dict | None:
@@ -102,12 +73,13 @@ def test_operator_killed_at_a_fault_point_completes_the_plan_once(cluster, tmp_p
     log = tmp_path / "operator.log"
     h.create_job(manifest())
     try:
-        with operator(cluster, log, FTJOB_FAULT_POINTS=f"{case}:{point}") as armed:
+        with operator_process(cluster, log, wait_healthy=False,
+                              FTJOB_FAULT_POINTS=f"{case}:{point}") as armed:
             drive(h, armed, log)
             killed = armed.poll() == -signal.SIGKILL
         assert killed, f"the operator never reached {case}:{point}\n{log.read_text()[-3000:]}"
         assert f"fault point {case}:{point} reached" in log.read_text()
-        with operator(cluster, log) as healthy:
+        with operator_process(cluster, log) as healthy:
             st = drive(h, healthy, log)
             assert healthy.poll() is None, log.read_text()[-3000:]
     finally:
