@@ -10,15 +10,23 @@ import logging
 import os
 import random
 import sys
+import time
 
 import kopf
 
 from . import handlers  # noqa: F401  (registers the handlers)
 from .settings import SettingsError, from_env
 
+PRIORITY_EPOCH_MS = 2**42  # after any start time in ms until the year 2109
 
-def replica_priority() -> int:
-    return random.SystemRandom().randint(1, 2**30)
+
+def replica_priority(now: float | None = None) -> int:
+    """The older replica outranks the newer: a replica restarted after a crash (or a new one
+    in a rollout) waits behind the one already serving instead of taking over at once, which
+    would be a second hand-over. kopf pauses every replica that shares the highest priority,
+    so a random tail keeps two started in the same millisecond apart."""
+    started_ms = int((time.time() if now is None else now) * 1000)
+    return (PRIORITY_EPOCH_MS - started_ms) * 1024 + random.SystemRandom().randrange(1024)
 
 
 def main() -> int:
@@ -37,8 +45,7 @@ def main() -> int:
     kopf.run(
         standalone=config.peering is None,
         peering_name=config.peering,
-        # kopf pauses every operator that shares the highest priority, so each replica
-        # draws its own: one serves, the others wait and take over when it goes away.
+        # One serves, the others wait and take over when it goes away (replica_priority).
         priority=replica_priority() if config.peering else None,
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,

@@ -57,6 +57,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     if settings.peering:
         kopf_settings.peering.name = settings.peering
         kopf_settings.peering.mandatory = True
+        kopf_settings.peering.lifetime = settings.peering_lifetime
     else:
         kopf_settings.peering.standalone = True
 

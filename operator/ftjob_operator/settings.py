@@ -34,6 +34,9 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     peering: str | None = None  # kopf peering name; None runs standalone
+    # How long a replica counts as alive after its last keep-alive: the longest hand-over
+    # after the active replica dies (kopf sends keep-alives 5-10 s before it runs out).
+    peering_lifetime: int = 30
     liveness_port: int = 8080
     metrics_port: int | None = None
     # Longest wait between two looks at a job when nothing happens (timers, lost events).
@@ -134,6 +137,10 @@ def from_env(env: Mapping[str, str]) -> Settings:
     if not 1 <= interval <= 60:
         raise SettingsError(f"FTJOB_TRAINER_PROGRESS_INTERVAL: expected 1-60 seconds, got "
                             f"{interval}")
+    peering_lifetime = _int(env, "FTJOB_PEERING_LIFETIME", 30)
+    if not 15 <= peering_lifetime <= 300:
+        raise SettingsError(f"FTJOB_PEERING_LIFETIME: expected 15-300 seconds, got "
+                            f"{peering_lifetime}")
     watch_seconds = _int(env, "FTJOB_WATCH_SECONDS", 300)
     if not 1 <= watch_seconds <= 3600:
         raise SettingsError(f"FTJOB_WATCH_SECONDS: expected 1-3600 seconds, got {watch_seconds}")
@@ -149,6 +156,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         log_level=level,
         log_format=fmt,
         peering=env.get("FTJOB_PEERING", "").strip() or None,
+        peering_lifetime=peering_lifetime,
         liveness_port=_port(env, "FTJOB_LIVENESS_PORT", 8080) or 8080,
         metrics_port=_port(env, "FTJOB_METRICS_PORT", None),
         resync_seconds=resync,

@@ -18,12 +18,13 @@ RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/enforce-version": "latest"}
 
 
-def chart_rbac() -> list[dict[str, Any]]:
+def chart_rbac(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The operator's ServiceAccount and RBAC exactly as `helm template` renders them (with
-    the admission webhook on, which adds the right to publish its CA)."""
+    the admission webhook on, which adds the right to publish its CA). `values` go over
+    that, top-level key by key, like `--set` (e.g. `replicaCount: 2` adds kopf peering)."""
     from tests.unit.chart.rendering import render
 
-    return [o for o in render({"webhook": {"enabled": True}}) if o["kind"] in
+    return [o for o in render({"webhook": {"enabled": True}} | (values or {})) if o["kind"] in
             ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
 
 

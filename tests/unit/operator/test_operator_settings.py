@@ -46,3 +46,30 @@ def test_all_variables():
 def test_errors_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):
         from_env(env)
+
+
+def test_peering_lifetime_is_bounded():
+    assert from_env({"FTJOB_PEERING_LIFETIME": "20"}).peering_lifetime == 20
+    assert from_env({}).peering_lifetime == 30
+    for bad in ("5", "900"):
+        with pytest.raises(SettingsError, match="FTJOB_PEERING_LIFETIME: expected 15-300"):
+            from_env({"FTJOB_PEERING_LIFETIME": bad})
+
+
+def test_watch_seconds_are_bounded():
+    assert from_env({"FTJOB_WATCH_SECONDS": "2"}).watch_seconds == 2
+    with pytest.raises(SettingsError, match="FTJOB_WATCH_SECONDS: expected 1-3600"):
+        from_env({"FTJOB_WATCH_SECONDS": "0"})
+
+
+def test_fault_points_split_on_semicolons_since_case_names_hold_commas():
+    armed = from_env({"FTJOB_FAULT_POINTS": "rank failed, gang restart:after-status; start:"
+                                            "after-CreatePods"}).fault_points
+    assert armed == {"rank failed, gang restart:after-status", "start:after-CreatePods"}
+
+
+def test_an_older_replica_outranks_a_newer_one():
+    from ftjob_operator.__main__ import replica_priority
+
+    first, later = replica_priority(now=1_800_000_000.0), replica_priority(now=1_800_000_000.5)
+    assert first > later > 0
