@@ -270,7 +270,7 @@ def pod_writes(events: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def run(jobs: int, nodes: int, fake_nodes: int, timeout: float, keep: bool,
-        existing_claim: bool = False) -> dict[str, Any]:
+        existing_claim: bool = False, source: Path = ROOT) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="ftjob-scale-real-"))
     plane = ControlPlane(workdir / "state")
     set_up = time.monotonic()
@@ -341,7 +341,7 @@ def run(jobs: int, nodes: int, fake_nodes: int, timeout: float, keep: bool,
             if w.error:
                 raise RuntimeError(f"{w.name}: {w.error}")
 
-        operator = OperatorProcess(plane, kubeconfig, operator_user, workdir)
+        operator = OperatorProcess(plane, kubeconfig, operator_user, workdir, source)
         proc = operator.start()
         idle = rss_mib(proc.pid)
         others = {name: p.pid for name, p in plane.processes.items()}
@@ -467,9 +467,11 @@ def main() -> None:
                         help="jobs share one bound claim (storage.existingClaim) instead of "
                         "each creating one: no pod waits for a volume to be provisioned")
     parser.add_argument("--keep", action="store_true", help="keep the state, logs, audit log")
+    parser.add_argument("--source", type=Path, default=ROOT,
+                        help="checkout whose operator runs (a git worktree: before/after)")
     args = parser.parse_args()
     print(json.dumps(run(args.jobs, args.nodes, args.fake_nodes, args.timeout, args.keep,
-                         args.existing_claim), indent=2))
+                         args.existing_claim, args.source.resolve()), indent=2))
 
 
 if __name__ == "__main__":
