@@ -69,7 +69,8 @@ def _kube(**methods) -> k8s.Kube:
     kube = k8s.Kube(client.ApiClient(), Settings(api_workers=1))
     _MADE.append(kube)
     for name, outcome in methods.items():
-        target = kube.custom if "custom_object" in name else kube.core
+        target = (kube.custom if "custom_object" in name
+                  else kube.raw if name in k8s.RawCreates.PATHS else kube.core)
         setattr(target, name, _answers(outcome))
     return kube
 
@@ -226,3 +227,46 @@ def test_reflected_accepts_deleting_or_gone_pods():
     plan = Plan("restart", actions=[DeletePods(("demo-1-0", "demo-1-1"))])
     assert _reflected(plan, KEY, {}, {KEY: [_pod("demo-1-0", deleting=True)]}, {})
     assert not _reflected(plan, KEY, {}, {KEY: [_pod("demo-1-1")]}, {})
+
+
+class _StubApiClient:
+    """param_serialize / call_api as the kubernetes client has them, answering `status`."""
+
+    def __init__(self, status: int):
+        self.status, self.serialized = status, []
+
+    def param_serialize(self, **kwargs):
+        self.serialized.append(kwargs)
+        return ("POST", "https://api" + kwargs["resource_path"], kwargs["header_params"],
+                kwargs["body"], None)
+
+    def call_api(self, method, url, headers, body, post, _request_timeout=None):
+        stub = self
+
+        class Answer:
+            status = stub.status
+            data = b'{"kind": "Status", "message": "pods \\"demo-1-0\\" already exists"}'
+            reason = "Conflict"
+            headers: dict = {}
+            response = _Response({"kind": "Pod"})
+
+            def read(self):
+                return self.data
+
+            def getheaders(self):
+                return {}
+
+        return Answer()
+
+
+def test_raw_creates_post_the_manifest_as_it_is_and_raise_like_the_client():
+    api_client = _StubApiClient(201)
+    answer = k8s.RawCreates(api_client).create_namespaced_pod("ns", POD)
+    sent = api_client.serialized[0]
+    assert sent["resource_path"] == "/api/v1/namespaces/ns/pods" and sent["body"] is POD
+    assert json.loads(answer.data) == {"kind": "Pod"}
+    with pytest.raises(ApiException) as refused:
+        k8s.RawCreates(_StubApiClient(409)).create_namespaced_role_binding("ns", {})
+    assert refused.value.status == 409
+    with pytest.raises(AttributeError):
+        k8s.RawCreates(api_client).create_namespaced_secret  # noqa: B018 - never created
