@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.operator_common import NS, ROOT, cpu_seconds, manifest, rss_mib, wait_for
-from benchmarks.operator_scale_real import OperatorProcess, submit
+from benchmarks.operator_scale_real import OperatorProcess, install_operator, submit
 from ftjob_api import naming
-from ftjob_api.crd import build_crd
 from tests.controlplane import ControlPlane
-from tests.controlplane.install import (apply, audit_events, chart_rbac, create_namespace,
-                                        service_account_kubeconfig, wait_established)
+from tests.controlplane.install import audit_events, create_namespace
 
 FOREIGN_NS = "someone-else"
 PAYLOAD = "x" * 16 * 1024
@@ -103,16 +101,7 @@ def run(pods: int, config_maps: int, jobs: int, source: Path) -> dict[str, Any]:
     api_client = config.new_client_from_config(config_file=str(plane.kubeconfig))
     operator: OperatorProcess | None = None
     try:
-        crd = build_crd()
-        apply(plane, [crd])
-        wait_established(plane, crd["metadata"]["name"])
-        rbac = chart_rbac()
-        account = next(o["metadata"] for o in rbac if o["kind"] == "ServiceAccount")
-        create_namespace(plane, account["namespace"])
-        apply(plane, rbac)
-        user = f"system:serviceaccount:{account['namespace']}:{account['name']}"
-        kubeconfig = service_account_kubeconfig(plane, account["namespace"], account["name"],
-                                                workdir / "operator.kubeconfig")
+        user, kubeconfig = install_operator(plane, workdir)
         create_namespace(plane, NS)
         create_namespace(plane, FOREIGN_NS, restricted=False)
         operator = OperatorProcess(plane, kubeconfig, user, workdir, source)

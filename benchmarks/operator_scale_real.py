@@ -155,6 +155,21 @@ class OperatorProcess:
         self.proc = None
 
 
+def install_operator(plane: ControlPlane, workdir: Path) -> tuple[str, Path]:
+    """The CRD and the chart's RBAC on `plane`; the operator's user name and a kubeconfig
+    with a token of its ServiceAccount."""
+    crd = build_crd()
+    apply(plane, [crd])
+    wait_established(plane, crd["metadata"]["name"])
+    rbac = chart_rbac()
+    account = next(o["metadata"] for o in rbac if o["kind"] == "ServiceAccount")
+    create_namespace(plane, account["namespace"])
+    apply(plane, rbac)
+    user = f"system:serviceaccount:{account['namespace']}:{account['name']}"
+    return user, service_account_kubeconfig(plane, account["namespace"], account["name"],
+                                            workdir / "operator.kubeconfig")
+
+
 # --------------------------------------------------------------------------- audit log
 
 
@@ -282,16 +297,7 @@ def run(jobs: int, nodes: int, fake_nodes: int, timeout: float, keep: bool,
     kwok = Kwok(plane, workdir)
     operator: OperatorProcess | None = None
     try:
-        crd = build_crd()
-        apply(plane, [crd])
-        wait_established(plane, crd["metadata"]["name"])
-        rbac = chart_rbac()
-        account = next(o["metadata"] for o in rbac if o["kind"] == "ServiceAccount")
-        create_namespace(plane, account["namespace"])
-        apply(plane, rbac)
-        operator_user = f"system:serviceaccount:{account['namespace']}:{account['name']}"
-        kubeconfig = service_account_kubeconfig(plane, account["namespace"], account["name"],
-                                                workdir / "operator.kubeconfig")
+        operator_user, kubeconfig = install_operator(plane, workdir)
         kwok.start()
         kwok.add_nodes(fake_nodes)
         create_namespace(plane, NS)

@@ -309,6 +309,15 @@ def succeed(h: Backend, attempt: int, name: str = NAME, **fields: Any) -> None:
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def healthz_ok(port: int) -> bool:
+    """Whether the operator's liveness endpoint on `port` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def operator_process(cluster: Any, log_path: Path, kubeconfig: Path | None = None,
                      wait_healthy: bool = True, **env: str) -> Iterator[subprocess.Popen]:
@@ -328,16 +337,10 @@ def operator_process(cluster: Any, log_path: Path, kubeconfig: Path | None = Non
              "FTJOB_NAMESPACES": cluster.ns, "FTJOB_RESYNC_SECONDS": "2",
              "FTJOB_TRAINER_IMAGE": TRAINER_IMAGE, "FTJOB_LIVENESS_PORT": str(port), **env})
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
     try:
         if wait_healthy:
-            wait_for(lambda: healthy() or proc.poll() is not None, TIMEOUT, what="/healthz")
+            wait_for(lambda: healthz_ok(port) or proc.poll() is not None, TIMEOUT,
+                     what="/healthz")
             assert proc.poll() is None, log_path.read_text()
         yield proc
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.operator.helpers import (TIMEOUT, Real, describe, manifest,
+from tests.integration.operator.helpers import (TIMEOUT, Real, describe, healthz_ok, manifest,
                                                 parse_time, pods, settled_audit_events, status)
 from tests.polling import wait_for
 
@@ -45,14 +45,7 @@ def test_module_runs_the_operator_with_liveness_and_metrics(cluster, tmp_path):
                  FTJOB_TRAINER_IMAGE="example/trainer:7", FTJOB_NAMESPACES=h.ns,
                  FTJOB_METRICS_PORT=str(metrics_port)))
     try:
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for(lambda: healthy() or proc.poll() is not None, TIMEOUT, what="/healthz")
+        wait_for(lambda: healthz_ok(port) or proc.poll() is not None, TIMEOUT, what="/healthz")
         assert proc.poll() is None, (tmp_path / "operator.log").read_text()
         h.create_job(manifest())
         wait_for(lambda: len(pods(h)) == 2, TIMEOUT, what="pods from the operator process",
