@@ -22,7 +22,7 @@ import kopf
 
 from ftjob_api import api, naming
 
-from . import admission, k8s, kueue, observe, watches
+from . import admission, k8s, kueue, leadership, observe, watches
 from .reasons import EventType, Reason
 from .plan import (CreatePods, DeletePods, EnsureJobObjects, EnsureWorkload, JobState, Plan,
                    RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
@@ -68,6 +68,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     configure_kopf(settings, config)
     memo.config = config
     memo.kube = k8s.Kube(k8s.load_api_client(config), config)
+    memo.leadership = None
+    if config.peering:
+        # kopf's peering pauses the standbys; the Lease fences the writes (leadership.py).
+        memo.leadership = leadership.Leadership(k8s.load_api_client(config),
+                                                config.lease_namespace or "", config.peering)
+        memo.leadership.start()
+        memo.kube.fence = memo.leadership.check
     memo.wakers = {}
     memo.metrics = _metrics(config)
     # The children by server-side label selector (watches.py); the jobs stay on kopf's watch.
@@ -107,6 +114,10 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    lease = getattr(memo, "leadership", None)
+    if lease is not None:
+        # No write after this; the Lease given up for the next replica.
+        await asyncio.get_running_loop().run_in_executor(None, lease.stop)
     kube = getattr(memo, "kube", None)
     if kube is not None:
         kube.close()
@@ -170,11 +181,17 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
     ignored: list[str] = []
     refusals = observe.Refusals()  # the API server's refusals to create, as this loop saw them
     written: dict[str, Any] | None = None  # the job as this loop's last status write left it
+    lease: leadership.Leadership | None = getattr(memo, "leadership", None)
+    if lease is not None:
+        lease.want()
     try:
         while not stopped:
             waker.clear()
             if meta.get("deletionTimestamp"):
                 return
+            if lease is not None and not lease.leading():
+                await lease.wait_leading()
+                continue  # decide on what the watches show now, not before the wait
             source: Any = body
             if written is not None and _older(body, written):
                 # kopf's watch of the job lags behind this loop's own write (e.g. reconnecting
@@ -195,6 +212,10 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 written = recorded or written
                 if recorded is not None or not plan.status:  # None: the job is gone
                     await kube.carry_out(plan, job)
+            except leadership.NotLeading as exc:
+                logger.warning("%s: %s not written; deciding again once leading", exc,
+                               plan.case)
+                continue
             except (k8s.TransientApiError, k8s.RejectedError) as exc:
                 failures += 1
                 delay = _refused(exc, failures, plan, refusals, body, logger)
@@ -217,6 +238,8 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 wait = min(wait, max(plan.requeue_after, 0.05))
             await _sleep(waker, stopped, wait)
     finally:
+        if lease is not None:
+            lease.unwant()
         memo.wakers.pop(key, None)
 
 

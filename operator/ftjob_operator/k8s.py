@@ -171,6 +171,9 @@ class Kube:
         self.authorization = client.AuthorizationV1Api(api_client)
         self.scheduling = client.SchedulingV1Api(api_client)
         self.raw = RawCreates(api_client)
+        # Called on the worker thread right before each write is sent; raises when this
+        # replica may not write (leadership.Leadership.check). None: one replica, no fence.
+        self.fence: Callable[[], None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.api_workers,
                                         thread_name_prefix="ftjob-api")
 
@@ -178,11 +181,14 @@ class Kube:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, what: str, fn: Callable[..., Any], *args: Any,
-                    tolerate: tuple[int, ...] = (), **kwargs: Any) -> Any:
+                    tolerate: tuple[int, ...] = (), write: bool = True, **kwargs: Any) -> Any:
         """One API call, run in the pool. An HTTP status in `tolerate` returns TOLERATED
         (409 on a create: already there; 404 on a delete: already gone); every other
-        failure becomes TransientApiError or RejectedError naming `what`."""
+        failure becomes TransientApiError or RejectedError naming `what`. A `write` passes
+        the fence first (leadership.NotLeading)."""
         call = functools.partial(_raw_json, fn, *args, **kwargs)
+        if write and self.fence is not None:
+            call = functools.partial(_fenced, self.fence, call)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, call)
         except ApiException as exc:
@@ -233,7 +239,8 @@ class Kube:
         if owners.controller(manifest) is None:
             return False  # asks for no owner (a Retain claim): taken as found
         # 409: an earlier try or another replica made it, or it is someone else's.
-        existing = await self._call(f"read {kind} {ns}/{name}", read, name, ns, tolerate=(404,))
+        existing = await self._call(f"read {kind} {ns}/{name}", read, name, ns, tolerate=(404,),
+                                    write=False)
         if existing is TOLERATED:
             raise TransientApiError(f"create {kind} {ns}/{name}: it existed, then was gone")
         foreign = owners.foreign_owner(manifest, existing)
@@ -248,7 +255,7 @@ class Kube:
         if ref is not None:
             found = await self._call(f"read PriorityClass {ref['name']}",
                                      self.scheduling.read_priority_class, ref["name"],
-                                     tolerate=(404,))
+                                     tolerate=(404,), write=False)
             if found is TOLERATED:
                 raise CreateRejectedError(f"create {kueue.KIND} {manifest['metadata']['name']}: "
                                           f"PriorityClass {ref['name']} not found")
@@ -335,14 +342,17 @@ class Kube:
         """Put the webhook server's CA (base64 PEM) into every webhook of a
         ValidatingWebhookConfiguration; returns how many webhooks it changed."""
         current = await self._call(f"read ValidatingWebhookConfiguration {name}",
-                                   self.admission.read_validating_webhook_configuration, name)
+                                   self.admission.read_validating_webhook_configuration, name,
+                                   write=False)
         stale = [w["name"] for w in current.get("webhooks") or []
                  if (w.get("clientConfig") or {}).get("caBundle") != ca_bundle]
         if stale:
             patch = {"webhooks": [{"name": n, "clientConfig": {"caBundle": ca_bundle}}
                                   for n in stale]}
+            # Each replica serves the webhook with this CA (not a job's write: not fenced).
             await self._call(f"patch ValidatingWebhookConfiguration {name}",
-                             self.admission.patch_validating_webhook_configuration, name, patch)
+                             self.admission.patch_validating_webhook_configuration, name, patch,
+                             write=False)
         return len(stale)
 
     async def may(self, review: dict[str, Any]) -> bool:
@@ -350,7 +360,8 @@ class Kube:
         attributes = review["spec"]["resourceAttributes"]
         answer = await self._call(f"review access to {attributes['verb']} "
                                   f"{attributes['resource']}",
-                                  self.authorization.create_subject_access_review, review)
+                                  self.authorization.create_subject_access_review, review,
+                                  write=False)
         return bool((answer.get("status") or {}).get("allowed"))
 
     # ------------------------------------------------------------------ plans
@@ -412,6 +423,11 @@ class Kube:
             await self.set_workload_active(job.namespace, action.name, action.active)
         elif isinstance(action, UpdateWorkloadStatus):
             await self.update_workload_status(job.namespace, action)
+
+
+def _fenced(fence: Callable[[], None], call: Callable[[], Any]) -> Any:
+    fence()  # on the thread that sends it, as late as possible
+    return call()
 
 
 def _raw_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -37,6 +37,9 @@ class Settings:
     # How long a replica counts as alive after its last keep-alive: the longest hand-over
     # after the active replica dies (kopf sends keep-alives 5-10 s before it runs out).
     peering_lifetime: int = 30
+    # Where the replicas' Lease lives (leadership.py; with peering only): the operator's
+    # own namespace (the chart passes the pod's).
+    lease_namespace: str | None = None
     liveness_port: int = 8080
     metrics_port: int | None = None
     # Longest wait between two looks at a job when nothing happens (timers, lost events).
@@ -141,6 +144,11 @@ def from_env(env: Mapping[str, str]) -> Settings:
     if not 15 <= peering_lifetime <= 300:
         raise SettingsError(f"FTJOB_PEERING_LIFETIME: expected 15-300 seconds, got "
                             f"{peering_lifetime}")
+    peering = env.get("FTJOB_PEERING", "").strip() or None
+    lease_namespace = env.get("FTJOB_LEASE_NAMESPACE", "").strip() or None
+    if peering and not lease_namespace:
+        raise SettingsError("FTJOB_LEASE_NAMESPACE: required with FTJOB_PEERING (the "
+                            "namespace of the replicas' Lease; the chart sets the pod's own)")
     watch_seconds = _int(env, "FTJOB_WATCH_SECONDS", 300)
     if not 1 <= watch_seconds <= 3600:
         raise SettingsError(f"FTJOB_WATCH_SECONDS: expected 1-3600 seconds, got {watch_seconds}")
@@ -155,8 +163,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         namespaces=namespaces,
         log_level=level,
         log_format=fmt,
-        peering=env.get("FTJOB_PEERING", "").strip() or None,
+        peering=peering,
         peering_lifetime=peering_lifetime,
+        lease_namespace=lease_namespace,
         liveness_port=_port(env, "FTJOB_LIVENESS_PORT", 8080) or 8080,
         metrics_port=_port(env, "FTJOB_METRICS_PORT", None),
         resync_seconds=resync,

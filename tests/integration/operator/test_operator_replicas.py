@@ -1,20 +1,22 @@
 """Two operator replicas as the chart runs them with `replicaCount: 2`: kopf peering keeps one
-active, the other paused. SIGKILL the active one while a rank fails: the standby takes over
-once the killed one's peering record expires (its last keep-alive + the peering lifetime,
-FTJOB_PEERING_LIFETIME, 30 s by default) and restarts the job exactly once. The API server's
-audit log, with each replica under its own ServiceAccount, shows who wrote what and when.
+active, the other paused, and the one that writes holds the replicas' Lease
+(ftjob_operator/leadership.py). The API server's audit log, with each replica under its own
+ServiceAccount, shows who wrote what and when.
 
-Peering is a liveness heuristic, not a lock: it keeps the two apart here because the killed
-replica is dead. One frozen (SIGSTOP) past its lifetime and then woken is not fenced: it
-finishes the plan it was in before it sends a keep-alive, and kopf 1.45.2 then may delete
-its own fresh record while catching up on stale peering events, so the standby resumes
-too, both active until the next keep-alive (seen by hand, not tested here).
+- SIGKILL the active one while a rank fails: the standby takes over once the killed one's
+  peering record expires (its last keep-alive + the peering lifetime, FTJOB_PEERING_LIFETIME,
+  30 s by default) and restarts the job exactly once.
+- SIGSTOP the active one past its lifetime while a rank fails, then wake it: peering alone
+  is a liveness heuristic (the woken one finishes the plan it was in before it learns it was
+  replaced, and kopf 1.45.2 may even resume it beside the other); the Lease's fence keeps
+  its writes out while the other holds it: the two never write in turns.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,8 +44,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 VALUES = {"replicaCount": 2, "fullnameOverride": "ftjob-ha",
           "webhook": {"certificates": {"source": "cert-manager"}}}
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
-# kopf's keep-alives: every replica writes them, paused or not.
-PEERINGS = {"clusterkopfpeerings", "kopfpeerings"}
+# kopf's keep-alives (every replica writes them, paused or not) and the Lease.
+PEERINGS = {"clusterkopfpeerings", "kopfpeerings", "leases"}
 
 
 @dataclass
@@ -102,12 +104,15 @@ def ha(cluster, tmp_path) -> Iterator[Install]:
     finally:
         kubectl(plane, "delete", "--ignore-not-found", "-f", "-",
                 input=yaml.safe_dump_all([*created, *ours]))
+        kubectl(plane, "delete", "--ignore-not-found", "lease", "-n",
+                env["FTJOB_LEASE_NAMESPACE"], env["FTJOB_PEERING"])
 
 
-def replica(cluster, install: Install, r: Replica, log: Path):
+def replica(cluster, install: Install, r: Replica, log: Path, **env: str):
     """`python -m ftjob_operator` with the chart's peering and namespace settings."""
-    return operator_process(cluster, log, kubeconfig=r.kubeconfig, wait_healthy=False,
+    return operator_process(cluster, log, kubeconfig=r.kubeconfig, wait_healthy=False, **env,
                             FTJOB_PEERING=install.env["FTJOB_PEERING"],
+                            FTJOB_LEASE_NAMESPACE=install.env["FTJOB_LEASE_NAMESPACE"],
                             # "": all namespaces, as the chart has it by default
                             FTJOB_NAMESPACES=install.env["FTJOB_NAMESPACES"],
                             # kopf's identity in the peering object (else user@host/...)
@@ -130,6 +135,37 @@ def received(event: dict) -> datetime:
     return parse_time(event["requestReceivedTimestamp"])
 
 
+def start_both(stack: contextlib.ExitStack, cluster, ha: Install, h: Real,
+               logs: dict[str, Path], tails, **first_env: str) -> tuple[dict, Replica, Replica]:
+    """The first replica started, then the second once the first is active: the older
+    outranks the newer (__main__.py), so the first stays active and the second paused.
+    `first_env`: more variables for the first. Returns (processes, active, standby)."""
+    active, standby = ha.replicas
+    procs = {active.identity: stack.enter_context(
+        replica(cluster, ha, active, logs[active.identity], **first_env))}
+    # Peering is mandatory: a replica starts paused; kopf logs "Resuming" when it sees no
+    # live peer above it, and "Pausing" when one that had resumed sees one.
+    wait_for(lambda: active.identity in peers(h, ha.peering) and resumed(logs[active.identity]),
+             TIMEOUT, what=f"{active.identity} active", describe=tails)
+    procs[standby.identity] = stack.enter_context(
+        replica(cluster, ha, standby, logs[standby.identity]))
+    seen = wait_for(lambda: set(p := peers(h, ha.peering)) == set(procs) and p,
+                    TIMEOUT, what="both replicas in the peering object", describe=tails)
+    assert seen[active.identity]["priority"] > seen[standby.identity]["priority"], seen
+    assert resumed(logs[active.identity]) and not resumed(logs[standby.identity]), tails()
+    return procs, active, standby
+
+
+def writes_by(audit: list[dict], r: Replica, namespace: str) -> list[dict]:
+    """The replica's writes to the test's jobs and their children (not its keep-alives or
+    the Lease; not what another test of the session wrote)."""
+    return sorted((e for e in audit if (e.get("user") or {}).get("username") == r.user
+                   and e["verb"] in WRITES
+                   and (e.get("objectRef") or {}).get("namespace") == namespace
+                   and (e.get("objectRef") or {}).get("resource") not in PEERINGS),
+                  key=received)
+
+
 def test_standby_takes_over_once_when_the_active_replica_is_killed(cluster, ha, tmp_path):
     h = Real(cluster)
     created = PodCreations(h)
@@ -140,21 +176,7 @@ def test_standby_takes_over_once_when_the_active_replica_is_killed(cluster, ha, 
 
     try:
         with contextlib.ExitStack() as stack:
-            procs = {r.identity: stack.enter_context(replica(cluster, ha, r, logs[r.identity]))
-                     for r in ha.replicas}
-            # The older replica outranks the newer (__main__.py). Both start paused (peering
-            # is mandatory); kopf logs "Resuming" when one sees no live peer above it, and
-            # "Pausing" when one that had resumed sees one: nothing to do until the higher one
-            # has resumed and the lower one, if it ever resumed (it started first), paused.
-            seen = wait_for(lambda: set(p := peers(h, ha.peering)) == set(procs) and p,
-                            TIMEOUT, what="both replicas in the peering object",
-                            describe=tails)
-            active, standby = sorted(ha.replicas, key=lambda r: seen[r.identity]["priority"],
-                                     reverse=True)
-            wait_for(lambda: resumed(logs[active.identity]) and not resumed(
-                logs[standby.identity]), TIMEOUT, what=f"{active.identity} active, "
-                     f"{standby.identity} paused", describe=tails)
-
+            procs, active, standby = start_both(stack, cluster, ha, h, logs, tails)
             h.create_job(manifest())
             bring_up(h)
             proc = procs[active.identity]
@@ -176,13 +198,7 @@ def test_standby_takes_over_once_when_the_active_replica_is_killed(cluster, ha, 
 
     audit = settled_audit_events(h)
 
-    def writes(r: Replica) -> list[dict]:
-        return sorted((e for e in audit if (e.get("user") or {}).get("username") == r.user
-                       and e["verb"] in WRITES
-                       and (e.get("objectRef") or {}).get("resource") not in PEERINGS),
-                      key=received)
-
-    by_active, by_standby = writes(active), writes(standby)
+    by_active, by_standby = writes_by(audit, active, h.ns), writes_by(audit, standby, h.ns)
     creators = {e["objectRef"]["name"]: e["user"]["username"] for e in audit
                 if e["verb"] == "create" and (e.get("objectRef") or {}).get("resource") == "pods"
                 and e["objectRef"].get("namespace") == h.ns
@@ -218,3 +234,71 @@ def test_standby_takes_over_once_when_the_active_replica_is_killed(cluster, ha, 
           f"{(first - expiry).total_seconds() * 1000:.0f} ms after the expiry); attempt-2 "
           f"pods {after_kill(pods_at)}; killed replica's last write answered "
           f"{(first - last_answered).total_seconds():.2f}s before the standby's first")
+
+
+def test_a_frozen_replica_woken_after_the_other_took_over_is_fenced(cluster, ha, tmp_path):
+    """The active replica freezes (SIGSTOP, a fault point) right after it recorded a gang
+    restart and before it deleted the pods; the standby takes over once its peering record
+    expires, and restarts the job; then the frozen one is woken and carries on with its
+    plan: its deletes stop at the fence (it no longer holds the Lease, and its clock says
+    its last renewal is stale). One restart counted, each pod created once, and in the
+    audit log the two write in turns that never interleave (kopf may pause the younger
+    replica on seeing the older one again; the Lease then passes back, and the job restarts
+    once more when a rank fails again)."""
+    h = Real(cluster)
+    created = PodCreations(h)
+    logs = {r.identity: tmp_path / f"{r.identity}.log" for r in ha.replicas}
+
+    def tails() -> str:
+        return "".join(f"\n--- {n}\n{p.read_text()[-3000:]}" for n, p in logs.items())
+
+    point = "rank failed, gang restart:after-status"
+    try:
+        with contextlib.ExitStack() as stack:
+            procs, active, standby = start_both(stack, cluster, ha, h, logs, tails,
+                                                FTJOB_FAULT_POINTS=f"{point}:stop")
+            h.create_job(manifest())
+            bring_up(h)
+            h.kubelet.terminate(h.ns, naming.pod(NAME, 1, 1), 1)
+            wait_for(lambda: f"fault point {point} reached" in logs[active.identity].read_text(),
+                     TIMEOUT, what=f"{active.identity} frozen at {point}", describe=tails)
+            frozen_at = datetime.now(UTC)
+            last = peers(h, ha.peering)[active.identity]
+            bring_up(h, attempt=2, timeout=last["lifetime"] + TIMEOUT)
+            procs[active.identity].send_signal(signal.SIGCONT)
+            wait_for(lambda: "deciding again once leading" in logs[active.identity].read_text(),
+                     TIMEOUT, what=f"{active.identity}'s plan stopped at the fence",
+                     describe=tails)
+            h.kubelet.terminate(h.ns, naming.pod(NAME, 2, 0), 1)
+            st = bring_up(h, attempt=3, timeout=last["lifetime"] + TIMEOUT)
+            assert all(p.poll() is None for p in procs.values()), tails()
+    finally:
+        created.stop()
+    assert st["restarts"] == 2, st
+    assert created.duplicates() == [], describe(h)
+    assert sorted(created.names) == [f"demo-{a}-{r}" for a in (1, 2, 3) for r in (0, 1)]
+
+    audit = settled_audit_events(h)
+    users = {active.user: active.identity, standby.user: standby.identity}
+    turns: list[tuple[str, datetime, datetime]] = []  # (replica, first write, last answered)
+    for event in sorted((e for r in ha.replicas for e in writes_by(audit, r, h.ns)),
+                        key=received):
+        who = users[event["user"]["username"]]
+        if turns and turns[-1][0] == who:
+            turns[-1] = (who, turns[-1][1], parse_time(event["stageTimestamp"]))
+        else:
+            turns.append((who, received(event), parse_time(event["stageTimestamp"])))
+    # The frozen replica wrote before it froze; the standby took over after that.
+    assert [t[0] for t in turns[:2]] == [active.identity, standby.identity], (turns, tails())
+    assert turns[0][2] < frozen_at < turns[1][1], (turns, frozen_at)
+    # Never both: each turn's first write comes after the previous turn's last answer.
+    for before, after in zip(turns, turns[1:]):
+        assert before[2] < after[1], (before, after, tails())
+    # The attempt-1 pods were deleted by the standby alone (the frozen one's deletes fenced).
+    deleters = {e["user"]["username"] for e in audit if e["verb"] == "delete"
+                and e["user"]["username"] in users  # not the test's kubelet finishing them
+                and (e.get("objectRef") or {}).get("resource") == "pods"
+                and e["objectRef"].get("namespace") == h.ns
+                and e["objectRef"].get("name", "").startswith("demo-1-")}
+    assert deleters == {standby.user}, deleters
+    print(f"\nturns of writes: {[(t[0], t[1].time().isoformat()) for t in turns]}")

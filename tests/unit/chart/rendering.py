@@ -133,4 +133,9 @@ def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, An
 
 
 def container_env(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e.get("value") for e in container.get("env", [])}
+    """The container's variables as its pod would see them; the downward API's
+    `metadata.namespace` is the release namespace (where the chart puts the Deployment)."""
+    def value(e: dict[str, Any]) -> str | None:
+        field = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        return RELEASE_NAMESPACE if field == "metadata.namespace" else e.get("value")
+    return {e["name"]: value(e) for e in container.get("env", [])}

@@ -37,7 +37,7 @@ def values_for(mode: str) -> dict:
 
 @dataclass(frozen=True)
 class DocRule:
-    where: str  # "cluster" or "namespaces"
+    where: str  # "cluster", "namespaces" or "release namespace"
     group: str
     resource: str
     verbs: tuple[str, ...]
@@ -64,7 +64,7 @@ def documented_rules() -> list[DocRule]:
     rows = []
     for line in RBAC_DOC.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 6 or cells[0] not in ("cluster", "namespaces"):
+        if len(cells) != 6 or cells[0] not in ("cluster", "namespaces", "release namespace"):
             continue
         where, group, resource, verbs, when, _why = cells
         rows.append(DocRule(where, "" if group == "core" else group, resource,
@@ -85,7 +85,11 @@ def test_rendered_rules_are_exactly_the_documented_ones(mode):
     clusterwide, peering, webhook = not namespaces, replicas > 1, mode in WEBHOOK_MODES
     objects = render(values_for(mode))
     cluster_roles = by_kind(objects, "ClusterRole")
-    roles = by_kind(objects, "Role")
+    roles = [r for r in by_kind(objects, "Role") if not r["metadata"]["name"].endswith("-leader")]
+    leader = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader")]
+    assert [r["metadata"]["namespace"] for r in leader] == ([RELEASE_NAMESPACE] if peering else [])
+    want = expected("release namespace", clusterwide, peering)
+    assert set().union(*(triples(r["rules"]) for r in leader)) == want
     assert len(cluster_roles) == 1
     granted = triples(cluster_roles[0]["rules"])
     if clusterwide:
@@ -140,6 +144,10 @@ def operator_calls(namespaces: list[str], peering: bool) -> list[Call]:
     if peering and clusterwide:
         calls += [Call(v, "kopf.dev", "clusterkopfpeerings", name="ftjob")
                   for v in ("list", "watch", "patch")]
+    if peering:  # leadership.py: the Lease of the peering's name, in its own namespace
+        calls += [Call("create", "coordination.k8s.io", "leases", namespace=RELEASE_NAMESPACE)]
+        calls += [Call(v, "coordination.k8s.io", "leases", namespace=RELEASE_NAMESPACE,
+                       name="ftjob") for v in ("get", "update")]
     for ns in targets:
         calls += [
             Call("patch", "finetune.dev", "finetunejobs", namespace=ns, name="job"),

@@ -22,7 +22,7 @@ OPERATOR_ENV = {
     "FTJOB_TRAINER_METRICS_PORT", "FTJOB_TRAINER_PROGRESS_INTERVAL",
     "FTJOB_STORAGE_CLASS",
     "FTJOB_STORAGE_SIZE", "FTJOB_NAMESPACES", "FTJOB_LOG_LEVEL", "FTJOB_LOG_FORMAT",
-    "FTJOB_PEERING", "FTJOB_LIVENESS_PORT", "FTJOB_METRICS_PORT",
+    "FTJOB_PEERING", "FTJOB_LEASE_NAMESPACE", "FTJOB_LIVENESS_PORT", "FTJOB_METRICS_PORT",
     "FTJOB_WEBHOOK_PORT", "FTJOB_WEBHOOK_HOSTS", "FTJOB_WEBHOOK_CERT_DIR",
     "FTJOB_WEBHOOK_CONFIGURATION", "FTJOB_WEBHOOK_CHECK_REFERENCE_ACCESS",
     "FTJOB_ALLOW_PROXY_ENV", "FTJOB_ALLOWED_RUNTIME_CLASSES", "FTJOB_ALLOWED_ANNOTATION_PREFIXES",
@@ -100,7 +100,8 @@ def test_objects_rendered_with_every_option_on():
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount",
                             "ServiceMonitor", "PodMonitor", "ValidatingWebhookConfiguration",
-                            "Certificate"] + ["Role", "RoleBinding", "KopfPeering", "Service"] * 2)
+                            "Certificate"] + ["Role", "RoleBinding", "KopfPeering", "Service"] * 2
+                           + ["Role", "RoleBinding"])  # the replicas' Lease
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63, label(obj)
 
@@ -362,5 +363,7 @@ def test_operator_accepts_the_rendered_environment(values):
                                      else None)
     assert settings.peering == (merged["peering"]["name"] if merged["replicaCount"] > 1
                                 else None)
+    assert settings.lease_namespace == (RELEASE_NAMESPACE if merged["replicaCount"] > 1
+                                        else None)
     webhook = merged["webhook"]
     assert settings.webhook_port == (webhook["port"] if webhook["enabled"] else None)

@@ -17,7 +17,8 @@ def test_all_variables():
         "FTJOB_TRAINER_IMAGE": "r/t:1", "FTJOB_TRAINER_IMAGE_PULL_POLICY": "Always",
         "FTJOB_STORAGE_CLASS": "fast", "FTJOB_STORAGE_SIZE": "50Gi",
         "FTJOB_NAMESPACES": "team-a, team-b,", "FTJOB_LOG_LEVEL": "debug",
-        "FTJOB_LOG_FORMAT": "json", "FTJOB_PEERING": "ftjob", "FTJOB_LIVENESS_PORT": "9000",
+        "FTJOB_LOG_FORMAT": "json", "FTJOB_PEERING": "ftjob",
+        "FTJOB_LEASE_NAMESPACE": "ftjob-system", "FTJOB_LIVENESS_PORT": "9000",
         "FTJOB_METRICS_PORT": "9090", "FTJOB_RESYNC_SECONDS": "5",
         "FTJOB_TRAINER_IMAGE_PULL_SECRETS": "regcred, mirror",
         "FTJOB_TRAINER_METRICS_PORT": "9400", "FTJOB_TRAINER_PROGRESS_INTERVAL": "20",
@@ -25,7 +26,7 @@ def test_all_variables():
     assert s == Settings(trainer_image="r/t:1", trainer_image_pull_policy="Always",
                          storage_class="fast", storage_size="50Gi",
                          namespaces=("team-a", "team-b"), log_level="DEBUG", log_format="json",
-                         peering="ftjob", liveness_port=9000, metrics_port=9090,
+                         peering="ftjob", lease_namespace="ftjob-system", liveness_port=9000, metrics_port=9090,
                          resync_seconds=5.0, trainer_image_pull_secrets=("regcred", "mirror"),
                          trainer_metrics_port=9400, trainer_progress_interval=20)
     assert from_env({"FTJOB_TRAINER_METRICS_PORT": "0"}).trainer_metrics_port is None
@@ -46,6 +47,12 @@ def test_all_variables():
 def test_errors_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):
         from_env(env)
+
+
+def test_peering_needs_the_namespace_of_the_lease():
+    with pytest.raises(SettingsError, match="FTJOB_LEASE_NAMESPACE: required with FTJOB_PEERING"):
+        from_env({"FTJOB_PEERING": "ftjob"})
+    assert from_env({}).lease_namespace is None
 
 
 def test_peering_lifetime_is_bounded():
