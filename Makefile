@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml locks/dev.txt locks/demo.txt
 
 demo: venv
 	$(BIN)/ftjob validate examples/demo-local.yaml
-	$(BIN)/ftjob run examples/demo-local.yaml --local
+	$(BIN)/ftjob run examples/demo-local.yaml --local $(if $(DEMO_PUSH),--push $(DEMO_PUSH) $(DEMO_PUSH_FLAGS))
 	@echo "report of the run (loss, learning rate, eval metrics):"
 	@$(BIN)/ftjob report ftjob-runs/demo-headlines
 

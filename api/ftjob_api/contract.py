@@ -168,6 +168,23 @@ JOB_FILE_NAME = "job.json"
 # In the output folder, written by rank 0 before anything else: the uid (and name) of the job
 # that owns the folder; a job with another uid neither resumes from it nor writes into it.
 OUTPUT_OWNER_FILE_NAME = ".ftjob-owner.json"
+# In the output folder (spec.output): the base model with the LoRA adapter merged in.
+MERGED_DIR_NAME = "merged"
+# In the output folder (spec.output): the delivery's result, as status.output reports it.
+OUTPUT_RESULT_FILE_NAME = "output.json"
+# The export step (spec.output): after the training pods succeeded, the operator runs one
+# export pod per try: the trainer image's `ftjob-export` on the job's output claim (gate,
+# merge, model card, push). It ends with an exit code below and, as its termination
+# message, the JSON of status.output (camelCase: phase, reference, digest, size, gate,
+# pushedAt, message).
+EXPORT_COMMAND = ("ftjob-export",)
+ENV_PUSH_CONFIG = "FTJOB_PUSH_CONFIG"  # file: spec.output.oci.pushSecretRef's .dockerconfigjson
+ENV_REGISTRY_CA = "FTJOB_REGISTRY_CA"  # file: spec.output.oci.caConfigMapRef's CA bundle
+PUSH_CONFIG_VOLUME = "push-config"
+PUSH_CONFIG_MOUNT_DIR = "/etc/ftjob-push"
+PUSH_CONFIG_KEY = ".dockerconfigjson"  # the key of a kubernetes.io/dockerconfigjson Secret
+REGISTRY_CA_VOLUME = "registry-ca"
+REGISTRY_CA_MOUNT_DIR = "/etc/ftjob-registry-ca"
 DEEPSPEED_CONFIG_MOUNT_DIR = "/etc/ftjob-deepspeed"
 DEEPSPEED_CONFIG_FILE_NAME = "ds_config.json"
 SHM_MOUNT_DIR = "/dev/shm"
@@ -184,10 +201,11 @@ DEEPSPEED_CONFIG_VOLUME = "deepspeed-config"
 TMP_VOLUME = "tmp"
 HOME_VOLUME = "home"
 RESERVED_VOLUME_NAMES = (OUTPUT_VOLUME, JOB_FILE_VOLUME, SHM_VOLUME, DEEPSPEED_CONFIG_VOLUME,
-                         TMP_VOLUME, HOME_VOLUME)
+                         TMP_VOLUME, HOME_VOLUME, PUSH_CONFIG_VOLUME, REGISTRY_CA_VOLUME)
 # Paths the pod already uses; user volumes may not be mounted over or under them.
 RESERVED_MOUNT_PATHS = (DEFAULT_OUTPUT_DIR, JOB_FILE_MOUNT_DIR, DEEPSPEED_CONFIG_MOUNT_DIR,
-                        SHM_MOUNT_DIR, TMP_MOUNT_DIR, HOME_DIR)
+                        SHM_MOUNT_DIR, TMP_MOUNT_DIR, HOME_DIR, PUSH_CONFIG_MOUNT_DIR,
+                        REGISTRY_CA_MOUNT_DIR)
 RDZV_PORT = 29500
 METRICS_PORT_NAME = "metrics"  # container port of rank 0's Prometheus endpoint
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
@@ -216,12 +234,15 @@ class ExitCode(IntEnum):
     OUT_OF_MEMORY = 20  # retryable: CUDA/CPU out of memory
     DISTRIBUTED_TIMEOUT = 21  # retryable: NCCL/gloo or rendezvous timeout, peer lost
     JOB_FILE_REPLACED = 22  # retryable: the mounted job file is another job's (being replaced)
+    # The export step (spec.output): not a training pod's, never a gang restart.
+    EXPORT_REFUSED = 14  # permanent: the registry refused (credentials, denied), bad target
+    EXPORT_RETRYABLE = 23  # retryable: registry unreachable or failing, disk full, timeout
     PREEMPTED = 30  # stopped on SIGTERM after saving a checkpoint; restart without cost
 
 
 PERMANENT_EXIT_CODES = frozenset(
     {ExitCode.INVALID_SPEC, ExitCode.INVALID_DATA, ExitCode.INVALID_MODEL,
-     ExitCode.OUTPUT_OWNED_BY_OTHER_JOB}
+     ExitCode.OUTPUT_OWNED_BY_OTHER_JOB, ExitCode.EXPORT_REFUSED}
 )
 PREEMPTED_EXIT_CODES = frozenset({ExitCode.PREEMPTED})
 
@@ -235,6 +256,8 @@ EXIT_REASONS = {
     ExitCode.OUT_OF_MEMORY: "OutOfMemory",
     ExitCode.DISTRIBUTED_TIMEOUT: "DistributedTimeout",
     ExitCode.JOB_FILE_REPLACED: "JobFileReplaced",
+    ExitCode.EXPORT_REFUSED: "ExportRefused",
+    ExitCode.EXPORT_RETRYABLE: "ExportRetryable",
     ExitCode.PREEMPTED: "Preempted",
 }
 

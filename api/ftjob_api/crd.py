@@ -35,6 +35,10 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
         {"rule": "has(self.configMapRef) != has(self.secretRef)",
          "message": "set exactly one of configMapRef or secretRef"},
     ],
+    "QualityGate": [
+        {"rule": "has(self.min) != has(self.max)",
+         "message": "set exactly one of min (a metric to reach) or max (a metric to stay under)"},
+    ],
 }
 
 PRINTER_COLUMNS = [
@@ -52,6 +56,8 @@ PRINTER_COLUMNS = [
     {"name": "Nodes", "type": "integer", "jsonPath": ".spec.resources.nodes", "priority": 1},
     {"name": "Checkpoint", "type": "integer", "jsonPath": ".status.checkpoint.latest.step",
      "priority": 1},
+    {"name": "Output", "type": "string", "jsonPath": ".status.output.reference",
+     "description": "The image the model was pushed to (spec.output.oci)", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
 

@@ -49,4 +49,11 @@ def references(spec: api.FineTuneJobSpec) -> list[Reference]:
         found.append(Reference("spec.storage.existingClaim", CLAIMS, spec.storage.existing_claim))
     for i, volume in enumerate(spec.volumes):
         found.append(Reference(f"spec.volumes[{i}].claimName", CLAIMS, volume.claim_name))
+    oci = spec.output.oci if spec.output is not None else None
+    if oci is not None and oci.push_secret_ref is not None:
+        found.append(Reference("spec.output.oci.pushSecretRef.name", SECRETS,
+                               oci.push_secret_ref.name))
+    if oci is not None and oci.ca_config_map_ref is not None:
+        found.append(Reference("spec.output.oci.caConfigMapRef.name", CONFIG_MAPS,
+                               oci.ca_config_map_ref.name))
     return found

@@ -115,6 +115,8 @@ _PATTERN_MESSAGES = {
     "runtimeClassName": "must be the name of a RuntimeClass: lowercase letters, digits, '-' "
     "and '.'",
     "prefix": "must be letters, digits, '_', '-' or '.', not starting with a digit",
+    "tag": "must be an image tag: letters, digits, '_', '.' and '-', not starting with '.' or "
+    "'-', at most 128 characters",
 }
 
 
@@ -168,6 +170,7 @@ def _check_spec_rules(spec: api.FineTuneJobSpec, allowed: Allowed) -> list[Probl
     problems.extend(_check_early_stopping(spec))
     problems.extend(_check_search(spec))
     problems.extend(preference_args.check_spec(spec))
+    problems.extend(api.check_output(spec))
     return problems
 
 

@@ -90,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return run_local(args.file, nproc=args.nproc, output=args.output, job_name=args.name)
+        return run_local(args.file, nproc=args.nproc, output=args.output, job_name=args.name,
+                         push=args.push, plain_http=args.plain_http)
     except OSError as exc:  # e.g. an output folder that cannot be created
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
@@ -205,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training processes (default: GPUs in the spec, or 2 on CPU)")
     run.add_argument("--output", help="output folder (default ./ftjob-runs/<name>)")
     run.add_argument("--name", help="which job, when FILE holds several")
+    run.add_argument("--push", metavar="REPOSITORY[:TAG]",
+                     help="once trained, push the model to this OCI registry (as the "
+                     "manifest's spec.output.oci; credentials from `docker login` or "
+                     "FTJOB_PUSH_CONFIG, a private CA from FTJOB_REGISTRY_CA)")
+    run.add_argument("--plain-http", action="store_true",
+                     help="with --push: a registry without TLS (test registries only)")
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="draw a run's loss, learning rate and eval metrics "

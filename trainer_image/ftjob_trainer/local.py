@@ -95,13 +95,36 @@ def read_local_job(file: str, job_name: str | None = None) -> tuple[dict[str, An
     return doc.body["metadata"], resolve_paths(doc.body["spec"], Path(file).resolve().parent)
 
 
+def push_target(reference: str, plain_http: bool = False) -> tuple[dict[str, Any] | None, str]:
+    """`ftjob run --local --push REPOSITORY[:TAG]` as `spec.output.oci` (pure); (None, why)
+    when it is not a reference to push to."""
+    repository, tag = reference.strip().removeprefix("oci://"), None
+    last = repository.rsplit("/", 1)[-1]
+    if "/" in repository and ":" in last:
+        repository, _, tag = repository.rpartition(":")
+    target = {"repository": repository, "plainHTTP": plain_http, **({"tag": tag} if tag else {})}
+    try:
+        api.OciTarget.model_validate(target)
+    except ValueError as exc:
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc)}
+        return None, f"--push {reference}: {first['msg'].removeprefix('Value error, ')}"
+    return target, ""
+
+
 def run_local(file: str, nproc: int | None = None, output: str | None = None,
-              job_name: str | None = None) -> int:
+              job_name: str | None = None, push: str | None = None,
+              plain_http: bool = False) -> int:
     try:
         metadata, spec = read_local_job(file, job_name)
     except LocalJobError as exc:
         exc.print()
         return 2
+    if push is not None:  # the manifest's spec.output, pushing where the command line says
+        target, why = push_target(push, plain_http)
+        if target is None:
+            print(f"error: {why}", file=sys.stderr)
+            return 2
+        spec = {**spec, "output": {**(spec.get("output") or {}), "oci": target}}
     name = metadata["name"]
     output_dir = Path(output or Path(RUNS_DIR) / name).resolve()
     uid = local_uid(file, name)
@@ -133,7 +156,40 @@ def run_local(file: str, nproc: int | None = None, output: str | None = None,
     log_path = env.get(contract.ENV_TERMINATION_LOG)
     launch.write_termination_log(Path(log_path) if log_path else output_dir / "termination-log", line)
     print(describe(decision.summary))
+    if decision.exit_code == 0 and spec.get("output"):
+        return deliver_local(output_dir, name, spec, env)
     return decision.exit_code
+
+
+def local_push_config(env: dict[str, str]) -> str | None:
+    """The registry credentials of a local run: FTJOB_PUSH_CONFIG (a dockerconfigjson
+    file), else what `docker login` / `oras login` wrote ($DOCKER_CONFIG/config.json or
+    ~/.docker/config.json), else none (an anonymous push)."""
+    explicit = env.get(contract.ENV_PUSH_CONFIG, "").strip()
+    if explicit:
+        return explicit
+    folder = env.get("DOCKER_CONFIG", "").strip() or str(Path.home() / ".docker")
+    found = Path(folder) / "config.json"
+    return str(found) if found.is_file() else None
+
+
+def deliver_local(output_dir: Path, name: str, spec: dict[str, Any], env: dict[str, str]) -> int:
+    """spec.output after a local run succeeded: what the operator's export pod does."""
+    from .delivery import export  # the registry client loads only when asked for
+
+    try:
+        result = export.export(output_dir, name, spec, push_config=local_push_config(env),
+                               registry_ca=env.get(contract.ENV_REGISTRY_CA, "").strip() or None)
+    except export.ExportFailed as exc:
+        retry = "run the same command again to retry" if exc.retryable else "fix it and rerun"
+        print(f"export failed: {exc.message} ({retry}; the trained model stays in "
+              f"{output_dir / export.FINAL_DIR})")
+        return exc.exit_code
+    print(f"output: {result.get('phase')}: {result.get('reference') or ''}"
+          f"{'@' + result['digest'] if result.get('digest') else ''}".rstrip(": "))
+    if result.get("message"):
+        print(f"  {result['message']}")
+    return 0
 
 
 def _foreign_output(output_dir: Path, uid: str, name: str, spec: dict[str, Any]) -> int | None:

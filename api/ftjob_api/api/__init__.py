@@ -15,6 +15,8 @@ modules below, which only sort the models by area:
 - `sources`: `spec.model` and `spec.dataset`;
 - `training`: LoRA, DeepSpeed, restart policy, early stopping, hyperparameter search;
 - `pods`: resources, environment, scheduling, pod template, monitoring, storage;
+- `output`: `spec.output` (merge, quality gate, OCI push) and its rules that need the whole
+  spec (`check_output`);
 - `status`: everything under `status`, and `to_patch`, which every status writer uses;
 - `spec`: `FineTuneJobSpec`, `FineTuneJob`, `ObjectMeta` and `parse_spec`.
 """
@@ -33,7 +35,10 @@ from .base import (
     ApiModel,
     ConfigMapKeyRef,
     SecretKeyRef,
+    SecretRef,
 )
+from .output import CABundleRef, OciTarget, OutputSpec, QualityGate, gate_metric_key
+from .output import check_spec as check_output
 from .pods import (
     ConfigMapEnvSource,
     EnvFromSource,
@@ -51,12 +56,16 @@ from .sources import DATA_FILE_SUFFIXES, DataFiles, DatasetSource, ModelSource
 from .spec import FineTuneJob, FineTuneJobSpec, ObjectMeta, Task, parse_spec
 from .status import (
     FINISHED_PHASES,
+    OUTPUT_FINISHED_PHASES,
     AttemptRecord,
     CheckpointRef,
     CheckpointStatus,
     Condition,
     FineTuneJobStatus,
+    GateResult,
     Goodput,
+    OutputPhase,
+    OutputStatus,
     Phase,
     Progress,
     SearchStatus,
@@ -78,12 +87,14 @@ __all__ = [
     "FINISHED_PHASES",
     "GROUP",
     "KIND",
+    "OUTPUT_FINISHED_PHASES",
     "PLURAL",
     "SHORT_NAMES",
     "SINGULAR",
     "VERSION",
     "ApiModel",
     "AttemptRecord",
+    "CABundleRef",
     "CheckpointRef",
     "CheckpointStatus",
     "Condition",
@@ -98,15 +109,21 @@ __all__ = [
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
+    "GateResult",
     "Goodput",
     "HyperparameterSearch",
     "LoraSpec",
     "ModelSource",
     "Monitoring",
     "ObjectMeta",
+    "OciTarget",
+    "OutputPhase",
+    "OutputSpec",
+    "OutputStatus",
     "Phase",
     "PodTemplate",
     "Progress",
+    "QualityGate",
     "Resources",
     "RestartPolicy",
     "Scheduling",
@@ -114,10 +131,13 @@ __all__ = [
     "SearchStatus",
     "SecretEnvSource",
     "SecretKeyRef",
+    "SecretRef",
     "Storage",
     "Task",
     "Toleration",
     "VolumeMount",
+    "check_output",
+    "gate_metric_key",
     "parse_spec",
     "to_patch",
 ]

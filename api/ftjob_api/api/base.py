@@ -1,4 +1,4 @@
-"""The base every API model shares, the resource's identity, and the key references.
+"""The base every API model shares, the resource's identity, and the object references.
 
 Every model is camelCase on the wire and rejects unknown fields (`ApiModel`).
 """
@@ -37,3 +37,7 @@ class SecretKeyRef(ApiModel):
 class ConfigMapKeyRef(ApiModel):
     name: str = Field(min_length=1, description="Name of a ConfigMap in the job's namespace.")
     key: str = Field(min_length=1, description="Key inside the ConfigMap.")
+
+
+class SecretRef(ApiModel):
+    name: str = Field(min_length=1, description="Name of a Secret in the job's namespace.")

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from .base import ApiModel
+from .output import OutputSpec
 from .pods import EnvVar, Monitoring, PodTemplate, Resources, Scheduling, Storage, VolumeMount
 from .sources import DatasetSource, ModelSource
 from .status import FineTuneJobStatus
@@ -86,6 +87,12 @@ class FineTuneJobSpec(ApiModel):
         description="Search `trainingArguments` with Optuna before training the final model "
         "with the best values found. The study lives on the output volume, so a restarted job "
         "keeps its finished trials. Needs evaluation data.",
+    )
+    output: OutputSpec | None = Field(
+        default=None,
+        description="What is done with the model once training has succeeded: check a quality "
+        "gate, merge the LoRA adapter, push it to an OCI registry (a KServe modelcar). "
+        "Progress and result in `status.output`.",
     )
     clean_pod_policy: Literal["None", "Running", "All"] = Field(
         default="Running",

@@ -1,5 +1,5 @@
 """`status`: what the operator and the trainer write back (phase, conditions, progress,
-attempts, goodput, search). Writers build their patches from these models."""
+attempts, goodput, search, output). Writers build their patches from these models."""
 
 from __future__ import annotations
 
@@ -143,6 +143,61 @@ class SearchStatus(ApiModel):
     best_params: dict[str, Any] | None = Field(default=None, description="Its parameters.")
 
 
+class OutputPhase(str, Enum):
+    """Where the delivery of `spec.output` stands."""
+
+    PENDING = "Pending"  # training has not succeeded yet
+    MERGING = "Merging"  # merging the LoRA adapter into the base model
+    PUSHING = "Pushing"  # pushing to the registry (again after a failed try)
+    PUSHED = "Pushed"  # in the registry: `reference`, `digest`
+    READY = "Ready"  # done without a push (no `oci`): merged and/or gate met
+    WITHHELD = "Withheld"  # trained, but the gate was not met: not pushed
+    FAILED = "Failed"  # the merge or the push failed for good (`message`)
+
+
+OUTPUT_FINISHED_PHASES = frozenset({OutputPhase.PUSHED.value, OutputPhase.READY.value,
+                                    OutputPhase.WITHHELD.value, OutputPhase.FAILED.value})
+
+
+class GateResult(ApiModel):
+    """How the final metrics fared against `spec.output.gate`."""
+
+    metric: str = Field(description="The metric read, e.g. `eval_accuracy`.")
+    value: float | None = Field(
+        default=None, description="Its final value; absent when the final metrics lack it "
+        "(the gate is then not met)."
+    )
+    bound: float = Field(description="The gate's `min` or `max`.")
+    comparison: Literal["min", "max"] = Field(
+        description="`min`: met when value >= bound; `max`: met when value <= bound."
+    )
+    passed: bool = Field(description="Whether the gate was met.")
+
+
+class OutputStatus(ApiModel):
+    """Written while and after the model is delivered (`spec.output`)."""
+
+    phase: OutputPhase | None = Field(
+        default=None, description="`Pending`, `Merging`, `Pushing`, `Pushed`, `Ready` (done "
+        "without a push), `Withheld` (the gate was not met: not pushed) or `Failed`."
+    )
+    reference: str | None = Field(
+        default=None, description="The image pushed, `REPOSITORY:TAG`; serve it with "
+        "`storageUri: oci://REPOSITORY:TAG`."
+    )
+    digest: str | None = Field(
+        default=None, description="Digest of the pushed manifest (`sha256:...`), to pin it "
+        "(`oci://REPOSITORY@DIGEST`)."
+    )
+    size: int | None = Field(default=None, description="Bytes pushed (the image's layers).")
+    gate: GateResult | None = Field(default=None, description="The gate's result.")
+    pushed_at: str | None = Field(default=None, description="When the push completed (RFC 3339).")
+    attempts: int = Field(default=0, description="Delivery tries so far (merge and push).")
+    message: str | None = Field(
+        default=None, description="Detail: why it is withheld or failed, or the last try's error."
+    )
+
+
 class FineTuneJobStatus(ApiModel):
     phase: Phase | None = Field(default=None, description="Where the job is in its life.")
     message: str | None = Field(default=None, description="Why the job is in this phase.")
@@ -163,6 +218,9 @@ class FineTuneJobStatus(ApiModel):
         default=None, description="Final metrics of a succeeded job."
     )
     search: SearchStatus | None = Field(default=None, description="Hyperparameter search.")
+    output: OutputStatus | None = Field(
+        default=None, description="Delivery of the trained model (`spec.output`)."
+    )
     started_spec_digest: str | None = Field(
         default=None, description="SHA-256 of the spec the job started with, as its ConfigMap "
         "`<job>-job` holds it (the fields that cannot change after the start); the operator "

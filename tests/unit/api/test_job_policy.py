@@ -173,6 +173,9 @@ EVERY_REFERENCE = {
     "storage": {"existingClaim": "shared"},
     "volumes": [{"name": "models", "claimName": "model-store", "mountPath": "/models"},
                 {"name": "data", "claimName": "corpora", "mountPath": "/data"}],
+    "output": {"oci": {"repository": "registry.example.com/team/model",
+                       "pushSecretRef": {"name": "regcred"},
+                       "caConfigMapRef": {"name": "registry-ca"}}},
 }
 
 
@@ -187,11 +190,14 @@ def test_references_name_every_object_a_pod_reads_with_its_field():
         Reference("spec.storage.existingClaim", CLAIMS, "shared"),
         Reference("spec.volumes[0].claimName", CLAIMS, "model-store"),
         Reference("spec.volumes[1].claimName", CLAIMS, "corpora"),
+        Reference("spec.output.oci.pushSecretRef.name", SECRETS, "regcred"),
+        Reference("spec.output.oci.caConfigMapRef.name", CONFIG_MAPS, "registry-ca"),
     ]
     assert references(api.parse_spec(BASE)) == []
 
 
-REF_MODELS = {"SecretKeyRef", "ConfigMapKeyRef", "SecretEnvSource", "ConfigMapEnvSource"}
+REF_MODELS = {"SecretKeyRef", "ConfigMapKeyRef", "SecretEnvSource", "ConfigMapEnvSource",
+              "SecretRef", "CABundleRef"}
 
 
 def _reference_fields(model, path: str) -> set[str]:

@@ -1,0 +1,85 @@
+"""Reading a pushed image back as `docker pull` or a KServe modelcar would: the `oras` CLI
+copies it into an OCI layout, the layers are checked against the image spec and unpacked."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+from ftjob_trainer.delivery import oci
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_oras(oras_cli: str, *args: str) -> str:
+    done = subprocess.run([oras_cli, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"oras {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def copy_to_layout(oras_cli: str, registry, ref: str, tmp_path: Path) -> Path:
+    """`oras cp` of the whole image (manifest, config, every layer) into an OCI layout: what
+    `docker pull` fetches. (`oras pull` writes only layers titled with a file name; these are
+    tars to unpack under /, as a container runtime does, so they carry no title.)"""
+    auth = tmp_path / "auth.json"
+    auth.write_text(registry.docker_config())
+    layout = tmp_path / "layout"
+    run_oras(oras_cli, "cp", "--from-plain-http=false", "--from-ca-file", str(registry.ca_file),
+             "--from-registry-config", str(auth), ref, "--to-oci-layout", f"{layout}:pulled")
+    return layout
+
+
+def read_image(layout: Path) -> tuple[dict, dict, list[bytes]]:
+    """The manifest, config and layers of the layout's image, each checked against the OCI
+    image spec as far as docker and containerd rely on it."""
+    def blob(digest: str) -> bytes:
+        data = (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        return data
+
+    index = json.loads((layout / "index.json").read_text())
+    (desc,) = [m for m in index["manifests"]
+               if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "pulled"]
+    assert desc["mediaType"] == oci.MANIFEST_MEDIA_TYPE
+    manifest = json.loads(blob(desc["digest"]))
+    assert manifest["schemaVersion"] == 2 and manifest["mediaType"] == oci.MANIFEST_MEDIA_TYPE
+    assert manifest["config"]["mediaType"] == oci.CONFIG_MEDIA_TYPE
+    config_bytes = blob(manifest["config"]["digest"])
+    assert len(config_bytes) == manifest["config"]["size"]
+    config = json.loads(config_bytes)
+    assert (config["os"], config["architecture"]) == ("linux", "amd64")
+    assert config["rootfs"]["type"] == "layers"
+    # Uncompressed tars: each layer's diff_id is its own digest.
+    assert config["rootfs"]["diff_ids"] == [layer["digest"] for layer in manifest["layers"]]
+    assert len(config["history"]) == len(manifest["layers"])
+    layers = []
+    for layer in manifest["layers"]:
+        assert layer["mediaType"] == oci.LAYER_MEDIA_TYPE
+        data = blob(layer["digest"])
+        assert len(data) == layer["size"]
+        layers.append(data)
+    return manifest, config, layers
+
+
+def unpack(layers: list[bytes], root: Path) -> Path:
+    """Apply the layers in order, as a container runtime does; returns /models."""
+    for data in layers:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                assert member.name == "models" or member.name.startswith("models/")
+                assert (member.mtime, member.uid, member.gid) == (0, 0, 0)
+                assert member.mode == (0o755 if member.isdir() else 0o644)
+                assert not member.pax_headers
+            tar.extractall(root, filter="data")
+    return root / "models"
