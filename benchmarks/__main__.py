@@ -13,7 +13,7 @@ import sys
 # Cheapest first. gpu_paths needs a CUDA machine, e2e_recovery a cluster (make kind-up).
 BENCHMARKS = ["operator_lifecycle", "operator_scale", "operator_scale_real", "operator_stall",
               "trainer_bench", "trainer_ddp_unused", "trainer_sft_packing", "trainer_dpo_plain",
-              "inspect_large",
+              "inspect_large", "delivery_push",
               "fuzz_manifests",
               "e2e_recovery", "gpu_paths"]
 
@@ -27,6 +27,8 @@ def available(name: str) -> tuple[bool, str]:
         import importlib.util
 
         return importlib.util.find_spec("atheris") is not None, "atheris not installed"
+    if name == "delivery_push":
+        return os.path.exists("/usr/bin/docker-registry"), "docker-registry not installed"
     if name == "e2e_recovery":
         return bool(os.environ.get("KUBECONFIG")), "no cluster (make kind-up, then KUBECONFIG)"
     return True, ""

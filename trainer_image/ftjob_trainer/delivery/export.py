@@ -105,8 +105,13 @@ def export(output_dir: str | os.PathLike[str], job_name: str, spec: Mapping[str,
     return _finish(output_dir, api.OutputStatus(
         phase=api.OutputPhase.PUSHED, reference=pushed.reference, digest=pushed.digest,
         size=pushed.size, gate=checked, pushed_at=contract.rfc3339(pushed.finished),
-        message=f"pushed {pushed.blobs_sent} of {pushed.blobs_sent + pushed.blobs_skipped} "
-                f"blobs ({pushed.bytes_sent} bytes); the registry had the others"))
+        message=_pushed_message(pushed)))
+
+
+def _pushed_message(pushed: oci.PushResult) -> str:
+    sent = f"sent {pushed.blobs_sent} blobs, {pushed.bytes_sent} bytes"
+    return sent + (f"; {pushed.blobs_skipped} the registry already had"
+                   if pushed.blobs_skipped else "")
 
 
 def _merge(output_dir: Path, spec: Mapping[str, Any]) -> None:
