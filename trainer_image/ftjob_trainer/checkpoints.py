@@ -46,13 +46,26 @@ class Verdict:
 # --------------------------------------------------------------------------- marker
 
 
-def file_list(folder: Path) -> dict[str, int]:
-    """Relative path -> size of every regular file under `folder` except the marker."""
+def file_list(folder: Path, skip: tuple[str, ...] = (MARKER,)) -> dict[str, int]:
+    """Relative path -> size of every regular file under `folder`, except those whose
+    relative path is in `skip` (the marker)."""
     files = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MARKER:
-            files[path.relative_to(folder).as_posix()] = path.stat().st_size
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and relative not in skip:
+            files[relative] = path.stat().st_size
     return files
+
+
+def write_json_durably(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` so that a crash leaves the old file or the new one, whole
+    and on disk (a temporary file, fsync, rename): a completion marker's write."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as out:
+        json.dump(payload, out, indent=1, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
 
 
 def write_marker(folder: Path, step: int, now: float | None = None) -> dict[str, Any]:
@@ -62,12 +75,7 @@ def write_marker(folder: Path, step: int, now: float | None = None) -> dict[str,
         "savedAt": saved_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "files": file_list(folder),
     }
-    tmp = folder / f".{MARKER}.tmp"
-    with open(tmp, "w") as out:
-        json.dump(marker, out, indent=1, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, folder / MARKER)
+    write_json_durably(folder / MARKER, marker)
     return marker
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from ftjob_api import api
 
+from .. import checkpoints
 from ..exits import TrainerError
 
 log = logging.getLogger(__name__)
@@ -267,9 +268,7 @@ def partial_dir(out_dir: Path) -> Path:
 def file_list(folder: Path) -> dict[str, int]:
     """Relative path -> size of every file under `folder`, except the marker and a model
     card (README.md is written after the merge)."""
-    return {p.relative_to(folder).as_posix(): p.stat().st_size
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MARKER and p.relative_to(folder).as_posix() != "README.md"}
+    return checkpoints.file_list(folder, skip=(MARKER, "README.md"))
 
 
 def verified_merge(out_dir: Path, identity: dict[str, Any]) -> tuple[str, ...] | None:
@@ -296,12 +295,7 @@ def verified_merge(out_dir: Path, identity: dict[str, Any]) -> tuple[str, ...] |
 
 
 def _write_marker(folder: Path, marker: dict[str, Any]) -> None:
-    tmp = folder / f".{MARKER}.tmp"
-    with open(tmp, "w") as out:
-        json.dump(marker, out, indent=1, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, folder / MARKER)
+    checkpoints.write_json_durably(folder / MARKER, marker)
 
 
 # --------------------------------------------------------------------------- disk
