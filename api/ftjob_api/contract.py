@@ -38,6 +38,9 @@ ENV_REPORTER = "FTJOB_REPORTER"  # "kubernetes" | "console" | "none"
 ENV_PROGRESS_INTERVAL = "FTJOB_PROGRESS_INTERVAL"  # seconds between progress writes
 ENV_METRICS_PORT = "FTJOB_METRICS_PORT"  # Prometheus port on rank 0; unset = off
 ENV_DEEPSPEED_CONFIG = "FTJOB_DEEPSPEED_CONFIG"  # file of spec.deepspeed.configMapRef, mounted
+# The export pod's (spec.output; see EXPORT_COMMAND below), empty on the training pods.
+ENV_PUSH_CONFIG = "FTJOB_PUSH_CONFIG"  # file: spec.output.oci.pushSecretRef's .dockerconfigjson
+ENV_REGISTRY_CA = "FTJOB_REGISTRY_CA"  # file: spec.output.oci.caConfigMapRef's CA bundle
 # A user's switch (the one FTJOB_* variable `spec.env` may set): "1" shows the full reports
 # that are otherwise cut to one line (torchrun's failure report, the CLI's tracebacks).
 ENV_DEBUG = "FTJOB_DEBUG"
@@ -55,7 +58,8 @@ ENV_TEST_MODE = "FTJOB_TEST_MODE"
 ENV_TEST_HANG_AT_STEP = "FTJOB_TEST_HANG_AT_STEP"
 ENV_TEST_HANG_RANK = "FTJOB_TEST_HANG_RANK"
 
-# Every FTJOB_* variable the trainer image reads. Each pod sets all of them explicitly
+# Every FTJOB_* variable the trainer image reads (its training pods' and its export pod's,
+# spec.output). Each pod sets all of them explicitly
 # (empty when ftjob has nothing to set; the trainer treats empty as unset): explicit `env`
 # wins over `envFrom`, so a user ConfigMap or Secret in `spec.podTemplate.envFrom` can
 # never supply one, the test hooks included.
@@ -64,7 +68,7 @@ TRAINER_ENV = (
     ENV_ATTEMPT,
     ENV_TERMINATION_LOG, ENV_REPORTER, ENV_PROGRESS_INTERVAL, ENV_METRICS_PORT,
     ENV_DEEPSPEED_CONFIG, ENV_STOP_FILE, ENV_RESULT_DIR, ENV_TEST_MODE, ENV_TEST_HANG_AT_STEP,
-    ENV_TEST_HANG_RANK, ENV_DEBUG,
+    ENV_TEST_HANG_RANK, ENV_DEBUG, ENV_PUSH_CONFIG, ENV_REGISTRY_CA,
 )
 
 # Variables users may not set in `spec.env`: ftjob's own, and those torchrun, NCCL,
@@ -178,8 +182,6 @@ OUTPUT_RESULT_FILE_NAME = "output.json"
 # message, the JSON of status.output (camelCase: phase, reference, digest, size, gate,
 # pushedAt, message).
 EXPORT_COMMAND = ("ftjob-export",)
-ENV_PUSH_CONFIG = "FTJOB_PUSH_CONFIG"  # file: spec.output.oci.pushSecretRef's .dockerconfigjson
-ENV_REGISTRY_CA = "FTJOB_REGISTRY_CA"  # file: spec.output.oci.caConfigMapRef's CA bundle
 PUSH_CONFIG_VOLUME = "push-config"
 PUSH_CONFIG_MOUNT_DIR = "/etc/ftjob-push"
 PUSH_CONFIG_KEY = ".dockerconfigjson"  # the key of a kubernetes.io/dockerconfigjson Secret

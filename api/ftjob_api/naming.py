@@ -13,6 +13,10 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB = f"{api.GROUP}/job-name"
 LABEL_ATTEMPT = f"{api.GROUP}/attempt"
 LABEL_RANK = f"{api.GROUP}/rank"
+# The export pod (spec.output) carries `role: export` and its try; the rank pods carry neither.
+LABEL_ROLE = f"{api.GROUP}/role"
+LABEL_EXPORT_TRY = f"{api.GROUP}/export-try"
+ROLE_EXPORT = "export"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 LABEL_KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
 ANNOTATION_KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
@@ -49,6 +53,11 @@ def pod(job: str, attempt: int, rank: int) -> str:
     return f"{job}-{attempt}-{rank}"
 
 
+def export_pod(job: str, try_: int) -> str:
+    """The export pod of one try (`spec.output`: gate, merge, push after training)."""
+    return f"{job}-export-{try_}"
+
+
 def master_addr(job: str, attempt: int) -> str:
     """DNS name of rank 0: `<hostname>.<subdomain>` resolves through the headless Service."""
     return f"{pod(job, attempt, 0)}.{service(job)}"
@@ -60,6 +69,10 @@ def common_labels(job: str) -> dict[str, str]:
 
 def pod_labels(job: str, attempt: int, rank: int) -> dict[str, str]:
     return {**common_labels(job), LABEL_ATTEMPT: str(attempt), LABEL_RANK: str(rank)}
+
+
+def export_pod_labels(job: str, try_: int) -> dict[str, str]:
+    return {**common_labels(job), LABEL_ROLE: ROLE_EXPORT, LABEL_EXPORT_TRY: str(try_)}
 
 
 def is_reserved_key(key: str, reserved: frozenset[str]) -> bool:

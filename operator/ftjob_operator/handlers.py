@@ -24,8 +24,8 @@ from ftjob_api import api, naming
 
 from . import admission, k8s, kueue, leadership, observe, watches
 from .reasons import EventType, Reason
-from .plan import (CreatePods, DeletePods, EnsureJobObjects, EnsureWorkload, JobState, Plan,
-                   RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
+from .plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, EnsureWorkload, JobState,
+                   Plan, RestoreConfigMap, SetWorkloadActive, UpdateWorkloadStatus)
 from .reconcile import decide
 from .settings import Settings, from_env
 
@@ -316,6 +316,11 @@ def _reflected(plan: Plan, key: tuple[str, str], body: kopf.Body, pods_index: ko
                 return False
         elif isinstance(action, DeletePods):
             if any(n in pods and not pods[n].deleting for n in action.names):
+                return False
+        elif isinstance(action, DeleteJob):
+            # Until kopf's copy shows the deletion, a decision would delete (and explain) it
+            # again: the TTL's Deleted Event posted twice.
+            if not (body.get("metadata") or {}).get("deletionTimestamp"):
                 return False
         elif isinstance(action, EnsureJobObjects):
             if not specs_index.get(key):

@@ -38,8 +38,15 @@ def parse_time(value: str | None) -> datetime | None:
         return None
 
 
+ROLE_RANK = "rank"
+ROLE_EXPORT = naming.ROLE_EXPORT
+
+
 @dataclass(frozen=True)
 class PodView:
+    """A rank pod of an attempt, or (`role` export) the export pod of a try: its try is
+    `attempt`, its rank 0."""
+
     name: str
     job: str
     attempt: int
@@ -56,6 +63,8 @@ class PodView:
     disruption: str | None = None  # reason of a True DisruptionTarget condition
     node: str | None = None  # spec.nodeName once scheduled
     ready: bool = False  # the pod's Ready condition (what Kueue's PodsReady counts)
+    role: str = ROLE_RANK  # ROLE_RANK, or ROLE_EXPORT for the export pod (spec.output)
+    finished_at: datetime | None = None  # when the container terminated
 
     @property
     def terminated(self) -> bool:
@@ -102,6 +111,8 @@ class Observed:
     workload: WorkloadView | None = None
     # Where the flavors Kueue admitted the Workload with put the pods.
     placement: Placement = Placement()
+    # The export pods (spec.output, one per try), never among `pods`.
+    exports: tuple[PodView, ...] = ()
 
 
 class Refusals:
@@ -144,7 +155,9 @@ def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any
                     None)
     flavors = {name: next(iter(views)) for name in (workload.flavors if workload else ())
                if (views := (flavors_index or {}).get(name))}
-    return Observed(pods=tuple(pods_index.get(key, ())),
+    children = tuple(pods_index.get(key, ()))
+    return Observed(pods=tuple(p for p in children if p.role == ROLE_RANK),
+                    exports=tuple(p for p in children if p.role == ROLE_EXPORT),
                     started_spec=document["spec"] if document is not None else None,
                     refusal=refusals.current if refusals is not None else None,
                     conflict=refusals.conflict if refusals is not None else None,
@@ -172,19 +185,30 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _role(labels: dict[str, str]) -> tuple[str, int | None, int | None]:
+    """(role, attempt or try, rank) from a pod's labels: a rank pod has attempt and rank
+    labels, the export pod its role and try (rank 0); None where a label is missing."""
+    role = labels.get(naming.LABEL_ROLE)
+    if role is None:
+        return (ROLE_RANK, _int_label(labels, naming.LABEL_ATTEMPT),
+                _int_label(labels, naming.LABEL_RANK))
+    if role == ROLE_EXPORT:
+        return ROLE_EXPORT, _int_label(labels, naming.LABEL_EXPORT_TRY), 0
+    return str(role), None, None  # a role ftjob does not write
+
+
 def pod_view(pod: dict[str, Any]) -> PodView | None:
-    """Summarise a pod; None for a pod without ftjob's attempt/rank labels."""
+    """Summarise a pod; None for a pod without ftjob's attempt/rank (or export) labels."""
     meta = _dict(_dict(pod).get("metadata"))
     labels = _dict(meta.get("labels"))
-    attempt = _int_label(labels, naming.LABEL_ATTEMPT)
-    rank = _int_label(labels, naming.LABEL_RANK)
+    role, attempt, rank = _role(labels)
     job = _str(labels.get(naming.LABEL_JOB))
     if attempt is None or rank is None or not job:
         return None
     owner_uid = next((_str(o.get("uid")) for o in _list_of_dicts(meta.get("ownerReferences"))
                       if o.get("controller") is True), None)
     status = _dict(pod.get("status"))
-    exit_code = reason = message = None
+    exit_code = reason = message = finished_at = None
     for cs in _list_of_dicts(status.get("containerStatuses")):
         if cs.get("name") != naming.TRAINER_CONTAINER:
             continue
@@ -194,6 +218,9 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
             exit_code = code if isinstance(code, int) and not isinstance(code, bool) else None
             reason = _str(term.get("reason"))
             message = _str(term.get("message"))
+            finished_at = parse_time(_str(term.get("finishedAt")))
+            if finished_at is not None and finished_at.tzinfo is None:
+                finished_at = None  # not the API server's RFC 3339
     disruption = next((_str(c.get("reason")) or "DisruptionTarget"
                        for c in _list_of_dicts(status.get("conditions"))
                        if c.get("type") == "DisruptionTarget" and c.get("status") == "True"), None)
@@ -215,6 +242,8 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
         node=_str(_dict(pod.get("spec")).get("nodeName")),
         ready=any(c.get("type") == "Ready" and c.get("status") == "True"
                   for c in _list_of_dicts(status.get("conditions"))),
+        role=role,
+        finished_at=finished_at,
     )
 
 
@@ -293,6 +322,33 @@ def success_summary(pod: PodView) -> dict[str, Any]:
     if isinstance(summary.get("stoppedEarly"), str):  # spec.earlyStopping ended the run
         out["stoppedEarly"] = summary["stoppedEarly"]
     return out
+
+
+# What the export pod's termination message may say of status.output (`attempts` is the
+# operator's own count).
+EXPORT_RESULT_FIELDS = ("phase", "reference", "digest", "size", "gate", "pushedAt", "message")
+
+
+def export_result(pod: PodView) -> api.OutputStatus:
+    """status.output as the export pod's termination message (its JSON, camelCase) says it:
+    the fields the status can hold, each checked on its own; empty when there is none."""
+    summary = parse_termination(pod.termination_message) or {}
+    fields: dict[str, Any] = {}
+    for key in EXPORT_RESULT_FIELDS:
+        if key not in summary:
+            continue
+        try:
+            json.dumps(summary[key], allow_nan=False)  # JSON has no NaN (a gate's value)
+            api.OutputStatus.model_validate({key: summary[key]})
+        except (pydantic.ValidationError, TypeError, ValueError, RecursionError):
+            continue
+        fields[key] = summary[key]
+    size = api.OutputStatus.model_validate({"size": fields.get("size")}).size
+    if size is not None and not 0 <= size < 2 ** 63:  # what the API server stores (int64)
+        del fields["size"]
+    if "message" in fields:
+        fields["message"] = _short(fields["message"])
+    return api.OutputStatus.model_validate(fields)
 
 
 def _finite(value: Any) -> float | None:

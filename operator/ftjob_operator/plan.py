@@ -60,7 +60,8 @@ class EnsureJobObjects:
 
 @dataclass(frozen=True)
 class CreatePods:
-    """The pods of one attempt (all ranks, or the missing ones), created concurrently."""
+    """The pods of one attempt (all ranks, or the missing ones), created concurrently; or
+    the export pod of one try (`attempt` is then the try)."""
 
     attempt: int
     pods: tuple[Manifest, ...]
@@ -157,6 +158,14 @@ class Case(StrEnum):
     RESUME = "resume"
     FINISHED = "finished"
     TTL_EXPIRED = "finished, ttl expired"
+    # The export step of spec.output, after training succeeded (policies/export.py)
+    EXPORT_START = "export, start"
+    EXPORTING = "exporting"
+    EXPORT_BACKING_OFF = "export, backing off"
+    EXPORT_RETRY = "export, retry"
+    EXPORTED = "exported"
+    EXPORT_WITHHELD = "export withheld"
+    EXPORT_FAILED = "export failed"
 
 
 @dataclass

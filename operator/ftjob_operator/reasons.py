@@ -35,6 +35,9 @@ class ConditionType:
     OWNERSHIP_CONFLICT: Final = "OwnershipConflict"  # an object the job needs is not its own
     OUTPUT_ADOPTED: Final = "OutputAdopted"  # storage.adoptPreviousOutput took a folder over
     QUEUED: Final = "Queued"  # True while Kueue has not admitted the job (queueName)
+    # spec.output, set once the export step has finished: True delivered (reason Pushed or
+    # Delivered), False not (reason QualityGateNotMet or ExportFailed). Absent before.
+    EXPORTED: Final = "Exported"
 
 
 PHASE_CONDITIONS: Final = (ConditionType.RUNNING, ConditionType.RESTARTING,
@@ -101,6 +104,15 @@ class Reason:
     STARTED_SPEC_CHANGED: Final = "StartedSpecChanged"
     OUTPUT_ADOPTED: Final = "OutputAdopted"  # Event: the trainer took over another job's output
     TRIAL_FINISHED: Final = "TrialFinished"
+
+    # The export step of spec.output (policies/export.py), after training succeeded
+    EXPORT_STARTED: Final = "ExportStarted"  # Event: an export pod was created (each try)
+    EXPORT_RETRYING: Final = "ExportRetrying"  # Event: a try failed, another comes
+    EXPORTED: Final = "Exported"  # Event: delivered (pushed, or ready without oci)
+    PUSHED: Final = "Pushed"  # Exported True: in the registry
+    DELIVERED: Final = "Delivered"  # Exported True: done without a push (no oci)
+    QUALITY_GATE_NOT_MET: Final = "QualityGateNotMet"  # Exported False, and its Event
+    EXPORT_FAILED: Final = "ExportFailed"  # Exported False (refused, tries spent), and Event
 
 
 class EventType:

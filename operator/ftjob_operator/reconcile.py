@@ -24,7 +24,7 @@ from ftjob_api.problems import errors
 
 from .observe import Observed, PodView
 from .plan import Case, Event, JobState, Plan
-from .policies import (adoption, failure, finish, pending, queue, spec_edits, stall,
+from .policies import (adoption, export, failure, finish, pending, queue, spec_edits, stall,
                        started_spec, suspend, trials)
 from .policies.context import Ctx
 from .policies.spec_edits import effective_spec
@@ -38,10 +38,13 @@ def decide(job: JobState, observed: Observed, now: datetime,
            settings: Settings = Settings()) -> Plan:
     status = job.status
     pods = [p for p in observed.pods if p.owner_uid in (None, job.uid)]
+    exports = [p for p in observed.exports if p.owner_uid in (None, job.uid)]
     out = StatusBuilder(job, now)
 
     if status.get("phase") in api.FINISHED_PHASES:
-        plan = finish.finished(job, pods, now)
+        # spec.output: the export step after training succeeded, until it has finished
+        plan = (export.deliver(job, observed, exports, now, settings)
+                or finish.finished(job, pods + exports, now))
         return _with_queue(job, observed, pods, plan, now)
 
     # -- the started spec (its ConfigMap) changed by someone else: put back, or the job fails

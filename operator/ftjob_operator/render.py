@@ -2,6 +2,10 @@
 
 No I/O and no globals: everything comes in as arguments, so the output is golden-tested.
 Manifests are plain dicts in the shape the API server stores.
+
+Longer than 500 lines on purpose: every manifest ftjob creates is here, the rank pods and
+the export pod (spec.output) included, so the pieces they share (security context,
+environment, volumes, scheduling) have one definition and one set of golden files.
 """
 
 from __future__ import annotations
@@ -165,6 +169,26 @@ def render_job_objects(job: JobRef, spec: api.FineTuneJobSpec, raw_spec: dict[st
 # --------------------------------------------------------------------------- pods
 
 
+def _pod_security() -> dict[str, Any]:
+    """The `restricted` Pod Security Standard, for every pod ftjob creates."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "fsGroup": TRAINER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        # Writable: the volumes only (output, /tmp, HOME, /dev/shm).
+        "readOnlyRootFilesystem": True,
+    }
+
+
 def torchrun_args(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int) -> list[str]:
     """Static rendezvous on rank 0; `ftjob-launch` appends the trainer entrypoint."""
     res = spec.resources
@@ -189,6 +213,10 @@ def progress_interval(spec: api.FineTuneJobSpec, settings: Settings) -> int:
     return spec.monitoring.progress_interval_seconds or settings.trainer_progress_interval
 
 
+# Every FTJOB_* name the trainer image reads, its training pods' and its export command's.
+READ_ENV = contract.TRAINER_ENV
+
+
 def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, settings: Settings,
          job_digest: str | None = None) -> list[dict[str, Any]]:
     config_file = None
@@ -202,6 +230,13 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, settings: Setting
         metrics_port_default=settings.trainer_metrics_port,
         progress_interval_default=progress_interval(spec, settings),
         deepspeed_config=config_file)
+    return _with_user_env(spec, fixed, spec.resources.gpus_per_node > 0)
+
+
+def _with_user_env(spec: api.FineTuneJobSpec, fixed: dict[str, str], gpus: bool
+                   ) -> list[dict[str, Any]]:
+    """`fixed` (ftjob's values), every other name the trainer reads set empty, the token, the
+    GPU (or CPU) variables, then the user's `env`."""
     ours: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in fixed.items()]
     # Every other name the trainer reads, empty (= unset for the trainer): explicit env wins
     # over envFrom, so podTemplate.envFrom cannot reach them (the test hooks included). No
@@ -209,13 +244,13 @@ def _env(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, settings: Setting
     # the pod reads back exactly as rendered.
     named = {e["name"] for e in ours} | {v.name for v in spec.env
                                           if v.name in contract.USER_SETTABLE_ENV}
-    ours += [{"name": name} for name in contract.TRAINER_ENV if name not in named]
+    ours += [{"name": name} for name in READ_ENV if name not in named]
     token = spec.model.hf_token_secret_ref
     if token is not None:
         # By reference only: the token never appears in the job, its ConfigMap or status.
         ours.append({"name": "HF_TOKEN", "valueFrom": {
             "secretKeyRef": {"name": token.name, "key": token.key}}})
-    if spec.resources.gpus_per_node > 0:
+    if gpus:
         ours += [
             {"name": "TORCH_NCCL_ASYNC_ERROR_HANDLING", "value": "1"},
             {"name": "NCCL_SOCKET_IFNAME", "value": "^lo,docker"},
@@ -244,14 +279,14 @@ def _env_source(var: api.EnvVar) -> dict[str, Any]:
     return {}
 
 
-def _resources(spec: api.FineTuneJobSpec) -> dict[str, Any]:
+def _resources(spec: api.FineTuneJobSpec, gpus: bool = True) -> dict[str, Any]:
     res = spec.resources
     amounts: dict[str, str] = {}
     if res.cpu:
         amounts["cpu"] = res.cpu
     if res.memory:
         amounts["memory"] = res.memory
-    if res.gpus_per_node > 0:
+    if gpus and res.gpus_per_node > 0:
         amounts["nvidia.com/gpu"] = str(res.gpus_per_node)
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
@@ -270,6 +305,11 @@ def _extra_mounts(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
     if spec.deepspeed is not None and spec.deepspeed.config_map_ref is not None:
         mounts.append({"name": contract.DEEPSPEED_CONFIG_VOLUME, "readOnly": True,
                        "mountPath": contract.DEEPSPEED_CONFIG_MOUNT_DIR})
+    return mounts + _user_mounts(spec)
+
+
+def _user_mounts(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
+    mounts = []
     for volume in spec.volumes:
         mount = {"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only}
         if volume.sub_path:
@@ -284,10 +324,13 @@ def _extra_volumes(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
         ref = spec.deepspeed.config_map_ref
         volumes.append({"name": contract.DEEPSPEED_CONFIG_VOLUME, "configMap": {
             "name": ref.name, "items": [{"key": ref.key, "path": contract.DEEPSPEED_CONFIG_FILE_NAME}]}})
-    for volume in spec.volumes:
-        volumes.append({"name": volume.name, "persistentVolumeClaim": {
-            "claimName": volume.claim_name, "readOnly": volume.read_only}})
-    return volumes
+    return volumes + _user_volumes(spec)
+
+
+def _user_volumes(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
+    return [{"name": volume.name, "persistentVolumeClaim": {
+        "claimName": volume.claim_name, "readOnly": volume.read_only}}
+        for volume in spec.volumes]
 
 
 def _env_from(spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
@@ -320,15 +363,21 @@ def render_pod(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
 
 def _pod_meta(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int
               ) -> dict[str, Any]:
+    return _template_meta(job, spec, naming.pod(job.name, attempt, rank),
+                          naming.pod_labels(job.name, attempt, rank))
+
+
+def _template_meta(job: JobRef, spec: api.FineTuneJobSpec, name: str,
+                   ours: dict[str, str]) -> dict[str, Any]:
+    """A pod's metadata: `spec.podTemplate`'s labels and annotations, then ftjob's labels."""
     template = spec.pod_template
     # Validation already rejects reserved keys; dropping them here keeps the pod correct
     # even for a spec that bypassed it.
-    labels = {**_unreserved(template.labels, naming.RESERVED_LABELS),
-              **naming.pod_labels(job.name, attempt, rank)}
+    labels = {**_unreserved(template.labels, naming.RESERVED_LABELS), **ours}
     # No Kueue label on the pods of a queued job: Kueue admits its Workload (kueue.py), and
     # a queue-name label would make Kueue's pod integration queue each pod on its own.
     annotations = _unreserved(template.annotations, naming.RESERVED_ANNOTATIONS)
-    meta = _meta(job, naming.pod(job.name, attempt, rank), labels)
+    meta = _meta(job, name, labels)
     if annotations:
         meta["annotations"] = annotations
     return meta
@@ -354,12 +403,7 @@ def _trainer_container(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, ran
         ],
         "terminationMessagePath": contract.DEFAULT_TERMINATION_LOG,
         "terminationMessagePolicy": "File",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            # Writable: the volumes only (output, /tmp, HOME, /dev/shm).
-            "readOnlyRootFilesystem": True,
-        },
+        "securityContext": _container_security(),
     }
     env_from = _env_from(spec)
     if env_from:
@@ -380,13 +424,7 @@ def _pod_spec(job: JobRef, spec: api.FineTuneJobSpec, attempt: int, rank: int,
         "hostname": name,
         "subdomain": naming.service(job.name),
         "serviceAccountName": naming.trainer_account(job.name),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRAINER_UID,
-            "runAsGroup": TRAINER_UID,
-            "fsGroup": TRAINER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _pod_security(),
         "containers": [_trainer_container(job, spec, attempt, rank, settings, job_digest)],
         "volumes": [
             {"name": JOB_FILE_VOLUME, "configMap": {"name": naming.config_map(job.name)}},
@@ -419,9 +457,10 @@ def spread_ranks(job: JobRef, attempt: int) -> dict[str, Any]:
 
 
 def _schedule(pod_spec: dict[str, Any], spec: api.FineTuneJobSpec, job: JobRef,
-              attempt: int) -> None:
+              attempt: int | None) -> None:
     """Where the pod may run: the spec's scheduling fields and runtime class, when set;
-    a multi-node job's ranks spread over nodes unless the spec sets its own affinity."""
+    a multi-node job's ranks spread over nodes unless the spec sets its own affinity
+    (`attempt` None: not a rank, no spreading)."""
     sched = spec.scheduling
     if sched.node_selector:
         pod_spec["nodeSelector"] = dict(sched.node_selector)
@@ -431,7 +470,7 @@ def _schedule(pod_spec: dict[str, Any], spec: api.FineTuneJobSpec, job: JobRef,
         ]
     if sched.affinity:
         pod_spec["affinity"] = sched.affinity
-    elif spec.resources.nodes > 1:
+    elif spec.resources.nodes > 1 and attempt is not None:
         pod_spec["affinity"] = spread_ranks(job, attempt)
     if sched.priority_class_name:
         pod_spec["priorityClassName"] = sched.priority_class_name
@@ -443,3 +482,96 @@ def render_pods(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
                 settings: Settings, job_digest: str | None = None) -> list[dict[str, Any]]:
     return [render_pod(job, spec, attempt, rank, settings, job_digest)
             for rank in range(spec.resources.nodes)]
+
+
+# --------------------------------------------------------------------------- the export pod
+
+
+def export_env(spec: api.FineTuneJobSpec) -> dict[str, str]:
+    """The export pod's own files: FTJOB_PUSH_CONFIG and FTJOB_REGISTRY_CA, each present
+    only when `spec.output.oci` names its Secret or ConfigMap."""
+    oci = spec.output.oci if spec.output is not None else None
+    env = {}
+    if oci is not None and oci.push_secret_ref is not None:
+        env[contract.ENV_PUSH_CONFIG] = f"{contract.PUSH_CONFIG_MOUNT_DIR}/{contract.PUSH_CONFIG_KEY}"
+    if oci is not None and oci.ca_config_map_ref is not None:
+        env[contract.ENV_REGISTRY_CA] = (f"{contract.REGISTRY_CA_MOUNT_DIR}/"
+                                         f"{oci.ca_config_map_ref.key}")
+    return env
+
+
+def _export_files(spec: api.FineTuneJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(mounts, volumes) of the push credentials and the registry's CA bundle, read-only."""
+    oci = spec.output.oci if spec.output is not None else None
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if oci is not None and oci.push_secret_ref is not None:
+        mounts.append({"name": contract.PUSH_CONFIG_VOLUME, "readOnly": True,
+                       "mountPath": contract.PUSH_CONFIG_MOUNT_DIR})
+        volumes.append({"name": contract.PUSH_CONFIG_VOLUME, "secret": {
+            "secretName": oci.push_secret_ref.name, "defaultMode": 0o440,
+            "items": [{"key": contract.PUSH_CONFIG_KEY, "path": contract.PUSH_CONFIG_KEY}]}})
+    if oci is not None and oci.ca_config_map_ref is not None:
+        ref = oci.ca_config_map_ref
+        mounts.append({"name": contract.REGISTRY_CA_VOLUME, "readOnly": True,
+                       "mountPath": contract.REGISTRY_CA_MOUNT_DIR})
+        volumes.append({"name": contract.REGISTRY_CA_VOLUME, "configMap": {
+            "name": ref.name, "items": [{"key": ref.key, "path": ref.key}]}})
+    return mounts, volumes
+
+
+def render_export_pod(job: JobRef, spec: api.FineTuneJobSpec, try_: int, settings: Settings,
+                      job_digest: str | None = None) -> dict[str, Any]:
+    """The export pod of one try (`spec.output`, once training has succeeded):
+    `ftjob-export` in the trainer image on the job file and output claim the ranks used,
+    with the push credentials and the registry's CA mounted; no GPU, no rendezvous, and no
+    API token (the operator reads its result from the termination message)."""
+    fixed = pod_env.trainer_env(
+        spec, job_file=f"{contract.JOB_FILE_MOUNT_DIR}/{contract.JOB_FILE_NAME}",
+        output_dir=contract.DEFAULT_OUTPUT_DIR, job_name=job.name, reporter="none",
+        namespace=job.namespace, job_uid=job.uid, job_digest=job_digest,
+        termination_log=contract.DEFAULT_TERMINATION_LOG, hf_home=HF_HOME)
+    for training_only in (contract.ENV_METRICS_PORT, contract.ENV_PROGRESS_INTERVAL):
+        fixed.pop(training_only, None)
+    mounts, volumes = _export_files(spec)
+    container: dict[str, Any] = {
+        "name": naming.TRAINER_CONTAINER,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.trainer_image_pull_policy,
+        "command": list(contract.EXPORT_COMMAND),
+        "env": _with_user_env(spec, fixed | export_env(spec), gpus=False),
+        "volumeMounts": [
+            {"name": JOB_FILE_VOLUME, "mountPath": contract.JOB_FILE_MOUNT_DIR, "readOnly": True},
+            _output_mount(spec, job),
+            {"name": contract.TMP_VOLUME, "mountPath": contract.TMP_MOUNT_DIR},
+            {"name": contract.HOME_VOLUME, "mountPath": contract.HOME_DIR},
+            *_user_mounts(spec), *mounts],
+        "terminationMessagePath": contract.DEFAULT_TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": _container_security(),
+    }
+    if env_from := _env_from(spec):
+        container["envFrom"] = env_from
+    if resources := _resources(spec, gpus=False):
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": naming.trainer_account(job.name),
+        "automountServiceAccountToken": False,
+        "securityContext": _pod_security(),
+        "containers": [container],
+        "volumes": [
+            {"name": JOB_FILE_VOLUME, "configMap": {"name": naming.config_map(job.name)}},
+            {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {
+                "claimName": spec.storage.existing_claim or naming.claim(job.name)}},
+            {"name": contract.TMP_VOLUME, "emptyDir": {}},
+            {"name": contract.HOME_VOLUME, "emptyDir": {}},
+            *_user_volumes(spec), *volumes],
+    }
+    if settings.trainer_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.trainer_image_pull_secrets]
+    _schedule(pod_spec, spec, job, None)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": _template_meta(job, spec, naming.export_pod(job.name, try_),
+                                       naming.export_pod_labels(job.name, try_)),
+            "spec": pod_spec}

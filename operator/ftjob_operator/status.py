@@ -1,12 +1,12 @@
 """The status builder: what one decision writes to `status`, as a merge patch of the keys
 that changed.
 
-The policies set fields, conditions and the attempt history (`status.attempts`, goodput)
-on one `StatusBuilder` while they decide; `patch()` is called once, after the decision.
-Conditions, attempt records and goodput are the `api` status models, set by field name, and
-`patch()` passes every key it writes through `api.FineTuneJobStatus` (`api.to_patch`): a
-key the model does not know, or a value of the wrong type, fails there instead of reaching
-the cluster.
+The policies set fields, conditions, the attempt history (`status.attempts`, goodput) and
+the export's `status.output` on one `StatusBuilder` while they decide; `patch()` is called
+once, after the decision. Conditions, attempt records, goodput and output are the `api`
+status models, set by field name, and `patch()` passes every key it writes through
+`api.FineTuneJobStatus` (`api.to_patch`): a key the model does not know, or a value of the
+wrong type, fails there instead of reaching the cluster.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ class StatusBuilder:
         self.attempts: list[api.AttemptRecord] = [a.model_copy() for a in self.read.attempts]
         self.goodput: api.Goodput | None = (self.read.goodput.model_copy()
                                             if self.read.goodput is not None else None)
+        # status.output (spec.output's export step), set by field name like goodput.
+        self.output: api.OutputStatus | None = (self.read.output.model_copy(deep=True)
+                                                if self.read.output is not None else None)
 
     def set(self, **values: Any) -> None:
         self.desired.update(values)
@@ -193,6 +196,8 @@ class StatusBuilder:
         goodput = api.to_patch(self.goodput) if self.goodput is not None else {}
         if goodput or "goodput" in self.current:
             desired["goodput"] = goodput
+        if self.output is not None:
+            desired["output"] = api.to_patch(self.output)
         typed = api.to_patch(api.FineTuneJobStatus.model_validate(desired))
         return {k: v for k, v in typed.items() if self.current.get(k) != v}
 

@@ -11,6 +11,8 @@
     trials      hyperparameter-search trials announced as Events
     started_spec  the started spec's digest: a changed ConfigMap is put back (or the job fails)
     adoption    an output folder taken over from another job, announced
+    export      spec.output: the export pod (gate, merge, push) after training succeeded,
+                its tries, status.output and the Exported condition
 
 Each reads one `Ctx` (context.py) and returns a `Plan` (or None: not its case); status
 changes go to `ctx.out` and Events to the plan, and `decide` writes the patch once. The

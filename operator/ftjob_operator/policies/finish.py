@@ -1,6 +1,6 @@
 """How a job ends: success, the terminal failure every policy ends in, an invalid spec,
-activeDeadlineSeconds, and what a finished job still does (stop leftover ranks, delete the
-job ttlSecondsAfterFinished after it finished)."""
+activeDeadlineSeconds, and what a finished job still does (stop leftover pods, delete the
+job ttlSecondsAfterFinished after it finished, and after its export: policies/export.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ftjob_api.contract import rfc3339
 from ..observe import PodView, parse_time, success_summary
 from ..plan import Case, DeleteJob, DeletePods, Event, JobState, Plan
 from ..reasons import ConditionType, EventType, Reason
-from ..status import StatusBuilder
+from ..status import StatusBuilder, condition_of
 from .context import Ctx, seconds_until
 
 _TTL_FIELD = api.FineTuneJobSpec.model_fields["ttl_seconds_after_finished"]
@@ -139,16 +139,28 @@ def invalid(job: JobState, out: StatusBuilder, message: str) -> Plan:
     return plan
 
 
+def finished_at(status: dict) -> datetime | None:
+    """When ttlSecondsAfterFinished starts counting: the job's completionTime or, with
+    spec.output, when the export finished (the Exported condition's transition), whichever
+    is later. (`decide` asks `policies/export.py` first: while the export has not finished,
+    this is not reached.)"""
+    exported = condition_of(status, ConditionType.EXPORTED) or {}
+    times = [t for t in (parse_time(status.get("completionTime")),
+                         parse_time(exported.get("lastTransitionTime")))
+             if t is not None and t.tzinfo is not None]  # RFC 3339, as the API writes them
+    return max(times) if times else None
+
+
 def finished(job: JobState, pods: list[PodView], now: datetime) -> Plan:
-    """A Succeeded or Failed job: its status is final; only ranks still running are
-    stopped, and the job is deleted once its TTL is over."""
+    """A Succeeded or Failed job: its status is final; only pods still running (ranks, an
+    export pod) are stopped, and the job is deleted once its TTL is over."""
     plan = Plan(Case.FINISHED)
     # A failed job leaves no rank running (a peer may still wait on a dead rendezvous);
     # terminated pods stay for their logs.
     alive = tuple(p.name for p in pods if not p.terminated and not p.deleting)
     if alive:
         plan.actions.append(DeletePods(alive))
-    wait = ttl_wait(job, parse_time(job.status.get("completionTime")), now)
+    wait = ttl_wait(job, finished_at(job.status), now)
     if wait == 0.0:
         plan.case = Case.TTL_EXPIRED
         plan.actions.append(DeleteJob())

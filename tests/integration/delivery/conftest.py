@@ -5,15 +5,14 @@ model folder."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.oci_images import oras_binary
 from tests.registry import REGISTRY_BIN, TestRegistry
 
-ROOT = Path(__file__).resolve().parents[3]
 LARGE = 3 * 1024 * 1024 + 123  # two "shards" of about 3 MiB: one layer each
 
 
@@ -32,12 +31,7 @@ def registry(request, tmp_path) -> Iterator[TestRegistry]:
 @pytest.fixture(scope="session")
 def oras_cli() -> str:
     """The oras binary: $FTJOB_ORAS, else built (once, cached) by scripts/build-oras.sh."""
-    if os.environ.get("FTJOB_ORAS"):
-        return os.environ["FTJOB_ORAS"]
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "build-oras.sh")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"scripts/build-oras.sh failed:\n{done.stderr[-3000:]}"
-    return done.stdout.strip().splitlines()[-1]
+    return oras_binary()
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.delivery.images import (copy_to_layout, read_image, run_oras,
-                                               tree_digests, unpack)
+from tests.oci_images import copy_to_layout, read_image, run_oras, tree_digests, unpack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -8,8 +8,7 @@ import json
 import pytest
 
 from ftjob_trainer.delivery import oci
-from tests.integration.delivery.images import (copy_to_layout, read_image, run_oras,
-                                               tree_digests, unpack)
+from tests.oci_images import copy_to_layout, read_image, run_oras, tree_digests, unpack
 
 pytestmark = pytest.mark.timeout(300)
 

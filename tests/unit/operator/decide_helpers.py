@@ -90,6 +90,7 @@ class Case:
     refusal: Refusal | None = None  # the API server refuses to create the pods
     conflict: Refusal | None = None  # an object the job creates is owned by another
     created: list[str] = field(default_factory=list)  # exactly the pods it creates, in order
+    exports: list[PodView] = field(default_factory=list)  # the export pods (spec.output)
 
 
 REFUSED = ('create Pod ns/demo-1-0: HTTP 403 Forbidden: pods "demo-1-0" is forbidden: '
@@ -108,7 +109,8 @@ def stepped(step: int, seconds_ago: float, attempt: int = 1, activity: str = "tr
 def check(c: Case) -> None:
     """Decide on the row's job and pods; the plan is exactly what the row says."""
     plan = decide(c.job, Observed(pods=tuple(c.pods), started_spec=c.started,
-                                  refusal=c.refusal, conflict=c.conflict), NOW)
+                                  refusal=c.refusal, conflict=c.conflict,
+                                  exports=tuple(c.exports)), NOW)
     assert plan.case == c.case
     assert [type(a) for a in plan.actions] == c.actions
     for key, value in c.status.items():
@@ -119,7 +121,8 @@ def check(c: Case) -> None:
     assert created_pods(plan) == c.created
     check_manifests(plan, c.job, c.started)
     deleted = [n for a in plan.actions if isinstance(a, DeletePods) for n in a.names]
-    assert set(deleted) <= {p.name for p in c.pods if not p.deleting}  # only live pods it saw
+    # only live pods it saw
+    assert set(deleted) <= {p.name for p in c.pods + c.exports if not p.deleting}
 
 
 def created_pods(plan: Plan) -> list[str]:
@@ -144,13 +147,21 @@ def check_manifests(plan: Plan, job: JobState, started: dict[str, Any] | None) -
         if isinstance(action, CreatePods):
             for manifest in action.pods:
                 meta = manifest["metadata"]
-                rank = int(meta["labels"][naming.LABEL_RANK])
-                assert meta["name"] == naming.pod(job.name, action.attempt, rank)
                 assert meta["namespace"] == job.namespace
                 assert meta["labels"][naming.LABEL_JOB] == job.name
-                assert meta["labels"][naming.LABEL_ATTEMPT] == str(action.attempt)
                 assert meta["ownerReferences"][0]["uid"] == job.uid
-                assert env(manifest)[contract.ENV_ATTEMPT] == str(action.attempt)
+                if meta["labels"].get(naming.LABEL_ROLE) == naming.ROLE_EXPORT:
+                    # The export pod of try `attempt` (spec.output), no rank of any attempt.
+                    assert meta["name"] == naming.export_pod(job.name, action.attempt)
+                    assert meta["labels"][naming.LABEL_EXPORT_TRY] == str(action.attempt)
+                    assert naming.LABEL_RANK not in meta["labels"]
+                    assert manifest["spec"]["containers"][0]["command"] == list(
+                        contract.EXPORT_COMMAND)
+                else:
+                    rank = int(meta["labels"][naming.LABEL_RANK])
+                    assert meta["name"] == naming.pod(job.name, action.attempt, rank)
+                    assert meta["labels"][naming.LABEL_ATTEMPT] == str(action.attempt)
+                    assert env(manifest)[contract.ENV_ATTEMPT] == str(action.attempt)
                 claims = [v["persistentVolumeClaim"]["claimName"]
                           for v in manifest["spec"]["volumes"] if "persistentVolumeClaim" in v]
                 assert claims == [naming.claim(job.name)]  # every attempt resumes from it

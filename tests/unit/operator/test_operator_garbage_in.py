@@ -137,3 +137,27 @@ def test_readers_never_raise_on_any_object(value):
     started_spec_from_config_map(value if isinstance(value, dict) else {"data": value})
     parse_termination(json.dumps(value))
     sane_status(value)
+
+
+RESULT_KEYS = st.sampled_from(["phase", "reference", "digest", "size", "gate", "pushedAt",
+                               "message", "attempts", "x"])
+OUTPUT_PHASES = st.sampled_from(["Pushed", "Ready", "Withheld", "Failed", "Pushing", "Nope"])
+
+
+@settings(max_examples=200, **FUZZ)
+@given(st.dictionaries(RESULT_KEYS, JSON | OUTPUT_PHASES, max_size=5),
+       st.sampled_from(["Succeeded", "Failed", "Running", "Pending", "Unknown"]),
+       st.one_of(st.none(), st.integers(-1, 300)),
+       st.dictionaries(RESULT_KEYS, JSON | OUTPUT_PHASES, max_size=4))
+def test_the_export_decision_never_raises_on_any_termination_message(message, phase, code,
+                                                                      output):
+    """spec.output's export pod says anything in its termination message, and status.output
+    holds anything: the decision reads what it can, and its status patch is JSON."""
+    clean, _ = sane_status({"phase": "Succeeded", "completionTime": "2026-01-01T11:00:00Z",
+                            "output": output})
+    spec = {**SPEC, "output": {"oci": {"repository": "registry.example.com/a/b"}}}
+    view = PodView(naming.export_pod("demo", 1), "demo", 1, 0, owner_uid="uid-1", phase=phase,
+                   exit_code=code, termination_message=json.dumps(message), role="export")
+    plan = decide(JobState("demo", "ns", "uid-1", 1, spec, clean),
+                  Observed(exports=(view,), started_spec=copy.deepcopy(spec)), NOW)
+    json.dumps(plan.status, allow_nan=False, default=str)

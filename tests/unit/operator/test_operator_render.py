@@ -342,9 +342,12 @@ def test_every_trainer_variable_is_set_explicitly_so_env_from_cannot_supply_it(n
     read = _trainer_read_names()
     assert {"FTJOB_TEST_MODE", "FTJOB_TEST_HANG_AT_STEP", "FTJOB_STOP_FILE",
             "FTJOB_DEEPSPEED_CONFIG", "FTJOB_METRICS_PORT", "FTJOB_JOB_FILE"} <= read
-    assert read <= set(contract.TRAINER_ENV)
+    # The training pods' names (contract.TRAINER_ENV) and the export command's, on every pod.
+    assert read <= set(render.READ_ENV)
     spec = dict(_golden_cases()[name], monitoring={"metricsPort": 0})
-    for pod in render.render_pods(JOB, api.parse_spec(spec), 1, SETTINGS):
+    parsed = api.parse_spec(spec)
+    for pod in [*render.render_pods(JOB, parsed, 1, SETTINGS),
+                render.render_export_pod(JOB, parsed, 1, SETTINGS)]:
         env = pod["spec"]["containers"][0]["env"]
         names = [e["name"] for e in env]
         assert all(names.count(n) == 1 for n in read), names
@@ -402,3 +405,125 @@ def test_progress_interval_env(spec_interval, default, want):
     spec = api.parse_spec(dict(CPU_SPEC, monitoring=monitoring))
     pod = render.render_pod(JOB, spec, 1, 0, Settings(trainer_progress_interval=default))
     assert _env(pod)["FTJOB_PROGRESS_INTERVAL"] == want
+
+
+# --------------------------------------------------------------------------- the export pod
+
+EXPORT_SPEC: dict[str, Any] = {
+    "task": "causal-lm",
+    "model": {"path": "/models/llama", "hfTokenSecretRef": {"name": "hf", "key": "token"}},
+    "dataset": {"files": {"train": "/data/train.jsonl", "validation": "/data/val.jsonl"}},
+    "peft": {"r": 16, "alpha": 32},
+    "resources": {"nodes": 2, "gpusPerNode": 4, "cpu": "16", "memory": "128Gi"},
+    "env": [{"name": "WANDB_MODE", "value": "offline"}],
+    "volumes": [{"name": "models", "claimName": "model-cache", "mountPath": "/models"}],
+    "scheduling": {"nodeSelector": {"pool": "gpu"}, "priorityClassName": "training",
+                   "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    "podTemplate": {"labels": {"team": "nlp"},
+                    "annotations": {"example.com/owner": "nlp@example.com"},
+                    "envFrom": [{"configMapRef": {"name": "proxy"}}]},
+    "monitoring": {"metricsPort": 9400},
+    "output": {"mergeAdapter": True, "gate": {"metric": "eval_loss", "max": 1.5},
+               "oci": {"repository": "registry.example.com:5000/team/llama-sft", "tag": "v1",
+                       "pushSecretRef": {"name": "push-creds"},
+                       "caConfigMapRef": {"name": "registry-ca", "key": "bundle.pem"}}},
+}
+
+
+def _export(spec_doc: dict[str, Any] = EXPORT_SPEC, try_: int = 2,
+            settings: Settings = SETTINGS) -> dict[str, Any]:
+    return render.render_export_pod(JOB, api.parse_spec(spec_doc), try_, settings,
+                                    "sha256:abc")
+
+
+def test_golden_export_pod() -> None:
+    rendered = dump({"objects": [_export()]})
+    path = GOLDEN / "export-oci-merge-gpu.yaml"
+    if os.environ.get("FTJOB_UPDATE_GOLDEN") == "1":
+        path.write_text(rendered)
+    assert path.exists(), f"{path} missing: run with FTJOB_UPDATE_GOLDEN=1 and review it"
+    assert rendered == path.read_text(), f"{path} differs: review, then FTJOB_UPDATE_GOLDEN=1"
+
+
+def test_export_pod_runs_ftjob_export_without_gpus_rendezvous_or_api_token():
+    pod = _export()
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["name"] == "demo-export-2" == naming.export_pod("demo", 2)
+    # Indexed with the job (managed-by, job), told apart from the ranks by its role.
+    assert meta["labels"] == {**naming.export_pod_labels("demo", 2), "team": "nlp"}
+    assert naming.LABEL_RANK not in meta["labels"] and naming.LABEL_ATTEMPT not in meta["labels"]
+    assert meta["ownerReferences"] == [render.owner_reference(JOB)]
+    (container,) = spec["containers"]
+    assert container["command"] == ["ftjob-export"] and "args" not in container
+    assert container["image"] == SETTINGS.trainer_image and "ports" not in container
+    assert container["resources"] == {"requests": {"cpu": "16", "memory": "128Gi"},
+                                      "limits": {"cpu": "16", "memory": "128Gi"}}
+    assert spec["restartPolicy"] == "Never"
+    assert "hostname" not in spec and "subdomain" not in spec and "affinity" not in spec
+    assert spec["serviceAccountName"] == "demo-trainer"
+    assert spec["automountServiceAccountToken"] is False  # ftjob-export calls no API
+    assert spec["securityContext"] == _pod(EXPORT_SPEC)["spec"]["securityContext"]
+    assert container["securityContext"] == _pod(EXPORT_SPEC)["spec"]["containers"][0][
+        "securityContext"]
+    env = _env(pod)
+    assert env["DS_ACCELERATOR"] == "cpu" and env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING" not in env and env["FTJOB_METRICS_PORT"] == ""
+    assert env["FTJOB_ATTEMPT"] == "" and env["FTJOB_REPORTER"] == "none"
+    assert env["FTJOB_JOB_FILE"] == "/etc/ftjob/job.json" and env["FTJOB_OUTPUT_DIR"] == "/output"
+    assert env["FTJOB_JOB_DIGEST"] == "sha256:abc"
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert env["WANDB_MODE"] == "offline"
+    assert container["envFrom"] == [{"configMapRef": {"name": "proxy"}}]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+
+
+def test_export_pod_mounts_the_job_file_output_user_volumes_credentials_and_ca():
+    pod = _export()
+    (container,) = pod["spec"]["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert set(mounts) == set(volumes) == {"job-spec", "output", "tmp", "home", "models",
+                                           "push-config", "registry-ca"}
+    assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "demo-output"}
+    assert volumes["job-spec"]["configMap"] == {"name": "demo-job"}
+    assert mounts["models"] == {"name": "models", "mountPath": "/models", "readOnly": True}
+    assert volumes["push-config"]["secret"] == {
+        "secretName": "push-creds", "defaultMode": 0o440,
+        "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}
+    assert volumes["registry-ca"]["configMap"] == {
+        "name": "registry-ca", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]}
+    for name, path in (("push-config", "/etc/ftjob-push"),
+                       ("registry-ca", "/etc/ftjob-registry-ca")):
+        assert mounts[name] == {"name": name, "readOnly": True, "mountPath": path}
+    env = _env(pod)
+    assert env["FTJOB_PUSH_CONFIG"] == "/etc/ftjob-push/.dockerconfigjson"
+    assert env["FTJOB_REGISTRY_CA"] == "/etc/ftjob-registry-ca/bundle.pem"
+
+
+def test_export_pod_without_credentials_or_ca_sets_their_variables_empty():
+    spec_doc = dict(EXPORT_SPEC, output={"oci": {"repository": "registry.example.com/a/b"}},
+                    storage={"existingClaim": "shared"})
+    pod = _export(spec_doc)
+    env = _env(pod)
+    assert env["FTJOB_PUSH_CONFIG"] == "" and env["FTJOB_REGISTRY_CA"] == ""
+    names = {v["name"] for v in pod["spec"]["volumes"]}
+    assert not names & {"push-config", "registry-ca"}
+    mount = next(m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "output")
+    assert mount == {"name": "output", "mountPath": "/output", "subPath": "demo"}
+
+
+def test_export_pod_takes_the_jobs_scheduling_and_pull_secrets():
+    settings = Settings(trainer_image="registry.example/ftjob/trainer:1.0",
+                        trainer_image_pull_secrets=("regcred",))
+    spec = _export(settings=settings)["spec"]
+    assert spec["nodeSelector"] == {"pool": "gpu"} and spec["priorityClassName"] == "training"
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
+    assert _export(dict(EXPORT_SPEC, scheduling={"affinity": own}))["spec"]["affinity"] == own
+
+
+def test_export_pod_passes_the_kubernetes_schema():
+    kubernetes_validate.validate(_export(), "1.30", strict=True)

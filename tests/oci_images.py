@@ -1,5 +1,7 @@
 """Reading a pushed image back as `docker pull` or a KServe modelcar would: the `oras` CLI
-copies it into an OCI layout, the layers are checked against the image spec and unpacked."""
+(scripts/build-oras.sh) copies it into an OCI layout, the layers are checked against the
+image spec and unpacked. For the registry tests (tests/integration/delivery) and the e2e
+push from the kind cluster."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import io
 import json
 import subprocess
 import tarfile
+import os
 from pathlib import Path
 
 from ftjob_trainer.delivery import oci
@@ -28,15 +31,32 @@ def run_oras(oras_cli: str, *args: str) -> str:
     return done.stdout
 
 
+def oras_binary() -> str:
+    """The oras binary: $FTJOB_ORAS, else built (once, cached) by scripts/build-oras.sh."""
+    if os.environ.get("FTJOB_ORAS"):
+        return os.environ["FTJOB_ORAS"]
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", str(root / "scripts" / "build-oras.sh")], cwd=root,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"scripts/build-oras.sh failed:\n{done.stderr[-3000:]}"
+    return done.stdout.strip().splitlines()[-1]
+
+
 def copy_to_layout(oras_cli: str, registry, ref: str, tmp_path: Path) -> Path:
     """`oras cp` of the whole image (manifest, config, every layer) into an OCI layout: what
     `docker pull` fetches. (`oras pull` writes only layers titled with a file name; these are
-    tars to unpack under /, as a container runtime does, so they carry no title.)"""
-    auth = tmp_path / "auth.json"
-    auth.write_text(registry.docker_config())
+    tars to unpack under /, as a container runtime does, so they carry no title.)
+    `registry`: a tests/registry.py TestRegistry (TLS, credentials), or None for a plain
+    HTTP registry without auth."""
     layout = tmp_path / "layout"
-    run_oras(oras_cli, "cp", "--from-plain-http=false", "--from-ca-file", str(registry.ca_file),
-             "--from-registry-config", str(auth), ref, "--to-oci-layout", f"{layout}:pulled")
+    if registry is None:
+        source = ["--from-plain-http"]
+    else:
+        auth = tmp_path / "auth.json"
+        auth.write_text(registry.docker_config())
+        source = ["--from-plain-http=false", "--from-ca-file", str(registry.ca_file),
+                  "--from-registry-config", str(auth)]
+    run_oras(oras_cli, "cp", *source, ref, "--to-oci-layout", f"{layout}:pulled")
     return layout
 
 
