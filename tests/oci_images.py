@@ -93,13 +93,28 @@ def read_image(layout: Path) -> tuple[dict, dict, list[bytes]]:
 
 
 def unpack(layers: list[bytes], root: Path) -> Path:
-    """Apply the layers in order, as a container runtime does; returns /models."""
+    """Apply the layers in order, as a container runtime does; returns /models. Each entry
+    is under /models, or the modelcar shell's /bin (trainer delivery/modelcar.py)."""
     for data in layers:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for member in tar.getmembers():
-                assert member.name == "models" or member.name.startswith("models/")
+                assert member.name.split("/")[0] in ("models", "bin"), member.name
                 assert (member.mtime, member.uid, member.gid) == (0, 0, 0)
-                assert member.mode == (0o755 if member.isdir() else 0o644)
+                if not member.issym():
+                    assert member.mode == (0o755 if member.isdir() or member.name.startswith(
+                        "bin/") else 0o644), (member.name, oct(member.mode))
                 assert not member.pax_headers
-            tar.extractall(root, filter="data")
+            tar.extractall(root, filter="fully_trusted")
     return root / "models"
+
+
+def runs_as_modelcar(root: Path) -> str:
+    """Run KServe's modelcar command, with the image's own shell alone, in the unpacked
+    image `root` (chroot: nothing of this machine's is visible), the /proc link aside:
+    `ln -s /models /mnt/models && sleep 0`, then read a file through the link."""
+    (root / "mnt").mkdir(exist_ok=True)
+    done = subprocess.run(["chroot", str(root), "/bin/sh", "-c",
+                           "ln -s /models /mnt/models && sleep 0 && ls /mnt/models/"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

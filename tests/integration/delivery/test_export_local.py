@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.oci_images import copy_to_layout, read_image, run_oras, tree_digests, unpack
+from ftjob_trainer.delivery import modelcar, oci
+from tests.oci_images import (copy_to_layout, read_image, run_oras, runs_as_modelcar,
+                              tree_digests, unpack)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -97,6 +99,13 @@ def test_a_local_run_pushes_the_merged_model(registry, oras_cli, tiny_classifier
     front = yaml.safe_load(card.split("---")[1])
     assert front["base_model"] == str(tiny_classifier["bert"])
     assert "eval_accuracy" in card
+
+    # KServe's modelcar command runs with the image's own shell (Debian's busybox-static,
+    # which .ci/run installs and the trainer image has).
+    assert modelcar.find_shell() is not None, "install busybox-static"
+    assert manifest_doc["layers"][0]["annotations"][oci.FILES_ANNOTATION] == (
+        "/bin/busybox\n/bin/sh\n/bin/ln\n/bin/sleep")
+    assert "config.json" in runs_as_modelcar(tmp_path / "rootfs").split()
 
     accuracy, loss = score(pulled, tiny_classifier["validation"])
     assert accuracy == pytest.approx(metrics["eval_accuracy"], abs=1e-9)

@@ -24,7 +24,7 @@ from ftjob_api import api, contract
 
 from .. import exits, modeling
 from . import gate as gates
-from . import merge, model_card, oci
+from . import merge, model_card, modelcar, oci
 
 log = logging.getLogger("ftjob_trainer.export")
 
@@ -99,7 +99,8 @@ def export(output_dir: str | os.PathLike[str], job_name: str, spec: Mapping[str,
                           docker_config=Path(push_config) if push_config else None,
                           ca_file=registry_ca,
                           plain_http=output.oci.plain_http, on_blob=on_blob,
-                          annotations={"dev.finetune.job": job_name})
+                          annotations={"dev.finetune.job": job_name},
+                          base_layers=_shell_layers())
     except oci.PushError as exc:
         raise ExportFailed(exc.message, retryable=exc.retryable) from None
     return _finish(output_dir, api.OutputStatus(
@@ -112,6 +113,12 @@ def _pushed_message(pushed: oci.PushResult) -> str:
     sent = f"sent {pushed.blobs_sent} blobs, {pushed.bytes_sent} bytes"
     return sent + (f"; {pushed.blobs_skipped} the registry already had"
                    if pushed.blobs_skipped else "")
+
+
+def _shell_layers() -> list[oci.Layer]:
+    """The busybox layer KServe's modelcar needs, when a static busybox is here."""
+    shell = modelcar.find_shell()
+    return [modelcar.shell_layer(shell)] if shell is not None else []
 
 
 def _merge(output_dir: Path, spec: Mapping[str, Any]) -> None:

@@ -329,6 +329,8 @@ def image_config(layers: Sequence[Layer], platform: str = "linux/amd64") -> byte
 
 
 def _describe(files: Sequence[str]) -> str:
+    if files and files[0].startswith("/"):  # not the model's (modelcar.shell_layer)
+        return ", ".join(files)
     if len(files) == 1:
         return f"{MODELS_DIR}/{files[0]}"
     return f"{len(files)} files under /{MODELS_DIR}"
@@ -550,10 +552,11 @@ def push(folder: str | os.PathLike, reference: str, *,
          created: datetime.datetime | None = None, platform: str = "linux/amd64",
          large_file_bytes: int = LARGE_FILE_BYTES,
          on_blob: Callable[[BlobEvent], None] | None = None,
-         timeout: Any = TIMEOUT) -> PushResult:
+         timeout: Any = TIMEOUT, base_layers: Sequence[Layer] = ()) -> PushResult:
     """Push every file of `folder` as an image (files under /models) to `reference`
     (`[oci://]host[:port]/repository[:tag]`), sending only the blobs the registry lacks.
 
+    `base_layers`: layers under the model's (modelcar.shell_layer: a shell for KServe).
     `docker_config`: a dockerconfigjson Secret's content (or a path to it) holding the
     credentials for the registry; `ca_file`: a CA bundle for its TLS; `annotations`: added to
     the manifest's; `created`: the manifest's creation time (now by default; a fixed one gives
@@ -570,6 +573,7 @@ def push(folder: str | os.PathLike, reference: str, *,
     layers = build_layers(folder, large_file_bytes)
     if not layers:
         raise PushError(f"nothing to push: {folder} holds no file", retryable=False)
+    layers = [*base_layers, *layers]
     config = image_config(layers, platform)
     blobs = [(layer.digest, layer.body, "layer", layer.files) for layer in layers]
     blobs.append((_sha256(config), config, "config", ()))
