@@ -30,6 +30,11 @@ export KUBECTL
 KUBECTL=$(bash scripts/build-control-plane.sh)/kubectl
 # The scenarios' own pods (seeding, probes) use the trainer image as the nodes know it.
 FTJOB_TRAINER_IMAGE=localhost:5001/${FTJOB_TRAINER_IMAGE##*/}
+# The kind cluster's image registry (on this host, port 5001, plain HTTP) as pods reach it,
+# through the kind network's gateway: where the delivery scenario pushes a model to.
+export FTJOB_E2E_REGISTRY
+FTJOB_E2E_REGISTRY="$(docker network inspect kind \
+  -f '{{range .IPAM.Config}}{{println .Gateway}}{{end}}' | grep -m1 -F .):5001"
 
 # shellcheck disable=SC2086
 "${PYTHON:-.venv/bin/python}" -m pytest tests/e2e -m e2e -p no:cacheprovider -v --durations=0 \
