@@ -41,6 +41,7 @@ ENV_DEEPSPEED_CONFIG = "FTJOB_DEEPSPEED_CONFIG"  # file of spec.deepspeed.config
 # The export pod's (spec.output; see EXPORT_COMMAND below), empty on the training pods.
 ENV_PUSH_CONFIG = "FTJOB_PUSH_CONFIG"  # file: spec.output.oci.pushSecretRef's .dockerconfigjson
 ENV_REGISTRY_CA = "FTJOB_REGISTRY_CA"  # file: spec.output.oci.caConfigMapRef's CA bundle
+ENV_GOODPUT = "FTJOB_GOODPUT"  # JSON: status.goodput as training ended, for the model card
 # A user's switch (the one FTJOB_* variable `spec.env` may set): "1" shows the full reports
 # that are otherwise cut to one line (torchrun's failure report, the CLI's tracebacks).
 ENV_DEBUG = "FTJOB_DEBUG"
@@ -68,7 +69,7 @@ TRAINER_ENV = (
     ENV_ATTEMPT,
     ENV_TERMINATION_LOG, ENV_REPORTER, ENV_PROGRESS_INTERVAL, ENV_METRICS_PORT,
     ENV_DEEPSPEED_CONFIG, ENV_STOP_FILE, ENV_RESULT_DIR, ENV_TEST_MODE, ENV_TEST_HANG_AT_STEP,
-    ENV_TEST_HANG_RANK, ENV_DEBUG, ENV_PUSH_CONFIG, ENV_REGISTRY_CA,
+    ENV_TEST_HANG_RANK, ENV_DEBUG, ENV_PUSH_CONFIG, ENV_REGISTRY_CA, ENV_GOODPUT,
 )
 
 # Variables users may not set in `spec.env`: ftjob's own, and those torchrun, NCCL,

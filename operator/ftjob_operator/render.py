@@ -487,11 +487,15 @@ def render_pods(job: JobRef, spec: api.FineTuneJobSpec, attempt: int,
 # --------------------------------------------------------------------------- the export pod
 
 
-def export_env(spec: api.FineTuneJobSpec) -> dict[str, str]:
+def export_env(spec: api.FineTuneJobSpec, goodput: dict[str, Any] | None = None
+               ) -> dict[str, str]:
     """The export pod's own files: FTJOB_PUSH_CONFIG and FTJOB_REGISTRY_CA, each present
-    only when `spec.output.oci` names its Secret or ConfigMap."""
+    only when `spec.output.oci` names its Secret or ConfigMap; FTJOB_GOODPUT, the job's
+    status.goodput as training ended (the model card reports it)."""
     oci = spec.output.oci if spec.output is not None else None
     env = {}
+    if goodput:
+        env[contract.ENV_GOODPUT] = json.dumps(goodput, sort_keys=True, separators=(",", ":"))
     if oci is not None and oci.push_secret_ref is not None:
         env[contract.ENV_PUSH_CONFIG] = f"{contract.PUSH_CONFIG_MOUNT_DIR}/{contract.PUSH_CONFIG_KEY}"
     if oci is not None and oci.ca_config_map_ref is not None:
@@ -521,7 +525,8 @@ def _export_files(spec: api.FineTuneJobSpec) -> tuple[list[dict[str, Any]], list
 
 
 def render_export_pod(job: JobRef, spec: api.FineTuneJobSpec, try_: int, settings: Settings,
-                      job_digest: str | None = None) -> dict[str, Any]:
+                      job_digest: str | None = None,
+                      goodput: dict[str, Any] | None = None) -> dict[str, Any]:
     """The export pod of one try (`spec.output`, once training has succeeded):
     `ftjob-export` in the trainer image on the job file and output claim the ranks used,
     with the push credentials and the registry's CA mounted; no GPU, no rendezvous, and no
@@ -539,7 +544,7 @@ def render_export_pod(job: JobRef, spec: api.FineTuneJobSpec, try_: int, setting
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.trainer_image_pull_policy,
         "command": list(contract.EXPORT_COMMAND),
-        "env": _with_user_env(spec, fixed | export_env(spec), gpus=False),
+        "env": _with_user_env(spec, fixed | export_env(spec, goodput), gpus=False),
         "volumeMounts": [
             {"name": JOB_FILE_VOLUME, "mountPath": contract.JOB_FILE_MOUNT_DIR, "readOnly": True},
             _output_mount(spec, job),

@@ -103,7 +103,8 @@ class _Export:
     def create(self, try_: int) -> CreatePods:
         digest = started_spec.digest(self.job, self.raw_spec)
         return CreatePods(try_, (render.render_export_pod(
-            self.job, self.spec, try_, self.settings, digest),))
+            self.job, self.spec, try_, self.settings, digest,
+            goodput=self.job.status.get("goodput")),))
 
 
 def deliver(job: JobState, observed: Observed, pods: list[PodView], now: datetime,

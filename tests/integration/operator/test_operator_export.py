@@ -68,7 +68,8 @@ def check_mounts(h: Real, job: dict[str, Any], stored: dict[str, Any]) -> None:
     ref = render.JobRef("demo", h.ns, job["metadata"]["uid"])
     digest = contract.job_digest(json.loads(render.job_file(ref, job["spec"])))
     want = render.render_export_pod(ref, api.parse_spec(job["spec"]), 1,
-                                    Settings(trainer_image=TRAINER_IMAGE), digest)
+                                    Settings(trainer_image=TRAINER_IMAGE), digest,
+                                    goodput=(job.get("status") or {}).get("goodput"))
     rendered = {k: v for k, v in want.items() if k not in ("apiVersion", "kind")}
     assert stored_as_rendered(stored, rendered) == []
     volumes = {v["name"]: v for v in stored["spec"]["volumes"]}
@@ -91,7 +92,7 @@ def test_a_registry_outage_is_retried_in_a_new_pod_then_the_model_is_pushed(h, r
             trained(h, eval_accuracy=0.93)
             first = wait_for(lambda: export_pod(h, 1), TIMEOUT, what="export pod 1",
                              describe=lambda: describe(h))
-            check_mounts(h, job, first)
+            check_mounts(h, get_job(h), first)  # as it was when the pod was made
             st = wait_for(output_phase(h, "Pushing"), TIMEOUT, what="output Pushing")
             assert st["output"]["attempts"] == 1 and st["phase"] == "Succeeded"
 

@@ -310,6 +310,14 @@ def test_the_export_pod_carries_the_jobs_output_settings():
     assert env["FTJOB_JOB_DIGEST"].startswith("sha256:")
     resources = manifest["spec"]["containers"][0].get("resources", {})
     assert "nvidia.com/gpu" not in json.dumps(resources)
+    assert not env["FTJOB_GOODPUT"]  # none recorded: set, empty
+
+
+def test_the_export_pod_carries_the_goodput_training_ended_with_for_the_model_card():
+    goodput = {"productiveSeconds": 90.0, "wallSeconds": 120.0, "ratio": 0.75, "stepsLost": 3}
+    (create,) = _decide(succeeded(goodput=goodput), [], output=OCI).actions
+    env = {e["name"]: e.get("value") for e in create.pods[0]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["FTJOB_GOODPUT"]) == goodput
 
 
 # --------------------------------------------------------------------------- the export pod is no rank

@@ -86,3 +86,12 @@ def test_the_gate_result_as_status(tmp_path):
     checked = gate.check_gate({"eval_loss": 0.7}, "loss", max=0.5)
     assert api.to_patch(export.gate_status(spec_gate, checked)) == {
         "metric": "eval_loss", "value": 0.7, "bound": 0.5, "comparison": "max", "passed": False}
+
+
+def test_the_goodput_the_operator_passes_reaches_the_card_or_is_left_out():
+    goodput = {"productiveSeconds": 90.0, "wallSeconds": 120.0, "ratio": 0.75}
+    assert export.goodput_from({contract.ENV_GOODPUT: json.dumps(goodput)}) == goodput
+    assert export.goodput_from({contract.ENV_GOODPUT: ""}) is None
+    assert export.goodput_from({}) is None
+    assert export.goodput_from({contract.ENV_GOODPUT: "{not json"}) is None
+    assert export.goodput_from({contract.ENV_GOODPUT: "[1, 2]"}) is None

@@ -143,6 +143,18 @@ def _finish(output_dir: Path, status: api.OutputStatus) -> dict[str, Any]:
 # --------------------------------------------------------------------------- ftjob-export
 
 
+def goodput_from(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """status.goodput as the operator passed it (FTJOB_GOODPUT), for the model card; None
+    when absent or unreadable (the card then says it is not known)."""
+    raw = env.get(contract.ENV_GOODPUT, "").strip()
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        log.warning("%s is not JSON: the model card leaves goodput out", contract.ENV_GOODPUT)
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _path(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
@@ -161,7 +173,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         name = document["metadata"]["name"]
         result = export(env[contract.ENV_OUTPUT_DIR], name, document["spec"],
                         push_config=_path(env, contract.ENV_PUSH_CONFIG),
-                        registry_ca=_path(env, contract.ENV_REGISTRY_CA))
+                        registry_ca=_path(env, contract.ENV_REGISTRY_CA),
+                        goodput=goodput_from(env))
         code, message = 0, result
     except ExportFailed as exc:
         code, message = exc.exit_code, {"message": exc.message}
