@@ -66,30 +66,27 @@ def export(output_dir: str | os.PathLike[str], job_name: str, spec: Mapping[str,
     (camelCase, as the job file holds it) is `spec`; returns status.output (camelCase) and
     writes it to output.json. Raises ExportFailed."""
     output_dir = Path(output_dir)
-    output = api.parse_spec(dict(spec)).output or api.OutputSpec()
+    parsed = api.parse_spec(dict(spec))
+    output = parsed.output or api.OutputSpec()
     metrics = model_card.read_metrics(output_dir).get("metrics") or {}
     if not (output_dir / FINAL_DIR).is_dir():
         raise ExportFailed(f"no trained model in {output_dir / FINAL_DIR}: the export runs "
                            "after training succeeded", retryable=False)
-    checked = None
+    result = checked = None
     if output.gate is not None:
         result = gates.check_gate(metrics, output.gate.metric, min=output.gate.min,
                                   max=output.gate.max)
         checked = gate_status(output.gate, result)
         log.info("%s", result.message)
-        if not result.passed:
-            model_card.write_model_cards(output_dir, dict(spec), job_name=job_name,
-                                         goodput=goodput, gate=result)
-            return _finish(output_dir, api.OutputStatus(
-                phase=api.OutputPhase.WITHHELD, gate=checked,
-                message=f"{result.message}: not pushed"))
-        gate_result: gates.GateResult | None = result
-    else:
-        gate_result = None
-    if output.merge_adapter:
-        _merge(output_dir, spec)
+    withheld = result is not None and not result.passed
+    if output.merge_adapter and not withheld:
+        _merge(output_dir, parsed)
     model_card.write_model_cards(output_dir, dict(spec), job_name=job_name, goodput=goodput,
-                                 gate=gate_result)
+                                 gate=result)
+    if withheld:
+        return _finish(output_dir, api.OutputStatus(
+            phase=api.OutputPhase.WITHHELD, gate=checked,
+            message=f"{result.message}: not pushed"))
     if output.oci is None:
         return _finish(output_dir, api.OutputStatus(
             phase=api.OutputPhase.READY, gate=checked,
@@ -121,8 +118,7 @@ def _shell_layers() -> list[oci.Layer]:
     return [modelcar.shell_layer(shell)] if shell is not None else []
 
 
-def _merge(output_dir: Path, spec: Mapping[str, Any]) -> None:
-    parsed = api.parse_spec(dict(spec))
+def _merge(output_dir: Path, parsed: api.FineTuneJobSpec) -> None:
     source, kwargs = modeling.model_source(parsed)
     try:
         merge.merge_adapter(output_dir / FINAL_DIR, output_dir / contract.MERGED_DIR_NAME,
