@@ -210,7 +210,7 @@ async def run_job(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: ko
                 # retry decides from the new status and does not explain it again.
                 recorded = await kube.record(plan, job)
                 written = recorded or written
-                if recorded is not None or not plan.status:  # None: the job is gone
+                if kube.acts_after(plan, recorded):
                     await kube.carry_out(plan, job)
             except leadership.NotLeading as exc:
                 logger.warning("%s: %s not written; deciding again once leading", exc,

@@ -366,12 +366,11 @@ class Kube:
 
     # ------------------------------------------------------------------ plans
 
-    async def apply(self, plan: Plan, job: JobRef) -> dict[str, Any] | None:
-        """`record` the plan, then `carry_out` its actions; what `record` returns."""
-        written = await self.record(plan, job)
-        if written is not None or not plan.status:
-            await self.carry_out(plan, job)
-        return written
+    @staticmethod
+    def acts_after(plan: Plan, recorded: dict[str, Any] | None) -> bool:
+        """Whether the plan's actions follow what `record` returned: not when it wrote a
+        status and found the job gone."""
+        return recorded is not None or not plan.status
 
     async def record(self, plan: Plan, job: JobRef) -> dict[str, Any] | None:
         """Write the plan's status, then its Events; returns the job as the status write

@@ -1,7 +1,7 @@
 """The operator killed (SIGKILL) at every point of a plan, then started again: the plan
 completes exactly once. No pod created twice, none lost, the restart counted once.
 
-A plan is a status write followed by actions (k8s.Kube.apply); FTJOB_FAULT_POINTS (faults.py,
+A plan is a status write followed by actions (k8s.Kube.record, then carry_out); FTJOB_FAULT_POINTS (faults.py,
 set only by tests) makes the operator kill itself right after one of them. The job's life
 here passes through the plans that matter: start (objects, then pods), a rank failing (the
 restart on record, then the old pods deleted), the restart (the new attempt's pods) and

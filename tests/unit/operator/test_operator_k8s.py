@@ -144,8 +144,8 @@ async def test_a_config_map_is_restored_with_a_patch_of_its_whole_data():
     kube.core.patch_namespaced_config_map = patch
     manifest = {"kind": "ConfigMap", "metadata": {"name": "demo-job", "namespace": "ns"},
                 "data": {"job.json": "{}"}}
-    await kube.apply(Plan("started spec restored", actions=[RestoreConfigMap(manifest)]),
-                     JobRef("demo", "ns", "u1"))
+    await kube.carry_out(Plan("started spec restored", actions=[RestoreConfigMap(manifest)]),
+                         JobRef("demo", "ns", "u1"))
     assert calls == [("demo-job", "ns", [{"op": "add", "path": "/data",
                                           "value": {"job.json": "{}"}}],
                       "application/json-patch+json")]
@@ -180,7 +180,9 @@ async def test_apply_writes_the_status_then_creates_and_deletes_what_the_plan_ca
     plan = Plan("restart", actions=[DeletePods(("demo-1-0",)), EnsureJobObjects(objects),
                                     CreatePods(2, pods), DeleteJob()],
                 status={"attempt": 2})
-    await kube.apply(plan, JobRef("demo", "ns", "u1"))
+    recorded = await kube.record(plan, JobRef("demo", "ns", "u1"))
+    assert kube.acts_after(plan, recorded)
+    await kube.carry_out(plan, JobRef("demo", "ns", "u1"))
     assert done == [("status", "ns", "demo", {"attempt": 2}), ("delete", "ns", "demo-1-0"),
                     ("create", "ServiceAccount", "demo"), ("create", "ConfigMap", "demo-job"),
                     ("create", "Pod", "demo-2-0"), ("create", "Pod", "demo-2-1"),
@@ -191,8 +193,9 @@ async def test_apply_writes_the_status_then_creates_and_deletes_what_the_plan_ca
 
     done.clear()
     kube.patch_status = gone
-    await kube.apply(plan, JobRef("demo", "ns", "u1"))
-    assert done == []  # the job is gone: nothing to act on
+    recorded = await kube.record(plan, JobRef("demo", "ns", "u1"))
+    assert recorded is None and not kube.acts_after(plan, recorded)  # the job is gone
+    assert done == []
 
 
 def _pod(name: str, deleting: bool = False) -> PodView:
