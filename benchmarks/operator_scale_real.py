@@ -284,8 +284,28 @@ def pod_writes(events: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(writes.items()))
 
 
+def start_profiler(pid: int, output: Path) -> subprocess.Popen:
+    """py-spy (on PATH, not a dependency) sampling the operator from submission until all
+    jobs are Running, as collapsed stacks (flamegraph.pl, speedscope). It costs the operator CPU: take the figures from a
+    run without it."""
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+    proc = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "200",
+                             "--format", "raw", "--output", str(output), "--nonblocking", "--gil"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # py-spy attaches
+    return proc
+
+
+def stop_profiler(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    proc.wait(timeout=60)
+
+
 def run(jobs: int, nodes: int, fake_nodes: int, timeout: float, keep: bool,
-        existing_claim: bool = False, source: Path = ROOT) -> dict[str, Any]:
+        existing_claim: bool = False, source: Path = ROOT,
+        profile: Path | None = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="ftjob-scale-real-"))
     plane = ControlPlane(workdir / "state")
     set_up = time.monotonic()
@@ -356,6 +376,7 @@ def run(jobs: int, nodes: int, fake_nodes: int, timeout: float, keep: bool,
                       {"operator": proc.pid, **others}.items()}
         self_before = resource.getrusage(resource.RUSAGE_SELF)
 
+        profiler = start_profiler(proc.pid, profile) if profile else None
         bodies = [manifest(f"scale-{i:04d}", nodes=nodes) for i in range(jobs)]
         for body in bodies:
             body["spec"]["resources"].update(POD_RESOURCES)
@@ -380,6 +401,8 @@ def run(jobs: int, nodes: int, fake_nodes: int, timeout: float, keep: bool,
         elapsed = time.monotonic() - start
         wall_end = time.time()
         memory = rss_mib(proc.pid)
+        if profiler is not None:
+            stop_profiler(profiler)
         cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1)
                for name, pid in {"operator": proc.pid, **others}.items()}
         self_after = resource.getrusage(resource.RUSAGE_SELF)
@@ -475,9 +498,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the state, logs, audit log")
     parser.add_argument("--source", type=Path, default=ROOT,
                         help="checkout whose operator runs (a git worktree: before/after)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write a py-spy profile (collapsed stacks) of the operator to this file")
     args = parser.parse_args()
     print(json.dumps(run(args.jobs, args.nodes, args.fake_nodes, args.timeout, args.keep,
-                         args.existing_claim, args.source.resolve()), indent=2))
+                         args.existing_claim, args.source.resolve(), args.profile), indent=2))
 
 
 if __name__ == "__main__":
