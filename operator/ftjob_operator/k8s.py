@@ -181,12 +181,14 @@ class Kube:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, what: str, fn: Callable[..., Any], *args: Any,
-                    tolerate: tuple[int, ...] = (), write: bool = True, **kwargs: Any) -> Any:
-        """One API call, run in the pool. An HTTP status in `tolerate` returns TOLERATED
-        (409 on a create: already there; 404 on a delete: already gone); every other
-        failure becomes TransientApiError or RejectedError naming `what`. A `write` passes
-        the fence first (leadership.NotLeading)."""
-        call = functools.partial(_raw_json, fn, *args, **kwargs)
+                    tolerate: tuple[int, ...] = (), write: bool = True, answer: bool = True,
+                    **kwargs: Any) -> Any:
+        """One API call, run in the pool; its answer as JSON (None without `answer`: the
+        object a create or delete sends back is not read). An HTTP status in `tolerate`
+        returns TOLERATED (409 on a create: already there; 404 on a delete: already gone);
+        every other failure becomes TransientApiError or RejectedError naming `what`. A
+        `write` passes the fence first (leadership.NotLeading)."""
+        call = functools.partial(_raw_json if answer else _no_answer, fn, *args, **kwargs)
         if write and self.fence is not None:
             call = functools.partial(_fenced, self.fence, call)
         try:
@@ -231,7 +233,7 @@ class Kube:
         create, read = self._verbs(kind)
         try:
             created = await self._call(f"create {kind} {ns}/{name}", create, ns, manifest,
-                                       tolerate=(409,))
+                                       tolerate=(409,), answer=False)
         except RejectedError as exc:
             raise CreateRejectedError(str(exc)) from exc
         if created is not TOLERATED:
@@ -308,7 +310,7 @@ class Kube:
             for attempt in range(1, EVENT_TRIES + 1):
                 try:
                     await self._call(what, self.raw.create_namespaced_event, job.namespace,
-                                     body)
+                                     body, answer=False)
                     break
                 except RejectedError as exc:
                     log.warning("%s", exc)
@@ -321,7 +323,8 @@ class Kube:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         await self._call(f"delete Pod {namespace}/{name}", self.core.delete_namespaced_pod,
-                         name, namespace, propagation_policy="Background", tolerate=(404,))
+                         name, namespace, propagation_policy="Background", tolerate=(404,),
+                         answer=False)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         await self._call(f"delete {api.KIND} {namespace}/{name}",
@@ -432,12 +435,20 @@ def _fenced(fence: Callable[[], None], call: Callable[[], Any]) -> Any:
 def _raw_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call without the client's model parsing: the operator needs plain JSON, and the
     models reject objects that lack fields some clusters (and emulators) leave out."""
+    data = _answer(fn, *args, **kwargs)
+    return json.loads(data) if data else None
+
+
+def _no_answer(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    _answer(fn, *args, **kwargs)
+
+
+def _answer(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
     response = fn(*args, _request_timeout=REQUEST_TIMEOUT, _preload_content=False, **kwargs)
     try:
-        data = response.data
+        return response.data  # read whole before the connection goes back to the pool
     finally:
         response.release_conn()
-    return json.loads(data) if data else None
 
 
 async def _gather(calls) -> None:

@@ -107,6 +107,8 @@ class Observed:
     conflict: Refusal | None = None
     # The whole document of the started-spec ConfigMap (metadata and spec), for its digest.
     started_document: dict[str, Any] | None = None
+    # That document's digest as the index computed it (None: compute it from the document).
+    started_digest: str | None = None
     # The job's Kueue Workload (spec.scheduling.queueName), None when it has none.
     workload: WorkloadView | None = None
     # Where the flavors Kueue admitted the Workload with put the pods.
@@ -148,9 +150,10 @@ def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any
     """What one decision reads: the job's pods, its started spec and its Workload, from the
     indexes the watches keep (keyed by (namespace, job name)), and the refusal, if any."""
     key = (job.namespace, job.name)
-    document = None
-    for cm in specs_index.get(key, ()):
-        document = started_document(cm, job.uid) or document
+    document, digest = None, None
+    for view in specs_index.get(key, ()):
+        if (mine := view.document(job.uid)) is not None:
+            document, digest = mine, view.digest
     workload = next((w for w in (workloads_index or {}).get(key, ()) if w.owner_uid == job.uid),
                     None)
     flavors = {name: next(iter(views)) for name in (workload.flavors if workload else ())
@@ -161,7 +164,7 @@ def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any
                     started_spec=document["spec"] if document is not None else None,
                     refusal=refusals.current if refusals is not None else None,
                     conflict=refusals.conflict if refusals is not None else None,
-                    started_document=document, workload=workload,
+                    started_document=document, started_digest=digest, workload=workload,
                     placement=placement_of(workload, flavors))
 
 
@@ -387,10 +390,12 @@ def sane_status(status: Any) -> tuple[dict[str, Any], list[str]]:
     return clean, dropped
 
 
-def started_spec_from_config_map(cm: dict[str, Any], job_uid: str | None = None
-                                 ) -> dict[str, Any] | None:
-    """The spec stored in a job's ConfigMap; None if unreadable or from another job uid."""
-    document = started_document(cm, job_uid)
+def started_spec_from_config_map(cm: dict[str, Any] | StartedSpecView,
+                                 job_uid: str | None = None) -> dict[str, Any] | None:
+    """The spec stored in a job's ConfigMap (or its view); None if unreadable or from another
+    job uid."""
+    document = (cm.document(job_uid) if isinstance(cm, StartedSpecView)
+                else started_document(cm, job_uid))
     return document["spec"] if document is not None else None
 
 
@@ -409,3 +414,31 @@ def started_document(cm: dict[str, Any], job_uid: str | None = None) -> dict[str
     if job_uid is not None and _dict(doc.get("metadata")).get("uid") != job_uid:
         return None
     return doc
+
+
+@dataclass(frozen=True)
+class StartedSpecView:
+    """A job's started-spec ConfigMap as the index keeps it (not the whole ConfigMap, whose
+    managedFields alone outweigh the rest): its data as written and, when the data holds a
+    readable job document, the job uid it names and its digest, computed once per change of
+    the ConfigMap rather than at every decision."""
+
+    data: Mapping[str, Any]
+    uid: str | None = None
+    digest: str | None = None  # contract.job_digest of the document; None: unreadable
+
+    def document(self, job_uid: str | None = None) -> dict[str, Any] | None:
+        """The document (`{"metadata", "spec"}`), parsed anew for each caller (a decision
+        may change what it gets); None if unreadable or from another job uid."""
+        if self.digest is None or (job_uid is not None and self.uid != job_uid):
+            return None
+        return json.loads(self.data[contract.JOB_FILE_NAME])
+
+
+def started_spec_view(cm: dict[str, Any]) -> StartedSpecView:
+    data = _dict(_dict(cm).get("data"))
+    document = started_document(cm)
+    if document is None:
+        return StartedSpecView(data)
+    return StartedSpecView(data, _str(_dict(document.get("metadata")).get("uid")),
+                           contract.job_digest(document))

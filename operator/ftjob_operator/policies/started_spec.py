@@ -55,7 +55,7 @@ def verify(job: JobState, observed: Observed, out: StatusBuilder) -> Plan | None
             return _changed(job, out, f"ConfigMap {name} (the spec the job started with) is "
                                       "gone and the job's spec was changed since the start")
         return None
-    seen = document_digest(document)
+    seen = observed.started_digest or document_digest(document)
     if not recorded:  # started before digests were recorded: what is there now is the start
         out.set(**{DIGEST_FIELD: seen})
         return None

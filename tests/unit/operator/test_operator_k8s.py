@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ftjob_operator import k8s
 from ftjob_operator.handlers import _reflected
-from ftjob_operator.observe import PodView
+from ftjob_operator.observe import PodView, started_spec_view
 from ftjob_operator.plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef,
                                  Plan, RestoreConfigMap)
 from ftjob_operator.settings import Settings
@@ -213,17 +213,19 @@ def test_reflected_waits_for_status_pods_and_config_map():
                 status={"phase": "Pending", "attempt": 1})
     body = {"status": {"phase": "Pending", "attempt": 1, "progress": {"globalStep": 3}}}
     pods = {KEY: [_pod("demo-1-0"), _pod("demo-1-1")]}
-    assert _reflected(plan, KEY, body, pods, {KEY: [{"data": {}}]})
-    assert not _reflected(plan, KEY, {"status": {"phase": "Pending"}}, pods, {KEY: [{}]})
-    assert not _reflected(plan, KEY, body, {KEY: [_pod("demo-1-0")]}, {KEY: [{}]})
+    config_map = started_spec_view({"data": {}})
+    assert _reflected(plan, KEY, body, pods, {KEY: [config_map]})
+    assert not _reflected(plan, KEY, {"status": {"phase": "Pending"}}, pods, {KEY: [config_map]})
+    assert not _reflected(plan, KEY, body, {KEY: [_pod("demo-1-0")]}, {KEY: [config_map]})
     assert not _reflected(plan, KEY, body, pods, {})
 
 
 def test_reflected_waits_for_the_restored_config_map():
     manifest = {**_manifest("ConfigMap", "demo-job"), "data": {"job.json": "{}"}}
     plan = Plan("started spec restored", actions=[RestoreConfigMap(manifest)])
-    assert not _reflected(plan, KEY, {}, {}, {KEY: [{"data": {"job.json": "{\"x\": 1}"}}]})
-    assert _reflected(plan, KEY, {}, {}, {KEY: [{"data": {"job.json": "{}"}}]})
+    changed = started_spec_view({"data": {"job.json": "{\"x\": 1}"}})
+    assert not _reflected(plan, KEY, {}, {}, {KEY: [changed]})
+    assert _reflected(plan, KEY, {}, {}, {KEY: [started_spec_view({"data": {"job.json": "{}"}})]})
 
 
 def test_reflected_accepts_deleting_or_gone_pods():

@@ -11,6 +11,7 @@ import pytest
 from ftjob_api import contract, naming
 from ftjob_operator.observe import (PodView, Refusal, Refusals, classify_pod_failure, observe,
                                     parse_termination, pod_view, started_spec_from_config_map,
+                                    started_spec_view,
                                     success_summary)
 from ftjob_operator.plan import JobRef
 
@@ -125,6 +126,25 @@ def test_started_spec_checks_the_job_uid():
     assert started_spec_from_config_map({"data": {"job.json": "{"}}) is None
 
 
+def test_the_index_keeps_a_started_spec_view_with_its_digest():
+    document = {"metadata": {"uid": "u1", "name": "demo"}, "spec": {"task": "x", "suspend": True}}
+    cm = {"metadata": {"name": "demo-job", "managedFields": [{"manager": "m"}] * 20},
+          "data": {"job.json": json.dumps(document)}}
+    view = started_spec_view(cm)
+    assert view.data == cm["data"] and view.uid == "u1"
+    assert view.digest == contract.job_digest(document)
+    # Each reader gets its own copy: a decision changing it changes nobody else's.
+    first = view.document("u1")
+    first["spec"]["task"] = "changed"
+    assert view.document("u1") == document and view.document() == document
+    assert view.document("u2") is None
+    assert started_spec_from_config_map(view, "u1") == document["spec"]
+    for unreadable in ({"data": {"job.json": "{"}}, {"data": {"job.json": "[1]"}},
+                       {"data": ["x"]}, {}):
+        assert started_spec_view(unreadable).digest is None
+        assert started_spec_view(unreadable).document() is None
+
+
 def test_refusals_keep_the_first_time_and_the_latest_message():
     first = datetime(2026, 1, 1, tzinfo=timezone.utc)
     refusals = Refusals()
@@ -151,10 +171,11 @@ def test_observe_reads_the_indexes_and_the_refusal():
     since = datetime(2026, 1, 1, tzinfo=timezone.utc)
     refusals.refused("quota", since)
     seen = observe(job, {key: [mine], ("ns", "other"): [other]},
-                   {key: [current, stale]}, refusals)
+                   {key: [started_spec_view(current), started_spec_view(stale)]}, refusals)
     assert seen.pods == (mine,)
     assert seen.started_spec == {"a": 2}  # the ConfigMap of this job's uid
     assert seen.started_document == {"metadata": {"uid": "u1"}, "spec": {"a": 2}}
     assert seen.refusal == Refusal(since, "quota")
     assert observe(job, {}, {}).refusal is None
-    assert observe(job, {}, {key: [stale]}).started_spec is None
+    assert seen.started_digest == contract.job_digest({"metadata": {"uid": "u1"}, "spec": {"a": 2}})
+    assert observe(job, {}, {key: [started_spec_view(stale)]}).started_spec is None

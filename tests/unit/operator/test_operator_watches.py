@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from ftjob_api import naming
-from ftjob_operator import watches
+from ftjob_operator import observe, watches
 from ftjob_operator.observe import PodView
 from kubernetes.client.exceptions import ApiException
 
@@ -68,7 +68,8 @@ def test_objects_without_a_view_are_not_indexed():
     stray = {"metadata": {"name": "notes", "namespace": "a",
                           "labels": {naming.LABEL_JOB: "demo"}}, "data": {}}
     assert index.replace([spec, stray]) == {("a", "demo")}
-    assert index[("a", "demo")] == (spec,)
+    assert index[("a", "demo")] == (observe.started_spec_view(spec),)
+    assert index[("a", "demo")][0].data == spec["data"]  # the data only, not the metadata
     # Relabelled so that it no longer has a view: it leaves the index.
     assert index.apply("MODIFIED", {**spec, "metadata": {**spec["metadata"], "labels": {}}}) == {
         ("a", "demo")}
