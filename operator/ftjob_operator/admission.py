@@ -120,8 +120,8 @@ async def validate_job(operation: str, body: kopf.Body, old: kopf.Body | None,
         except asyncio.TimeoutError:
             raise kopf.AdmissionError("the operator is starting (listing the jobs' started "
                                       "specs): try again in a few seconds", code=503) from None
-        for cm in memo.watches.started_specs.get((namespace, name), ()):
-            started = observe.started_spec_from_config_map(cm, uid) or started
+        view = observe.started_view(memo.watches.started_specs.get((namespace, name), ()), uid)
+        started = view.spec() if view is not None else None
     config: Settings = memo.config
     refused, found = review(operation, new, old_doc, started, config.allowed)
     warnings.extend(found)

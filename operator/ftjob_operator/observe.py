@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -150,10 +150,8 @@ def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any
     """What one decision reads: the job's pods, its started spec and its Workload, from the
     indexes the watches keep (keyed by (namespace, job name)), and the refusal, if any."""
     key = (job.namespace, job.name)
-    document, digest = None, None
-    for view in specs_index.get(key, ()):
-        if (mine := view.document(job.uid)) is not None:
-            document, digest = mine, view.digest
+    started = started_view(specs_index.get(key, ()), job.uid)
+    document = started.document() if started is not None else None
     workload = next((w for w in (workloads_index or {}).get(key, ()) if w.owner_uid == job.uid),
                     None)
     flavors = {name: next(iter(views)) for name in (workload.flavors if workload else ())
@@ -164,7 +162,9 @@ def observe(job: JobRef, pods_index: Mapping[Any, Any], specs_index: Mapping[Any
                     started_spec=document["spec"] if document is not None else None,
                     refusal=refusals.current if refusals is not None else None,
                     conflict=refusals.conflict if refusals is not None else None,
-                    started_document=document, started_digest=digest, workload=workload,
+                    started_document=document,
+                    started_digest=started.digest if started is not None else None,
+                    workload=workload,
                     placement=placement_of(workload, flavors))
 
 
@@ -390,15 +390,6 @@ def sane_status(status: Any) -> tuple[dict[str, Any], list[str]]:
     return clean, dropped
 
 
-def started_spec_from_config_map(cm: dict[str, Any] | StartedSpecView,
-                                 job_uid: str | None = None) -> dict[str, Any] | None:
-    """The spec stored in a job's ConfigMap (or its view); None if unreadable or from another
-    job uid."""
-    document = (cm.document(job_uid) if isinstance(cm, StartedSpecView)
-                else started_document(cm, job_uid))
-    return document["spec"] if document is not None else None
-
-
 def started_document(cm: dict[str, Any], job_uid: str | None = None) -> dict[str, Any] | None:
     """The job document stored in a job's ConfigMap (`{"metadata", "spec"}`); None if
     unreadable or from another job uid."""
@@ -427,12 +418,26 @@ class StartedSpecView:
     uid: str | None = None
     digest: str | None = None  # contract.job_digest of the document; None: unreadable
 
+    def names(self, job_uid: str | None) -> bool:
+        """Whether it holds a readable document of the job with that uid (None: of any)."""
+        return self.digest is not None and (job_uid is None or self.uid == job_uid)
+
     def document(self, job_uid: str | None = None) -> dict[str, Any] | None:
         """The document (`{"metadata", "spec"}`), parsed anew for each caller (a decision
         may change what it gets); None if unreadable or from another job uid."""
-        if self.digest is None or (job_uid is not None and self.uid != job_uid):
-            return None
-        return json.loads(self.data[contract.JOB_FILE_NAME])
+        return json.loads(self.data[contract.JOB_FILE_NAME]) if self.names(job_uid) else None
+
+    def spec(self, job_uid: str | None = None) -> dict[str, Any] | None:
+        """The spec the job started with; None if unreadable or from another job uid."""
+        document = self.document(job_uid)
+        return document["spec"] if document is not None else None
+
+
+def started_view(views: Iterable[StartedSpecView], job_uid: str | None
+                 ) -> StartedSpecView | None:
+    """Of the views the index holds for a job's name, the last that names this job's uid."""
+    mine = [view for view in views if view.names(job_uid)]
+    return mine[-1] if mine else None
 
 
 def started_spec_view(cm: dict[str, Any]) -> StartedSpecView:

@@ -79,7 +79,8 @@ def workload_entry(body: dict[str, Any]) -> tuple[Key, Any] | None:
 
 class Index(Mapping[Key, tuple[Any, ...]]):
     """(namespace, job) -> the views of that job's objects, fed by `replace` (a list) and
-    `apply` (a watch event). Both return the keys whose views changed."""
+    `put` (a watch event's `entry`, made on the watch's thread). Both return the keys whose
+    views changed."""
 
     def __init__(self, view: View):
         self._view = view
@@ -94,9 +95,6 @@ class Index(Mapping[Key, tuple[Any, ...]]):
 
     def __len__(self) -> int:
         return len(self._by_key)
-
-    def apply(self, event_type: str, body: dict[str, Any]) -> set[Key]:
-        return self.put(*self.entry(event_type, body))
 
     def entry(self, event_type: str, body: dict[str, Any]
               ) -> tuple[tuple[str, str], tuple[Key, Any] | None]:

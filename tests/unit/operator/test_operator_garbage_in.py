@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from ftjob_api import naming
 from ftjob_operator.observe import (Observed, PodView, classify_pod_failure, parse_termination,
-                                    pod_view, sane_status, started_spec_from_config_map,
+                                    pod_view, sane_status, started_spec_view,
                                     success_summary)
 from ftjob_operator.plan import JobState
 from ftjob_operator.reconcile import decide
@@ -77,10 +77,10 @@ def test_a_pod_with_odd_fields_is_read_as_far_as_it_goes():
 
 
 def test_config_map_with_garbage_is_not_a_started_spec():
-    assert started_spec_from_config_map({"data": ["x"]}) is None
-    assert started_spec_from_config_map({"data": {"job.json": "[" * 5000}}) is None
-    assert started_spec_from_config_map(
-        {"data": {"job.json": json.dumps({"metadata": "x", "spec": {}})}}, "uid") is None
+    assert started_spec_view({"data": ["x"]}).spec() is None
+    assert started_spec_view({"data": {"job.json": "[" * 5000}}).spec() is None
+    assert started_spec_view(
+        {"data": {"job.json": json.dumps({"metadata": "x", "spec": {}})}}).spec("uid") is None
 
 
 def test_sane_status_drops_only_fields_of_the_wrong_shape():
@@ -134,7 +134,7 @@ def test_readers_never_raise_on_any_object(value):
     if view is not None:
         classify_pod_failure(view)
         success_summary(view)
-    started_spec_from_config_map(value if isinstance(value, dict) else {"data": value})
+    started_spec_view(value if isinstance(value, dict) else {"data": value}).spec()
     parse_termination(json.dumps(value))
     sane_status(value)
 

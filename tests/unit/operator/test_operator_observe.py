@@ -10,8 +10,8 @@ import pytest
 
 from ftjob_api import contract, naming
 from ftjob_operator.observe import (PodView, Refusal, Refusals, classify_pod_failure, observe,
-                                    parse_termination, pod_view, started_spec_from_config_map,
-                                    started_spec_view,
+                                    parse_termination, pod_view, started_spec_view,
+                                    started_view,
                                     success_summary)
 from ftjob_operator.plan import JobRef
 
@@ -121,9 +121,13 @@ def test_success_summary_keeps_numeric_metrics_only():
 
 def test_started_spec_checks_the_job_uid():
     cm = {"data": {"job.json": json.dumps({"metadata": {"uid": "u1"}, "spec": {"task": "x"}})}}
-    assert started_spec_from_config_map(cm, "u1") == {"task": "x"}
-    assert started_spec_from_config_map(cm, "u2") is None
-    assert started_spec_from_config_map({"data": {"job.json": "{"}}) is None
+    assert started_spec_view(cm).spec("u1") == {"task": "x"}
+    assert started_spec_view(cm).spec("u2") is None
+    assert started_spec_view({"data": {"job.json": "{"}}).spec() is None
+    # Of a job name's views (a job deleted and made again), the one of this job's uid.
+    other = {"data": {"job.json": json.dumps({"metadata": {"uid": "u2"}, "spec": {}})}}
+    views = [started_spec_view(cm), started_spec_view(other)]
+    assert started_view(views, "u1") is views[0] and started_view(views, "u3") is None
 
 
 def test_the_index_keeps_a_started_spec_view_with_its_digest():
@@ -138,7 +142,7 @@ def test_the_index_keeps_a_started_spec_view_with_its_digest():
     first["spec"]["task"] = "changed"
     assert view.document("u1") == document and view.document() == document
     assert view.document("u2") is None
-    assert started_spec_from_config_map(view, "u1") == document["spec"]
+    assert view.spec("u1") == document["spec"]
     for unreadable in ({"data": {"job.json": "{"}}, {"data": {"job.json": "[1]"}},
                        {"data": ["x"]}, {}):
         assert started_spec_view(unreadable).digest is None

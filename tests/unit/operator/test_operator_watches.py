@@ -32,15 +32,20 @@ def names(index: watches.Index, key: tuple[str, str]) -> list[str]:
 # --------------------------------------------------------------------------- the index
 
 
+def event(index: watches.Index, event_type: str, body: dict[str, Any]) -> set:
+    """A watch event as the stream files it: the entry made (on its thread), then put."""
+    return index.put(*index.entry(event_type, body))
+
+
 def test_index_groups_views_by_job_and_reports_changed_keys():
     index = watches.Index(watches.pod_entry)
     assert index.replace([pod("demo-1-0"), pod("demo-1-1"), pod("other-1-0", "other")]) == {
         ("a", "demo"), ("a", "other")}
     assert names(index, ("a", "demo")) == ["demo-1-0", "demo-1-1"]
     assert all(isinstance(v, PodView) for v in index[("a", "demo")])
-    assert index.apply("MODIFIED", pod("demo-1-0", phase="Running", rv="2")) == {("a", "demo")}
+    assert event(index, "MODIFIED", pod("demo-1-0", phase="Running", rv="2")) == {("a", "demo")}
     assert {v.name: v.phase for v in index[("a", "demo")]}["demo-1-0"] == "Running"
-    assert index.apply("DELETED", pod("other-1-0", "other")) == {("a", "other")}
+    assert event(index, "DELETED", pod("other-1-0", "other")) == {("a", "other")}
     assert ("a", "other") not in index and index.get(("a", "other"), ()) == ()
 
 
@@ -48,7 +53,7 @@ def test_an_event_that_changes_nothing_the_view_holds_wakes_nobody():
     index = watches.Index(watches.pod_entry)
     index.replace([pod("demo-1-0")])
     # A new resourceVersion with the same phase: the PodView is equal, no key changed.
-    assert index.apply("MODIFIED", pod("demo-1-0", rv="7")) == set()
+    assert event(index, "MODIFIED", pod("demo-1-0", rv="7")) == set()
 
 
 def test_relist_drops_what_vanished_during_a_gap_and_only_in_its_namespace():
@@ -71,7 +76,7 @@ def test_objects_without_a_view_are_not_indexed():
     assert index[("a", "demo")] == (observe.started_spec_view(spec),)
     assert index[("a", "demo")][0].data == spec["data"]  # the data only, not the metadata
     # Relabelled so that it no longer has a view: it leaves the index.
-    assert index.apply("MODIFIED", {**spec, "metadata": {**spec["metadata"], "labels": {}}}) == {
+    assert event(index, "MODIFIED", {**spec, "metadata": {**spec["metadata"], "labels": {}}}) == {
         ("a", "demo")}
     assert ("a", "demo") not in index
 
