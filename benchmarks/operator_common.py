@@ -68,7 +68,7 @@ def operator_process(emu: Emulator, **env: str) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen([sys.executable, "-m", "ftjob_operator"], env=full_env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        # Ready when kopf has listed FineTuneJobs (its watch is open).
+        # Ready when the operator has listed FineTuneJobs (its watch is open).
         wait_for(lambda: any(c.resource == "finetunejobs" and c.verb == "watch"
                              for c in list(emu.calls)) or proc.poll() is not None,
                  60, "the operator to start watching")

@@ -26,7 +26,6 @@ MINIMUM = {
     "create pods (2 nodes x 2 attempts)": 4,
     "delete the failed attempt's pods": 2,
     "status writes (Pending, Running, Restarting, Pending, Running, Succeeded)": 6,
-    "add the finalizer": 1,
     "events (Started, Running, GangRestart, Restarted, Running, Succeeded)": 6,
 }
 

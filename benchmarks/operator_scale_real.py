@@ -133,7 +133,7 @@ class OperatorProcess:
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      preexec_fn=_die_with_parent)
 
-        def watching() -> bool:  # kopf has listed FineTuneJobs and opened its watch
+        def watching() -> bool:  # the operator has listed FineTuneJobs and opened its watch
             if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited: see {self.workdir / 'operator.log'}")
             return any(e["verb"] == "watch" and e["objectRef"].get("resource") == api.PLURAL

@@ -1,5 +1,5 @@
-"""The only module that writes to the Kubernetes API (watches.py lists and watches the
-children, kopf watches the jobs and posts the events).
+"""The only module that writes to the Kubernetes API (watches.py lists and watches the jobs
+and their children; leadership.py keeps the Lease).
 
 A generic actuator: it creates the manifests a plan carries (rendered by the decision), deletes
 what the plan names and patches the status it holds; it parses no spec and renders nothing.
@@ -331,6 +331,22 @@ class Kube:
                          self.custom.delete_namespaced_custom_object, api.GROUP, api.VERSION,
                          namespace, api.PLURAL, name, propagation_policy="Background",
                          tolerate=(404,))
+
+    async def remove_finalizer(self, namespace: str, name: str, finalizer: str,
+                               finalizers: list[str]) -> None:
+        """Take `finalizer` off the job, whose finalizers were last seen as `finalizers`.
+        The patch first tests that list: when it changed since (422), or the job is gone
+        (404), nothing is written, and the watch's next event of the job tells again."""
+        if finalizer not in finalizers:
+            return
+        rest = [f for f in finalizers if f != finalizer]
+        await self._call(f"remove the finalizer {finalizer} of {api.KIND} {namespace}/{name}",
+                         self.custom.patch_namespaced_custom_object, api.GROUP, api.VERSION,
+                         namespace, api.PLURAL, name,
+                         [{"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                          {"op": "replace", "path": "/metadata/finalizers", "value": rest}],
+                         _content_type="application/json-patch+json", tolerate=(404, 409, 422),
+                         answer=False)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]
                            ) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from .plan import JobRef
 GROUP: Final = "kueue.x-k8s.io"
 VERSION: Final = "v1beta2"
 PLURAL: Final = "workloads"
+FLAVOR_PLURAL: Final = "resourceflavors"
 KIND: Final = "Workload"
 POD_SET: Final = "main"  # the pod set's name, as Kueue's batch Job integration names it
 # On a Workload the operator made inactive for spec.suspend: only such a one is made active

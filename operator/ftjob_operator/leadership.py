@@ -1,23 +1,21 @@
 """One writer among the replicas: a coordination.k8s.io Lease, and a fence on every write.
 
-kopf's peering pauses the standby replicas, but it is a liveness heuristic, not a lock: a
-replica frozen past its peering lifetime (SIGSTOP, a paused VM, a long stall) and then woken
-finishes the plan it was in before it learns it was replaced, and kopf 1.45 may then even
-resume it beside the new one. So, as client-go's leader election does, the replica that acts
-must hold a Lease, and a write is sent only while the last renewal this replica *sent* is
-younger than `RENEW_DEADLINE` on its own monotonic clock (a frozen process finds it stale on
-waking: the clock ran on). Another replica takes the Lease over only after it has seen the
-same record, unchanged, for the Lease's whole duration, which is longer than the deadline:
-by then the old holder has stopped writing, whatever it believes.
+Every replica watches the jobs and runs their loops (job_loops.py); only the one holding
+the Lease writes. As client-go's leader election does, a write is sent only while the last
+renewal this replica *sent* is younger than `RENEW_DEADLINE` on its own monotonic clock (a
+replica frozen past it (SIGSTOP, a paused VM, a long stall) finds it stale on waking: the
+clock ran on). Another replica takes the Lease over only after it has seen the same record,
+unchanged, for the Lease's whole duration, which is longer than the deadline: by then the
+old holder has stopped writing, whatever it believes. (kopf's peering, a liveness heuristic
+rather than a lock, pauses nothing of the operator's.)
 
-The Lease is taken only on demand (a job loop that wants to write) and given up when no loop
-wants it: a replica kopf paused lets the Lease go, so the one kopf resumed can take it. Its
+Each replica wants the Lease from its start (handlers.startup) until it stops gracefully,
+when it gives the Lease up so the next one can take it at once. Its
 renewals run on a thread of their own with their own connection, so a busy event loop or a
 full API worker pool does not cost the Lease.
 
 What is left: a write already past the fence when the process freezes is sent when it wakes
-(client-go has the same window, microseconds wide); kopf's own writes (the finalizer on a
-new or deleted job) are not fenced, and are the same whoever sends them.
+(client-go has the same window, microseconds wide).
 """
 
 from __future__ import annotations

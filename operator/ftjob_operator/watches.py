@@ -1,13 +1,15 @@
-"""The operator's view of its own children: list + watch by server-side label selector.
+"""The operator's view of the cluster: its jobs and their children, list + watch.
 
-kopf filters `labels=` on the client: it streams every Pod and every ConfigMap of every
-watched namespace, contents included, and drops what is not ours. On a cluster with tens of
-thousands of them that is most of the operator's CPU and memory. So the children (pods,
-the started-spec ConfigMaps, Kueue Workloads) are watched here instead, the way client-go's
-reflector does it: list with `labelSelector`, then watch from the list's resourceVersion
-with bookmarks, resume from the last version seen after a dropped or timed-out stream, list
-again after `410 Gone` (etcd compacted the version away), and wait as long as a 429's
-Retry-After asks. Only the FineTuneJobs themselves (every one is ours) stay on kopf's watch.
+Everything the job loops decide from is watched here, the way client-go's reflector does it:
+list (the children with a server-side `labelSelector`: kopf filters `labels=` on the client,
+streaming every Pod and ConfigMap of every watched namespace), then watch from the list's
+resourceVersion with bookmarks, resume from the last version seen after a dropped or
+timed-out stream, list again after `410 Gone` (etcd compacted the version away), and wait
+as long as a 429's Retry-After asks. Each object is kept as the view a decision reads, not
+whole: a FineTuneJob as its identity, spec and status (kopf's copy of each job kept its
+managedFields too, and its per-object state and finalizer patch were a sixth of the
+operator's CPU at 1,000 jobs, benchmarks/operator_scale_real.py). Kueue's ResourceFlavors
+(a handful, cluster-scoped, not ours) are watched whole, by name.
 
 `Index` is pure (objects in, views out, keyed by (namespace, job)); `Watch` is the I/O: one
 thread per (kind, namespace) running the synchronous client, handing each event to the
@@ -32,7 +34,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from ftjob_api import naming
+from ftjob_api import api, naming
 
 from . import kueue, observe
 from .k8s import retry_after
@@ -50,6 +52,29 @@ View = Callable[[dict[str, Any]], tuple[Key, Any] | None]
 
 
 # --------------------------------------------------------------------------- the views
+
+# What a decision reads of a job's metadata (JobState.from_body, the deletion, the
+# resourceVersion that orders two copies, the finalizer an older operator put there).
+JOB_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion",
+                "deletionTimestamp", "finalizers")
+
+
+def job_view(body: dict[str, Any]) -> dict[str, Any]:
+    """A FineTuneJob without what no decision reads (managedFields, annotations: most of
+    it): what the index keeps of each job, and each loop of its own last status write."""
+    meta = body.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in JOB_METADATA if k in meta},
+            "spec": body.get("spec"), "status": body.get("status")}
+
+
+def job_entry(body: dict[str, Any]) -> tuple[Key, Any] | None:
+    meta = body.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or ""), job_view(body)
+
+
+def flavor_entry(body: dict[str, Any]) -> tuple[Any, Any] | None:
+    """A ResourceFlavor by its name: where the pods of a job Kueue admitted with it go."""
+    return (body.get("metadata") or {}).get("name") or "", kueue.flavor_placement(body)
 
 
 def pod_entry(body: dict[str, Any]) -> tuple[Key, Any] | None:
@@ -140,11 +165,17 @@ class Index(Mapping[Key, tuple[Any, ...]]):
 
 @dataclass(frozen=True)
 class Kind:
-    """How to list (and watch) one kind of child: `lister(namespace or None, **params)`."""
+    """How to list (and watch) one kind: `lister(namespace or None, **params)`; `selector`:
+    the server-side label selector (None: every object of the kind)."""
     name: str
     lister: Callable[..., Any]
     view: View
     namespaced: bool = True
+    selector: str | None = SELECTOR
+
+
+JOBS, FLAVORS = api.PLURAL, kueue.FLAVOR_PLURAL
+CHILDREN = ("pods", "configmaps", kueue.PLURAL)
 
 
 def kinds(api_client: client.ApiClient) -> list[Kind]:
@@ -153,25 +184,31 @@ def kinds(api_client: client.ApiClient) -> list[Kind]:
     def core_lister(namespaced: Callable[..., Any], everywhere: Callable[..., Any]):
         return lambda ns, **kw: namespaced(ns, **kw) if ns else everywhere(**kw)
 
-    def workloads(ns: str | None, **kw: Any) -> Any:
-        where = (kueue.GROUP, kueue.VERSION)
-        if ns:
-            return custom.list_namespaced_custom_object(*where, ns, kueue.PLURAL, **kw)
-        return custom.list_cluster_custom_object(*where, kueue.PLURAL, **kw)
+    def custom_lister(group: str, version: str, plural: str):
+        def lister(ns: str | None, **kw: Any) -> Any:
+            if ns:
+                return custom.list_namespaced_custom_object(group, version, ns, plural, **kw)
+            return custom.list_cluster_custom_object(group, version, plural, **kw)
+        return lister
 
     return [
+        Kind(JOBS, custom_lister(api.GROUP, api.VERSION, api.PLURAL), job_entry, selector=None),
         Kind("pods", core_lister(core.list_namespaced_pod, core.list_pod_for_all_namespaces),
              pod_entry),
         Kind("configmaps", core_lister(core.list_namespaced_config_map,
                                        core.list_config_map_for_all_namespaces),
              started_spec_entry),
-        Kind(kueue.PLURAL, workloads, workload_entry),
+        Kind(kueue.PLURAL, custom_lister(kueue.GROUP, kueue.VERSION, kueue.PLURAL),
+             workload_entry),
+        Kind(FLAVORS, custom_lister(kueue.GROUP, kueue.VERSION, kueue.FLAVOR_PLURAL),
+             flavor_entry, namespaced=False, selector=None),
     ]
 
 
 @dataclass
 class Stream:
-    """List, then watch, one kind in one namespace (None: every namespace); forever."""
+    """List, then watch, one kind in one namespace (None: every namespace, or a kind that
+    is not namespaced); forever."""
     kind: Kind
     namespace: str | None
     deliver: Callable[[Callable[[], None]], None]  # runs a callable on the loop thread
@@ -235,7 +272,7 @@ class Stream:
         return _backoff(failures)
 
     def _list(self) -> None:
-        response = self.kind.lister(self.namespace, label_selector=SELECTOR,
+        response = self.kind.lister(self.namespace, label_selector=self.kind.selector,
                                     _preload_content=False,
                                     _request_timeout=(CONNECT_SECONDS, 60))
         try:
@@ -260,7 +297,8 @@ class Stream:
         """Until the server ends the stream (its timeout) or it breaks; `version` follows
         every event, so the next watch resumes where this one stopped."""
         self._response = response = self.kind.lister(
-            self.namespace, label_selector=SELECTOR, watch=True, resource_version=self.version,
+            self.namespace, label_selector=self.kind.selector, watch=True,
+            resource_version=self.version,
             allow_watch_bookmarks=True,
             timeout_seconds=int(self.watch_seconds * random.uniform(1.0, 1.2)),
             _preload_content=False,
@@ -291,6 +329,13 @@ class Stream:
             response.release_conn()
 
 
+def _if_any(call: Callable[[set[Key]], None] | None) -> Callable[[set[Key]], None]:
+    def changed(keys: set[Key]) -> None:
+        if keys and call is not None:
+            call(keys)
+    return changed
+
+
 class _Gone(Exception):
     """The watch's resourceVersion was compacted away (410): list again."""
 
@@ -304,28 +349,42 @@ def _backoff(failures: int) -> float:
 
 
 class Watches:
-    """The indexes of every child kind and the threads that keep them: `start` on the
-    operator's loop; `synced` waits for the first list of each; `on_change` is called (on
-    the loop) with the (namespace, job) keys whose children changed."""
+    """The indexes of every kind and the threads that keep them: `start` on the operator's
+    loop; `synced` waits for the first list of each; `on_jobs` and `on_children` are called
+    (on the loop) with the (namespace, job) keys whose job, or whose children, changed."""
 
     def __init__(self, api_client: client.ApiClient, namespaces: tuple[str, ...],
-                 on_change: Callable[[set[Key]], None], watch_seconds: int = 300):
+                 on_jobs: Callable[[set[Key]], None], on_children: Callable[[set[Key]], None],
+                 watch_seconds: int = 300):
         exact = bool(namespaces) and not any(c in ns for ns in namespaces for c in "*?[!")
         patterns = namespaces if namespaces and not exact else ()
         self.indexes: dict[str, Index] = {}
         self.streams: list[Stream] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._synced = asyncio.Event()
-        self._on_change = on_change
+        callbacks = {JOBS: on_jobs, **{name: on_children for name in CHILDREN}}
 
         def keep(namespace: str) -> bool:
             return not patterns or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
         for kind in kinds(api_client):
             index = self.indexes[kind.name] = Index(kind.view)
+            on_change = _if_any(callbacks.get(kind.name))
+            if not kind.namespaced:
+                self.streams.append(Stream(kind, None, self._deliver, index, on_change,
+                                           self._listed, watch_seconds))
+                continue
             for namespace in (namespaces if exact else (None,)):
-                self.streams.append(Stream(kind, namespace, self._deliver, index,
-                                           self._changed, self._listed, watch_seconds, keep))
+                self.streams.append(Stream(kind, namespace, self._deliver, index, on_change,
+                                           self._listed, watch_seconds, keep))
+
+    @property
+    def jobs(self) -> Index:
+        return self.indexes[JOBS]
+
+    @property
+    def flavors(self) -> Index:
+        return self.indexes[FLAVORS]
 
     @property
     def pods(self) -> Index:
@@ -360,10 +419,6 @@ class Watches:
                 loop.call_soon_threadsafe(call)
             except RuntimeError:  # the loop closed meanwhile (shutdown)
                 pass
-
-    def _changed(self, keys: set[Key]) -> None:
-        if keys:
-            self._on_change(keys)
 
     def _listed(self) -> None:
         if all(s.listed for s in self.streams):

@@ -71,8 +71,8 @@ per watched namespace. docs/rbac.md explains each rule; tests/unit/chart checks 
 match that page and cover every API call the operator's integration tests record.
 */}}
 {{- define "ftjob.namespacedRules" -}}
-# FineTuneJobs: kopf lists and watches them and patches their finalizers and annotations;
-# the operator deletes finished jobs after spec.ttlSecondsAfterFinished.
+# FineTuneJobs: the operator lists and watches them, deletes finished jobs after
+# spec.ttlSecondsAfterFinished, and patches off the finalizer earlier operators put on them.
 - apiGroups: ["finetune.dev"]
   resources: ["finetunejobs"]
   verbs: ["list", "watch", "patch", "delete"]

@@ -47,6 +47,36 @@ def test_spec_edit_is_reported_not_applied(h, run_operator):
         assert status(h)["phase"] == "Running"
 
 
+def test_a_job_holding_the_old_operators_finalizer_is_let_go_when_deleted(h, run_operator):
+    """Operators that ran each job's loop as a kopf daemon put a finalizer on every job; this
+    one needs none. Such a job, deleted, goes away once the operator sees it: it takes its
+    own old finalizer off and leaves any other one alone."""
+    from ftjob_operator.job_loops import LEGACY_FINALIZER
+
+    doc = manifest()
+    doc["metadata"]["finalizers"] = [LEGACY_FINALIZER, "example.com/keep"]
+    h.create_job(doc)
+    h.delete_job()
+    assert (get_job(h) or {}).get("metadata", {}).get("deletionTimestamp")  # held
+    with run_operator():
+        wait_for(lambda: (get_job(h) or {}).get("metadata", {}).get("finalizers")
+                 == ["example.com/keep"], TIMEOUT, what="the old finalizer taken off",
+                 describe=lambda: str((get_job(h) or {}).get("metadata")))
+        h.custom.patch_namespaced_custom_object(*h._args(), "demo",
+                                                {"metadata": {"finalizers": None}})
+        wait_for(lambda: get_job(h) is None, TIMEOUT, what="job gone")
+    assert not pods(h)  # a job being deleted gets no pods
+
+
+def test_a_new_job_gets_no_finalizer(h, run_operator):
+    """Deleting a job never waits for the operator (nothing to clean up that ownerReferences
+    do not): a job stays free of finalizers while it runs."""
+    with run_operator():
+        h.create_job(manifest())
+        bring_up(h)
+        assert not (get_job(h) or {})["metadata"].get("finalizers")
+
+
 CHILDREN = (("services", ""), ("configmaps", ""), ("serviceaccounts", ""),
             ("roles", "rbac.authorization.k8s.io"), ("rolebindings", "rbac.authorization.k8s.io"))
 
@@ -58,7 +88,7 @@ def test_delete_cleans_up_and_claim_follows_policy(h, run_operator, policy):
                                        "reclaimPolicy": policy}))
         bring_up(h)
         h.delete_job()
-        wait_for(lambda: get_job(h) is None, TIMEOUT, what="job gone (finalizer released)",
+        wait_for(lambda: get_job(h) is None, TIMEOUT, what="job gone",
                  describe=lambda: describe(h))
     # The controller-manager's garbage collector removes what the job owned, in its own time.
     wait_for(lambda: not pods(h), TIMEOUT, what="pods collected", describe=lambda: describe(h))

@@ -1,15 +1,14 @@
-"""Two operator replicas as the chart runs them with `replicaCount: 2`: kopf peering keeps one
-active, the other paused, and the one that writes holds the replicas' Lease
-(ftjob_operator/leadership.py). The API server's audit log, with each replica under its own
+"""Two operator replicas as the chart runs them with `replicaCount: 2`: both watch and run the
+job loops, and only the one holding the replicas' Lease writes (ftjob_operator/leadership.py):
+the first started takes it. The API server's audit log, with each replica under its own
 ServiceAccount, shows who wrote what and when.
 
 - SIGKILL the active one while a rank fails: the standby takes over once the killed one's
-  peering record expires (its last keep-alive + the peering lifetime, FTJOB_PEERING_LIFETIME,
-  30 s by default) and restarts the job exactly once.
-- SIGSTOP the active one past its lifetime while a rank fails, then wake it: peering alone
-  is a liveness heuristic (the woken one finishes the plan it was in before it learns it was
-  replaced, and kopf 1.45.2 may even resume it beside the other); the Lease's fence keeps
-  its writes out while the other holds it: the two never write in turns.
+  Lease record has gone unrenewed for the Lease's duration (15 s) and restarts the job
+  exactly once.
+- SIGSTOP the active one past the Lease's duration while a rank fails, then wake it: the
+  woken one finishes the plan it was in before it learns it was replaced; the Lease's fence
+  keeps its writes out while the other holds it: the two never write in turns.
 """
 
 from __future__ import annotations
@@ -125,10 +124,18 @@ def peers(h: Real, name: str) -> dict[str, dict]:
                                               name).get("status") or {}
 
 
-def resumed(log: Path) -> bool:
-    """Whether kopf's last word on peering in this log was to resume."""
-    text = log.read_text()
-    return text.count("Resuming operations") > text.count("Pausing operations")
+def lease(h: Real, ha: Install) -> tuple[str, datetime, float]:
+    """The replicas' Lease: (holder, last renewal, duration in seconds)."""
+    from kubernetes import client
+
+    spec = client.CoordinationV1Api(h.custom.api_client).read_namespaced_lease(
+        ha.env["FTJOB_PEERING"], ha.env["FTJOB_LEASE_NAMESPACE"]).spec
+    return spec.holder_identity or "", spec.renew_time, float(spec.lease_duration_seconds)
+
+
+def holds_lease(h: Real, ha: Install, r: Replica) -> bool:
+    # leadership.identity(): POD_ID, then a random tail
+    return lease(h, ha)[0].startswith(f"{r.identity}_")
 
 
 def received(event: dict) -> datetime:
@@ -137,22 +144,29 @@ def received(event: dict) -> datetime:
 
 def start_both(stack: contextlib.ExitStack, cluster, ha: Install, h: Real,
                logs: dict[str, Path], tails, **first_env: str) -> tuple[dict, Replica, Replica]:
-    """The first replica started, then the second once the first is active: the older
-    outranks the newer (__main__.py), so the first stays active and the second paused.
-    `first_env`: more variables for the first. Returns (processes, active, standby)."""
+    """The first replica started, then the second once the first holds the Lease, which it
+    keeps: the first is the active one. `first_env`: more variables for the first. Returns
+    (processes, active, standby)."""
+    from kubernetes.client.exceptions import ApiException
+
     active, standby = ha.replicas
     procs = {active.identity: stack.enter_context(
         replica(cluster, ha, active, logs[active.identity], **first_env))}
-    # Peering is mandatory: a replica starts paused; kopf logs "Resuming" when it sees no
-    # live peer above it, and "Pausing" when one that had resumed sees one.
-    wait_for(lambda: active.identity in peers(h, ha.peering) and resumed(logs[active.identity]),
-             TIMEOUT, what=f"{active.identity} active", describe=tails)
+
+    def leading() -> bool:
+        try:
+            return holds_lease(h, ha, active)
+        except ApiException as exc:
+            if exc.status == 404:  # not created yet
+                return False
+            raise
+
+    wait_for(leading, TIMEOUT, what=f"{active.identity} holding the Lease", describe=tails)
     procs[standby.identity] = stack.enter_context(
         replica(cluster, ha, standby, logs[standby.identity]))
     seen = wait_for(lambda: set(p := peers(h, ha.peering)) == set(procs) and p,
                     TIMEOUT, what="both replicas in the peering object", describe=tails)
-    assert seen[active.identity]["priority"] > seen[standby.identity]["priority"], seen
-    assert resumed(logs[active.identity]) and not resumed(logs[standby.identity]), tails()
+    assert holds_lease(h, ha, active), tails()
     return procs, active, standby
 
 
@@ -183,12 +197,12 @@ def test_standby_takes_over_once_when_the_active_replica_is_killed(cluster, ha, 
             proc.kill()
             killed = datetime.now(UTC)
             proc.wait(timeout=30)
-            # Its last keep-alive: the standby counts it live until lastseen + lifetime (the
-            # standby cleans the record up only then).
-            last = peers(h, ha.peering)[active.identity]
-            expiry = parse_time(last["lastseen"]) + timedelta(seconds=last["lifetime"])
+            # Its last renewal: the standby takes the Lease once it has seen that record
+            # unchanged for the Lease's duration.
+            _, renewed, duration = lease(h, ha)
+            expiry = renewed + timedelta(seconds=duration)
             h.kubelet.terminate(h.ns, naming.pod(NAME, 1, 1), 1)
-            st = bring_up(h, attempt=2, timeout=last["lifetime"] + TIMEOUT)
+            st = bring_up(h, attempt=2, timeout=duration + TIMEOUT)
             assert procs[standby.identity].poll() is None, tails()
     finally:
         created.stop()
@@ -208,27 +222,27 @@ def test_standby_takes_over_once_when_the_active_replica_is_killed(cluster, ha, 
                         "demo-2-0": standby.user, "demo-2-1": standby.user}, creators
     assert by_standby, "the standby never wrote"
     first = received(by_standby[0])
-    # Paused until the kill: not one write (kopf's keep-alives aside).
+    # Waiting for the Lease until the kill: not one write (keep-alives aside).
     assert first > killed, by_standby[0]
     # The killed replica's last request was answered before the standby's first write:
     # never both writing.
     last_answered = max(parse_time(e["stageTimestamp"]) for e in by_active)
     assert last_answered < first, (last_answered, first)
-    # The standby resumed on the record's expiry, not before (kopf sleeps until it).
+    # The standby wrote once the Lease record had expired, not before.
     assert first >= expiry, (first, expiry)
     pods_at = max(received(e) for e in by_standby
                   if e["verb"] == "create" and e["objectRef"].get("resource") == "pods"
                   and not e["objectRef"].get("subresource"))
 
     # The figures (pytest -rP or -s shows them). The hand-over is the time left on the killed
-    # replica's record plus the standby's reaction: here close to the whole lifetime, since
-    # the kill comes a second or two after the replica's first keep-alive.
+    # replica's Lease record (renewed every 2 s: up to its 15 s duration) plus the standby's
+    # reaction (it looks every 2 s).
     def after_kill(t: datetime) -> str:
         return f"{(t - killed).total_seconds():.2f}s"
 
     ref = by_standby[0]["objectRef"]
     print(f"\nhand-over ({active.identity} killed, {standby.identity} took over): record "
-          f"expired {after_kill(expiry)} after the kill (lifetime {last['lifetime']}s); "
+          f"expired {after_kill(expiry)} after the kill (duration {duration:.0f}s); "
           f"standby's first write {after_kill(first)} ({by_standby[0]['verb']} "
           f"{ref.get('resource')}/{ref.get('subresource', '')}, "
           f"{(first - expiry).total_seconds() * 1000:.0f} ms after the expiry); attempt-2 "
@@ -238,13 +252,12 @@ def test_standby_takes_over_once_when_the_active_replica_is_killed(cluster, ha, 
 
 def test_a_frozen_replica_woken_after_the_other_took_over_is_fenced(cluster, ha, tmp_path):
     """The active replica freezes (SIGSTOP, a fault point) right after it recorded a gang
-    restart and before it deleted the pods; the standby takes over once its peering record
-    expires, and restarts the job; then the frozen one is woken and carries on with its
-    plan: its deletes stop at the fence (it no longer holds the Lease, and its clock says
-    its last renewal is stale). One restart counted, each pod created once, and in the
-    audit log the two write in turns that never interleave (kopf may pause the younger
-    replica on seeing the older one again; the Lease then passes back, and the job restarts
-    once more when a rank fails again)."""
+    restart and before it deleted the pods; the standby takes over once the frozen one's
+    Lease record expires, and restarts the job; then the frozen one is woken and carries on
+    with its plan: its deletes stop at the fence (it no longer holds the Lease, and its
+    clock says its last renewal is stale). One restart counted, each pod created once, and
+    in the audit log the two write in turns that never interleave (the job restarts once
+    more when a rank fails again, under whichever holds the Lease then)."""
     h = Real(cluster)
     created = PodCreations(h)
     logs = {r.identity: tmp_path / f"{r.identity}.log" for r in ha.replicas}
@@ -263,14 +276,14 @@ def test_a_frozen_replica_woken_after_the_other_took_over_is_fenced(cluster, ha,
             wait_for(lambda: f"fault point {point} reached" in logs[active.identity].read_text(),
                      TIMEOUT, what=f"{active.identity} frozen at {point}", describe=tails)
             frozen_at = datetime.now(UTC)
-            last = peers(h, ha.peering)[active.identity]
-            bring_up(h, attempt=2, timeout=last["lifetime"] + TIMEOUT)
+            duration = lease(h, ha)[2]
+            bring_up(h, attempt=2, timeout=duration + TIMEOUT)
             procs[active.identity].send_signal(signal.SIGCONT)
             wait_for(lambda: "deciding again once leading" in logs[active.identity].read_text(),
                      TIMEOUT, what=f"{active.identity}'s plan stopped at the fence",
                      describe=tails)
             h.kubelet.terminate(h.ns, naming.pod(NAME, 2, 0), 1)
-            st = bring_up(h, attempt=3, timeout=last["lifetime"] + TIMEOUT)
+            st = bring_up(h, attempt=3, timeout=duration + TIMEOUT)
             assert all(p.poll() is None for p in procs.values()), tails()
     finally:
         created.stop()

@@ -10,7 +10,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from ftjob_operator import k8s
-from ftjob_operator.handlers import _reflected
+from ftjob_operator.job_loops import _reflected
 from ftjob_operator.observe import PodView, started_spec_view
 from ftjob_operator.plan import (CreatePods, DeleteJob, DeletePods, EnsureJobObjects, JobRef,
                                  Plan, RestoreConfigMap)

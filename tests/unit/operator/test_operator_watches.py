@@ -231,10 +231,52 @@ def test_watches_of_a_namespace_pattern_keep_only_matching_namespaces():
         pass
 
     seen: list[set] = []
-    w = watches.Watches(Client(), ("team-*",), seen.append)
+    w = watches.Watches(Client(), ("team-*",), seen.append, seen.append)
     assert {s.namespace for s in w.streams} == {None}  # cluster-wide, filtered here
-    keep = w.streams[0].keep
-    assert keep("team-a") and not keep("kube-system")
-    exact = watches.Watches(Client(), ("a", "b"), seen.append)
+    jobs = next(s for s in w.streams if s.kind.name == "finetunejobs")
+    assert jobs.keep("team-a") and not jobs.keep("kube-system")
+    flavors = next(s for s in w.streams if s.kind.name == "resourceflavors")
+    assert flavors.keep("")  # cluster-scoped: no namespace to match
+    exact = watches.Watches(Client(), ("a", "b"), seen.append, seen.append)
+    namespaced = ("finetunejobs", "pods", "configmaps", "workloads")
     assert sorted((s.kind.name, s.namespace) for s in exact.streams) == sorted(
-        (k, ns) for k in ("pods", "configmaps", "workloads") for ns in ("a", "b"))
+        [(k, ns) for k in namespaced for ns in ("a", "b")] + [("resourceflavors", None)])
+
+
+def test_jobs_and_flavors_are_listed_without_a_label_selector_the_children_with_one():
+    class Client:
+        pass
+
+    by_name = {k.name: k for k in watches.kinds(Client())}
+    assert by_name["finetunejobs"].selector is None  # every job is the operator's
+    assert by_name["resourceflavors"].selector is None  # Kueue's, read by name
+    assert {by_name[k].selector for k in ("pods", "configmaps", "workloads")} == {
+        watches.SELECTOR}
+
+
+def test_the_jobs_index_keeps_what_a_decision_reads_of_a_job():
+    body = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+            "metadata": {"name": "demo", "namespace": "ns", "uid": "u1", "generation": 3,
+                         "resourceVersion": "57", "finalizers": ["finetune.dev/operator"],
+                         "managedFields": [{"manager": "kubectl"}] * 50,
+                         "annotations": {"kubectl.kubernetes.io/last-applied": "x" * 4096}},
+            "spec": {"task": "text-classification"}, "status": {"phase": "Running"}}
+    index = watches.Index(watches.job_entry)
+    assert index.put(*index.entry("ADDED", body)) == {("ns", "demo")}
+    (kept,) = index[("ns", "demo")]
+    assert kept == {"metadata": {"name": "demo", "namespace": "ns", "uid": "u1",
+                                 "generation": 3, "resourceVersion": "57",
+                                 "finalizers": ["finetune.dev/operator"]},
+                    "spec": body["spec"], "status": body["status"]}
+    # The same view again (e.g. a resync): nothing to wake a loop for.
+    assert index.put(*index.entry("MODIFIED", body)) == set()
+    assert index.put(*index.entry("DELETED", body)) == {("ns", "demo")}
+    assert ("ns", "demo") not in index
+
+
+def test_flavors_are_kept_by_name_as_their_placement():
+    index = watches.Index(watches.flavor_entry)
+    index.put(*index.entry("ADDED", {"metadata": {"name": "a100"},
+                                     "spec": {"nodeLabels": {"gpu": "a100"}}}))
+    (placement,) = index["a100"]
+    assert placement.node_labels == (("gpu", "a100"),)
