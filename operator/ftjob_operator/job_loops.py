@@ -14,6 +14,7 @@ carry kopf's finalizer: when such a job is deleted its loop takes that finalizer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -274,8 +275,9 @@ async def _refused(exc: Exception, failures: int, plan: Plan | None,
     owned = isinstance(exc, k8s.OwnedByOtherError)
     if isinstance(exc, k8s.RejectedError) and failures == 1:
         reason = Reason.OBJECT_OWNED_BY_OTHER if owned else Reason.API_REJECTED
-        await kube.post_events(JobState.from_body(dict(body)),
-                               [Event(EventType.WARNING, reason, str(exc))])
+        with contextlib.suppress(leadership.NotLeading):  # the next leader explains it
+            await kube.post_events(JobState.from_body(dict(body)),
+                                   [Event(EventType.WARNING, reason, str(exc))])
     if owned:
         refusals.conflicted(str(exc), datetime.now(timezone.utc))
     elif isinstance(exc, k8s.CreateRejectedError):

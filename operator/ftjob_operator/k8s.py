@@ -17,13 +17,17 @@ import functools
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+import urllib3
 import urllib3.exceptions
 from kubernetes import client, config
+from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 
 from ftjob_api import api
@@ -113,12 +117,16 @@ def _message(exc: ApiException) -> str:
         return str(exc.body)
 
 
-class RawCreates:
-    """POSTs of the operator's own manifests as the plain JSON they are. The generated
-    `create_namespaced_*` methods validate a dict into the client's pydantic model and dump
-    it back before sending it: a fifth of the operator's CPU at scale (py-spy on
-    benchmarks/operator_scale_real.py), for a body the API server validates anyway. Same
-    calling convention and errors as the generated methods with `_preload_content=False`."""
+class RawRequests:
+    """The operator's busiest requests (creates of its own manifests, Events, status patches,
+    pod deletes) sent as the plain JSON they are. The generated methods validate their
+    arguments with pydantic, and validate a created object into the client's model and dump
+    it back, then the REST layer encodes it with `json`: half of the operator's CPU in the
+    HTTP client at scale (py-spy on benchmarks/operator_scale_real.py), for bodies the API
+    server validates anyway. The URL, headers and authentication are still the client's
+    (`param_serialize`, reused for a minute); the body is encoded with orjson and sent with the client's urllib3
+    pool. Same calling convention and errors as the generated methods with
+    `_preload_content=False`: the urllib3 response, `ApiException` for an HTTP error."""
 
     PATHS = {
         "create_namespaced_pod": "/api/v1/namespaces/{namespace}/pods",
@@ -133,26 +141,91 @@ class RawCreates:
         "create_namespaced_role_binding":
             "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
     }
+    JOB_STATUS = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{{namespace}}/{api.PLURAL}/{{name}}/status"
+    POD = "/api/v1/namespaces/{namespace}/pods/{name}"
+
+    # How long the URL prefix and headers (the token) are reused: the client's refresh hook
+    # reloads the kubeconfig or token file at every request (6 % of the operator's CPU at
+    # scale); client-go, too, re-reads a token file at most once a minute. A 401 drops them.
+    HEADERS_SECONDS = 60.0
 
     def __init__(self, api_client: client.ApiClient):
         self.api_client = api_client
+        self._base: tuple[str, dict[str, str], float] | None = None  # (host, headers, until)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name not in RawCreates.PATHS:
+        if name not in RawRequests.PATHS:
             raise AttributeError(name)
-        return functools.partial(self._post, RawCreates.PATHS[name])
+        return functools.partial(self._post, RawRequests.PATHS[name])
 
     def _post(self, path: str, namespace: str, body: dict[str, Any],
               _request_timeout: Any = None, _preload_content: bool = False) -> Any:
-        request = self.api_client.param_serialize(
-            method="POST", resource_path=path.format(namespace=namespace),
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            body=body, auth_settings=["BearerToken"])
-        response = self.api_client.call_api(*request, _request_timeout=_request_timeout)
+        return self.send("POST", path.format(namespace=namespace), body,
+                         _request_timeout=_request_timeout)
+
+    def patch_job_status(self, name: str, namespace: str, body: dict[str, Any],
+                         _request_timeout: Any = None, _preload_content: bool = False) -> Any:
+        return self.send("PATCH", self.JOB_STATUS.format(namespace=namespace, name=name), body,
+                         "application/merge-patch+json", _request_timeout)
+
+    def delete_pod(self, name: str, namespace: str, _request_timeout: Any = None,
+                   _preload_content: bool = False) -> Any:
+        return self.send("DELETE", self.POD.format(namespace=namespace, name=name),
+                         {"propagationPolicy": "Background"},
+                         _request_timeout=_request_timeout)
+
+    def send(self, method: str, path: str, body: dict[str, Any],
+             content_type: str = "application/json", _request_timeout: Any = None) -> Any:
+        host, headers = self._host_and_headers()
+        response = self.api_client.rest_client.pool_manager.request(
+            method, host + path, body=dumps(body),
+            headers={**headers, "Content-Type": content_type}, preload_content=False,
+            timeout=_timeout(_request_timeout))
+        if response.status == 401:
+            self._base = None  # a token that expired early: fetch it again next time
         if not 200 <= response.status <= 299:
-            response.read()
-            raise ApiException.from_response(http_resp=response, body=None, data=None)
-        return response.response
+            failed = rest.RESTResponse(response)
+            failed.read()
+            response.release_conn()
+            raise ApiException.from_response(http_resp=failed, body=None, data=None)
+        return response
+
+
+    def _host_and_headers(self) -> tuple[str, dict[str, str]]:
+        base, now = self._base, time.monotonic()
+        if base is None or now >= base[2]:
+            _, host, headers, _, _ = self.api_client.param_serialize(
+                method="GET", resource_path="", header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"])
+            base = self._base = (host, headers, now + self.HEADERS_SECONDS)
+        return base[0], base[1]
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON read with orjson (in half json's time), or with json where orjson refuses (an
+    integer past 64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def dumps(body: Any) -> bytes:
+    """JSON written with orjson, or with json where orjson refuses (an integer past 64
+    bits, a key that is not a string)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
+
+
+def _timeout(seconds: Any) -> urllib3.Timeout | None:
+    """The client's `_request_timeout` (seconds, or (connect, read)) as urllib3's."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, tuple):
+        return urllib3.Timeout(connect=seconds[0], read=seconds[1])
+    return urllib3.Timeout(total=seconds)
 
 
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)
@@ -170,7 +243,7 @@ class Kube:
         self.admission = client.AdmissionregistrationV1Api(api_client)
         self.authorization = client.AuthorizationV1Api(api_client)
         self.scheduling = client.SchedulingV1Api(api_client)
-        self.raw = RawCreates(api_client)
+        self.raw = RawRequests(api_client)
         # Called on the worker thread right before each write is sent; raises when this
         # replica may not write (leadership.Leadership.check). None: one replica, no fence.
         self.fence: Callable[[], None] | None = None
@@ -322,9 +395,8 @@ class Kube:
                     await asyncio.sleep(max(exc.retry_after or 0.0, 0.2 * 2 ** attempt))
 
     async def delete_pod(self, namespace: str, name: str) -> None:
-        await self._call(f"delete Pod {namespace}/{name}", self.core.delete_namespaced_pod,
-                         name, namespace, propagation_policy="Background", tolerate=(404,),
-                         answer=False)
+        await self._call(f"delete Pod {namespace}/{name}", self.raw.delete_pod, name, namespace,
+                         tolerate=(404,), answer=False)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         await self._call(f"delete {api.KIND} {namespace}/{name}",
@@ -352,9 +424,8 @@ class Kube:
                            ) -> dict[str, Any] | None:
         """Merge-patch the operator's own status keys; None when the job is gone."""
         patched = await self._call(f"patch {api.KIND} {namespace}/{name} status",
-                                   self.custom.patch_namespaced_custom_object_status, api.GROUP,
-                                   api.VERSION, namespace, api.PLURAL, name, {"status": status},
-                                   tolerate=(404,))
+                                   self.raw.patch_job_status, name, namespace,
+                                   {"status": status}, tolerate=(404,))
         return None if patched is TOLERATED else patched
 
     async def set_webhook_ca_bundle(self, name: str, ca_bundle: str) -> int:
@@ -452,7 +523,7 @@ def _raw_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call without the client's model parsing: the operator needs plain JSON, and the
     models reject objects that lack fields some clusters (and emulators) leave out."""
     data = _answer(fn, *args, **kwargs)
-    return json.loads(data) if data else None
+    return loads(data) if data else None
 
 
 def _no_answer(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

@@ -374,6 +374,8 @@ def sane_status(status: Any) -> tuple[dict[str, Any], list[str]]:
     Fields the API does not define are kept: they are someone else's."""
     if not isinstance(status, dict):
         return {}, ([] if status in (None, {}) else ["status"])
+    if _valid_status(status):
+        return status, []  # the usual case: one validation, not one per field
     clean: dict[str, Any] = {}
     dropped: list[str] = []
     for key, value in status.items():
@@ -388,6 +390,14 @@ def sane_status(status: Any) -> tuple[dict[str, Any], list[str]]:
             continue
         clean[key] = value
     return clean, dropped
+
+
+def _valid_status(status: dict[str, Any]) -> bool:
+    try:
+        api.FineTuneJobStatus.model_validate(status)
+    except (pydantic.ValidationError, TypeError, ValueError, RecursionError):
+        return False
+    return True
 
 
 def started_document(cm: dict[str, Any], job_uid: str | None = None) -> dict[str, Any] | None:

@@ -207,10 +207,13 @@ def read_status(status: dict[str, Any]) -> api.FineTuneJobStatus:
     (the handlers already drop such fields before deciding, see observe.sane_status)."""
     fields = api.FineTuneJobStatus.model_fields
     known = {f.alias or k for k, f in fields.items()} | set(fields)
+    ours = {k: v for k, v in status.items() if k in known}
+    try:
+        return api.FineTuneJobStatus.model_validate(ours)  # the usual case: all parse
+    except (pydantic.ValidationError, TypeError, ValueError):
+        pass
     clean: dict[str, Any] = {}
-    for key, value in status.items():
-        if key not in known:
-            continue
+    for key, value in ours.items():
         try:
             api.FineTuneJobStatus.model_validate({key: value})
         except (pydantic.ValidationError, TypeError, ValueError):

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
@@ -37,7 +36,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from ftjob_api import api, naming
 
 from . import kueue, observe
-from .k8s import retry_after
+from .k8s import loads, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +275,7 @@ class Stream:
                                     _preload_content=False,
                                     _request_timeout=(CONNECT_SECONDS, 60))
         try:
-            listing = orjson.loads(response.data)
+            listing = loads(response.data)
         finally:
             response.release_conn()
         items = [i for i in listing.get("items") or []
@@ -309,7 +308,7 @@ class Stream:
                     break
                 # orjson: in half json's time (with json a tenth of the operator's CPU at
                 # scale, benchmarks/operator_scale_real.py)
-                event = orjson.loads(line)
+                event = loads(line)
                 kind, body = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if body.get("code") == 410:

@@ -70,7 +70,8 @@ def _kube(**methods) -> k8s.Kube:
     _MADE.append(kube)
     for name, outcome in methods.items():
         target = (kube.custom if "custom_object" in name
-                  else kube.raw if name in k8s.RawCreates.PATHS else kube.core)
+                  else kube.raw if name in k8s.RawRequests.PATHS or hasattr(kube.raw, name)
+                  else kube.core)
         setattr(target, name, _answers(outcome))
     return kube
 
@@ -90,20 +91,20 @@ async def test_every_call_tolerates_only_its_own_status_and_names_what_failed():
     kube = _kube(create_namespaced_pod=_api_error(403))
     with pytest.raises(k8s.RejectedError, match="create Pod ns/demo-1-0: HTTP 403"):
         await kube.create(POD)
-    kube = _kube(delete_namespaced_pod=_api_error(404))
+    kube = _kube(delete_pod=_api_error(404))
     assert await kube.delete_pod("ns", "demo-1-0") is None  # already gone
-    kube = _kube(delete_namespaced_pod=_api_error(409))
+    kube = _kube(delete_pod=_api_error(409))
     with pytest.raises(k8s.TransientApiError, match="delete Pod ns/demo-1-0: HTTP 409"):
         await kube.delete_pod("ns", "demo-1-0")
     kube = _kube(delete_namespaced_custom_object=urllib3.exceptions.ProtocolError("reset"))
     with pytest.raises(k8s.TransientApiError, match="delete FineTuneJob ns/demo: ProtocolError"):
         await kube.delete_job("ns", "demo")
-    kube = _kube(patch_namespaced_custom_object_status={"status": {"phase": "Running"}})
+    kube = _kube(patch_job_status={"status": {"phase": "Running"}})
     assert await kube.patch_status("ns", "demo", {"phase": "Running"}) == {
         "status": {"phase": "Running"}}
-    kube = _kube(patch_namespaced_custom_object_status=_api_error(404))
+    kube = _kube(patch_job_status=_api_error(404))
     assert await kube.patch_status("ns", "demo", {}) is None  # the job is gone
-    kube = _kube(patch_namespaced_custom_object_status=_api_error(500))
+    kube = _kube(patch_job_status=_api_error(500))
     with pytest.raises(k8s.TransientApiError, match="patch FineTuneJob ns/demo status"):
         await kube.patch_status("ns", "demo", {})
 
@@ -234,44 +235,97 @@ def test_reflected_accepts_deleting_or_gone_pods():
     assert not _reflected(plan, KEY, {}, {KEY: [_pod("demo-1-1")]}, {})
 
 
-class _StubApiClient:
-    """param_serialize / call_api as the kubernetes client has them, answering `status`."""
+@pytest.fixture
+def api_server():
+    """A local HTTP server standing in for the API server: it records each request (method,
+    path, headers, body) and answers with the next (status, JSON) of `answers`."""
+    import http.server
+    import threading
 
-    def __init__(self, status: int):
-        self.status, self.serialized = status, []
+    from kubernetes import client
 
-    def param_serialize(self, **kwargs):
-        self.serialized.append(kwargs)
-        return ("POST", "https://api" + kwargs["resource_path"], kwargs["header_params"],
-                kwargs["body"], None)
+    seen: list[dict] = []
+    answers: list[tuple[int, dict]] = []
 
-    def call_api(self, method, url, headers, body, post, _request_timeout=None):
-        stub = self
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            seen.append({"method": self.command, "path": self.path,
+                         "headers": {k.lower(): v for k, v in self.headers.items()}, "body": self.rfile.read(length)})
+            status, body = answers.pop(0)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
-        class Answer:
-            status = stub.status
-            data = b'{"kind": "Status", "message": "pods \\"demo-1-0\\" already exists"}'
-            reason = "Conflict"
-            headers: dict = {}
-            response = _Response({"kind": "Pod"})
+        do_POST = do_PATCH = do_DELETE = _answer
 
-            def read(self):
-                return self.data
+        def log_message(self, *args):
+            pass
 
-            def getheaders(self):
-                return {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    configuration = client.Configuration(host=f"http://127.0.0.1:{server.server_port}")
+    configuration.api_key = {"authorization": "s3cret"}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    try:
+        yield client.ApiClient(configuration), seen, answers
+    finally:
+        server.shutdown()
 
-        return Answer()
 
-
-def test_raw_creates_post_the_manifest_as_it_is_and_raise_like_the_client():
-    api_client = _StubApiClient(201)
-    answer = k8s.RawCreates(api_client).create_namespaced_pod("ns", POD)
-    sent = api_client.serialized[0]
-    assert sent["resource_path"] == "/api/v1/namespaces/ns/pods" and sent["body"] is POD
+def test_raw_requests_send_the_body_as_it_is_with_the_clients_auth(api_server):
+    api_client, seen, answers = api_server
+    raw = k8s.RawRequests(api_client)
+    answers += [(201, {"kind": "Pod"}), (200, {"status": {"phase": "Running"}}),
+                (200, {"kind": "Status"})]
+    answer = raw.create_namespaced_pod("ns", POD, _request_timeout=(5, 30))
     assert json.loads(answer.data) == {"kind": "Pod"}
+    answer.release_conn()
+    patched = raw.patch_job_status("demo", "ns", {"status": {"phase": "Running"}})
+    assert json.loads(patched.data) == {"status": {"phase": "Running"}}
+    raw.delete_pod("demo-1-0", "ns").release_conn()
+    create, patch, delete = seen
+    assert (create["method"], create["path"]) == ("POST", "/api/v1/namespaces/ns/pods")
+    assert json.loads(create["body"]) == POD
+    assert create["headers"]["authorization"] == "Bearer s3cret"
+    assert create["headers"]["content-type"] == "application/json"
+    assert (patch["method"], patch["path"]) == (
+        "PATCH", "/apis/finetune.dev/v1alpha1/namespaces/ns/finetunejobs/demo/status")
+    assert patch["headers"]["content-type"] == "application/merge-patch+json"
+    assert json.loads(patch["body"]) == {"status": {"phase": "Running"}}
+    assert (delete["method"], delete["path"]) == ("DELETE", "/api/v1/namespaces/ns/pods/demo-1-0")
+    assert json.loads(delete["body"]) == {"propagationPolicy": "Background"}
+
+
+def test_raw_requests_raise_like_the_client(api_server):
+    api_client, _, answers = api_server
+    raw = k8s.RawRequests(api_client)
+    answers.append((409, {"kind": "Status", "message": 'rolebindings "x" already exists'}))
     with pytest.raises(ApiException) as refused:
-        k8s.RawCreates(_StubApiClient(409)).create_namespaced_role_binding("ns", {})
-    assert refused.value.status == 409
+        raw.create_namespaced_role_binding("ns", {})
+    assert refused.value.status == 409 and "already exists" in k8s._message(refused.value)
     with pytest.raises(AttributeError):
-        k8s.RawCreates(api_client).create_namespaced_secret  # noqa: B018 - never created
+        raw.create_namespaced_secret  # noqa: B018 - never created
+
+
+def test_raw_requests_reuse_the_token_until_it_is_refused(api_server):
+    api_client, seen, answers = api_server
+    raw = k8s.RawRequests(api_client)
+    answers += [(201, {}), (401, {"kind": "Status", "message": "Unauthorized"}), (201, {})]
+    raw.create_namespaced_event("ns", {}).release_conn()
+    api_client.configuration.api_key = {"authorization": "rotated"}
+    with pytest.raises(ApiException) as refused:  # within the minute: the token it had
+        raw.create_namespaced_event("ns", {})
+    assert refused.value.status == 401
+    raw.create_namespaced_event("ns", {}).release_conn()  # after a 401: read again
+    assert [r["headers"]["authorization"] for r in seen] == [
+        "Bearer s3cret", "Bearer s3cret", "Bearer rotated"]
+
+
+def test_json_past_what_orjson_takes_falls_back_to_json():
+    assert k8s.loads(b'{"a": 1}') == {"a": 1}
+    assert json.loads(k8s.dumps({"a": 10**30})) == {"a": 10**30}
+    assert json.loads(k8s.dumps({1: "x"})) == {"1": "x"}
