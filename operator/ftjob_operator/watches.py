@@ -8,7 +8,7 @@ timed-out stream, list again after `410 Gone` (etcd compacted the version away),
 as long as a 429's Retry-After asks. Each object is kept as the view a decision reads, not
 whole: a FineTuneJob as its identity, spec and status (kopf's copy of each job kept its
 managedFields too, and its per-object state and finalizer patch were a sixth of the
-operator's CPU at 1,000 jobs, benchmarks/operator_scale_real.py). Kueue's ResourceFlavors
+operator's CPU at scale and most of its memory per job, benchmarks/operator_scale_real.py). Kueue's ResourceFlavors
 (a handful, cluster-scoped, not ours) are watched whole, by name.
 
 `Index` is pure (objects in, views out, keyed by (namespace, job)); `Watch` is the I/O: one
