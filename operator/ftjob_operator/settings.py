@@ -34,8 +34,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     peering: str | None = None  # kopf peering name; None runs standalone
-    # How long a replica counts as alive after its last keep-alive: the longest hand-over
-    # after the active replica dies (kopf sends keep-alives 5-10 s before it runs out).
+    # How long a replica counts as alive in kopf's peering after its last keep-alive (kopf
+    # sends keep-alives 5-10 s before it runs out); the hand-over follows the Lease.
     peering_lifetime: int = 30
     # Where the replicas' Lease lives (leadership.py; with peering only): the operator's
     # own namespace (the chart passes the pod's).
