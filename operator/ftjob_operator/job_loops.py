@@ -194,9 +194,14 @@ async def run_job(context: Context, key: Key, loop: Loop) -> None:
             plan: Plan | None = None
             try:
                 if meta.get("deletionTimestamp"):
-                    await kube.remove_finalizer(key[0], key[1], LEGACY_FINALIZER,
-                                                list(meta.get("finalizers") or ()))
-                    return
+                    seen = list(meta.get("finalizers") or ())
+                    await kube.remove_finalizer(key[0], key[1], LEGACY_FINALIZER, seen)
+                    # Until the watch shows the list changed: without it (the loop ends
+                    # above), or changed by someone else in between, which refused the patch
+                    # (it tests the list it read): sent again on the new list.
+                    await _until(lambda: _finalizers(current(children.jobs, key, loop.uid))
+                                 != seen, loop, SETTLE_SECONDS)
+                    continue
                 source: dict[str, Any] = body
                 if written is not None and _older(body, written):
                     # The watch of the job lags behind this loop's own write (e.g.
@@ -250,6 +255,10 @@ async def run_job(context: Context, key: Key, loop: Loop) -> None:
     finally:
         if lease is not None:
             lease.unwant()
+
+
+def _finalizers(job: Mapping[str, Any] | None) -> list[str] | None:
+    return None if job is None else list((job.get("metadata") or {}).get("finalizers") or ())
 
 
 def _older(body: Mapping[str, Any], written: Mapping[str, Any]) -> bool:

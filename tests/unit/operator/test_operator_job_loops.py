@@ -10,6 +10,7 @@ import pytest
 from ftjob_operator import handlers, job_loops, watches
 from ftjob_operator.job_loops import LEGACY_FINALIZER, JobLoops, _older, wants_loop
 from ftjob_operator.plan import JobState
+from ftjob_operator.settings import Settings
 
 
 def job(rv: str) -> dict:
@@ -163,3 +164,32 @@ async def test_a_loop_that_raises_is_restarted(runs):
     await until(lambda: runs.count(("start", "u1")) == 2)
     assert loops.loops[("ns", "crash")].task is not None
     await loops.stop()
+
+
+async def test_the_old_finalizer_is_taken_off_again_when_the_list_changed_meanwhile(
+        monkeypatch):
+    """The removal tests the finalizers it read; when someone changed them in between (the
+    API server answers 422, tolerated), the loop sends it again on the list the watch shows
+    next, and ends once the watch shows the old finalizer gone."""
+    w = FakeWatches()
+    sent: list[list[str]] = []
+
+    async def synced():
+        pass
+
+    class Kube:
+        async def remove_finalizer(self, namespace, name, finalizer, finalizers):
+            sent.append(finalizers)
+            if len(sent) == 1:  # refused: someone added one meanwhile
+                w.show("MODIFIED", body(rv="3", deleting=True,
+                                        finalizers=[LEGACY_FINALIZER, "a/b", "c/d"]))
+            else:
+                w.show("MODIFIED", body(rv="4", deleting=True, finalizers=["a/b", "c/d"]))
+            loops.jobs_changed({("ns", "demo")})
+
+    w.synced = synced
+    loops = JobLoops(job_loops.Context(Settings(), Kube(), w))
+    loops.jobs_changed(w.show("ADDED", body(rv="2", deleting=True,
+                                            finalizers=[LEGACY_FINALIZER, "a/b"])))
+    await until(lambda: ("ns", "demo") not in loops.loops)
+    assert sent == [[LEGACY_FINALIZER, "a/b"], [LEGACY_FINALIZER, "a/b", "c/d"]]
