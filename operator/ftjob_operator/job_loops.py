@@ -177,84 +177,79 @@ async def run_job(context: Context, key: Key, loop: Loop) -> None:
     ignored: list[str] = []
     refusals = observe.Refusals()  # the API server's refusals to create, as this loop saw them
     written: dict[str, Any] | None = None  # the job as this loop's last status write left it
-    if lease is not None:
-        lease.want()
-    try:
-        while not loop.stopped.is_set():
-            loop.waker.clear()
-            body = current(children.jobs, key, loop.uid)
-            if body is None:
-                return  # gone (JobLoops stops this loop too)
-            meta = body.get("metadata") or {}
-            if meta.get("deletionTimestamp") and not wants_loop(body):
-                return
-            if lease is not None and not lease.leading():
-                await lease.wait_leading()
-                continue  # decide on what the watches show now, not before the wait
-            plan: Plan | None = None
-            try:
-                if meta.get("deletionTimestamp"):
-                    seen = list(meta.get("finalizers") or ())
-                    await kube.remove_finalizer(key[0], key[1], LEGACY_FINALIZER, seen)
-                    # Until the watch shows the list changed: without it (the loop ends
-                    # above), or changed by someone else in between, which refused the patch
-                    # (it tests the list it read): sent again on the new list.
-                    await _until(lambda: _finalizers(current(children.jobs, key, loop.uid))
-                                 != seen, loop, SETTLE_SECONDS)
-                    continue
-                source: dict[str, Any] = body
-                if written is not None and _older(body, written):
-                    # The watch of the job lags behind this loop's own write (e.g.
-                    # reconnecting after an API outage): decide on the job as the server
-                    # holds it, rather than repeat the last plan and its events on the copy
-                    # the watch still shows.
-                    source = written
-                else:
-                    written = None
-                job, ignored = _readable_job(source, ignored, logger)
-                started = time.monotonic()
-                plan = decide(job, observe.observe(job, children.pods, children.started_specs,
-                                                   refusals, children.workloads,
-                                                   children.flavors),
-                              datetime.now(timezone.utc), config)
-                # The status and Events first, kept even when an action then fails: the
-                # retry decides from the new status and does not explain it again.
-                recorded = await kube.record(plan, job)
-                acts = kube.acts_after(plan, recorded)
-                written = watches.job_view(recorded) if recorded else written
-                del recorded  # the whole job as written: not held while this loop waits
-                if acts:
-                    await kube.carry_out(plan, job)
-            except leadership.NotLeading as exc:
-                logger.warning("%s: %s not written; deciding again once leading", exc,
-                               plan.case if plan else "the finalizer's removal")
+    # The replica wants the Lease from start-up (handlers.startup); the loop only waits for it.
+    while not loop.stopped.is_set():
+        loop.waker.clear()
+        body = current(children.jobs, key, loop.uid)
+        if body is None:
+            return  # gone (JobLoops stops this loop too)
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp") and not wants_loop(body):
+            return
+        if lease is not None and not lease.leading():
+            await lease.wait_leading()
+            continue  # decide on what the watches show now, not before the wait
+        plan: Plan | None = None
+        try:
+            if meta.get("deletionTimestamp"):
+                seen = list(meta.get("finalizers") or ())
+                await kube.remove_finalizer(key[0], key[1], LEGACY_FINALIZER, seen)
+                # Until the watch shows the list changed: without it (the loop ends
+                # above), or changed by someone else in between, which refused the patch
+                # (it tests the list it read): sent again on the new list.
+                await _until(lambda: _finalizers(current(children.jobs, key, loop.uid))
+                             != seen, loop, SETTLE_SECONDS)
                 continue
-            except (k8s.TransientApiError, k8s.RejectedError) as exc:
-                failures += 1
-                delay = await _refused(exc, failures, plan, refusals, kube, body, logger)
-                await _sleep(loop, delay, wake_early=False)
-                continue
-            failures = 0
-            refusals.cleared()
-            assert plan is not None  # decided: only the deletion path returns without one
-            _record(context.metrics, plan, time.monotonic() - started)
-            if plan.status:
-                logger.info("%s: %s", plan.case, plan.status.get("message") or plan.status)
-            if plan.status or plan.actions:
-                # Decide again only once the watches show what we just did, so the next
-                # decision does not start from the state we just replaced (and repeat it).
-                await _until(lambda: _reflected(plan, key, current(children.jobs, key) or {},
-                                                children.pods, children.started_specs,
-                                                children.workloads),
-                             loop, max(SETTLE_SECONDS, config.resync_seconds))
-                continue
-            wait = config.resync_seconds
-            if plan.requeue_after is not None:
-                wait = min(wait, max(plan.requeue_after, 0.05))
-            await _sleep(loop, wait)
-    finally:
-        if lease is not None:
-            lease.unwant()
+            source: dict[str, Any] = body
+            if written is not None and _older(body, written):
+                # The watch of the job lags behind this loop's own write (e.g.
+                # reconnecting after an API outage): decide on the job as the server
+                # holds it, rather than repeat the last plan and its events on the copy
+                # the watch still shows.
+                source = written
+            else:
+                written = None
+            job, ignored = _readable_job(source, ignored, logger)
+            started = time.monotonic()
+            plan = decide(job, observe.observe(job, children.pods, children.started_specs,
+                                               refusals, children.workloads,
+                                               children.flavors),
+                          datetime.now(timezone.utc), config)
+            # The status and Events first, kept even when an action then fails: the
+            # retry decides from the new status and does not explain it again.
+            recorded = await kube.record(plan, job)
+            acts = kube.acts_after(plan, recorded)
+            written = watches.job_view(recorded) if recorded else written
+            del recorded  # the whole job as written: not held while this loop waits
+            if acts:
+                await kube.carry_out(plan, job)
+        except leadership.NotLeading as exc:
+            logger.warning("%s: %s not written; deciding again once leading", exc,
+                           plan.case if plan else "the finalizer's removal")
+            continue
+        except (k8s.TransientApiError, k8s.RejectedError) as exc:
+            failures += 1
+            delay = await _refused(exc, failures, plan, refusals, kube, body, logger)
+            await _sleep(loop, delay, wake_early=False)
+            continue
+        failures = 0
+        refusals.cleared()
+        assert plan is not None  # decided: only the deletion path returns without one
+        _record(context.metrics, plan, time.monotonic() - started)
+        if plan.status:
+            logger.info("%s: %s", plan.case, plan.status.get("message") or plan.status)
+        if plan.status or plan.actions:
+            # Decide again only once the watches show what we just did, so the next
+            # decision does not start from the state we just replaced (and repeat it).
+            await _until(lambda: _reflected(plan, key, current(children.jobs, key) or {},
+                                            children.pods, children.started_specs,
+                                            children.workloads),
+                         loop, max(SETTLE_SECONDS, config.resync_seconds))
+            continue
+        wait = config.resync_seconds
+        if plan.requeue_after is not None:
+            wait = min(wait, max(plan.requeue_after, 0.05))
+        await _sleep(loop, wait)
 
 
 def _finalizers(job: Mapping[str, Any] | None) -> list[str] | None:
